@@ -1,0 +1,323 @@
+// Package storage reads, writes, lists and tests objects by URI, for local
+// paths and gs://bucket/key, on top of Beam's filesystem package so that the
+// CLI, the training input and the Beam pipelines all see the same thing.
+//
+// Writes are atomic: a reader never sees a half-written object under its
+// final name. Local files are written to a temporary sibling and renamed;
+// GCS objects only appear when their upload is finalised, and an upload that
+// fails is cancelled rather than finalised.
+package storage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	gcsapi "cloud.google.com/go/storage"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/gcs"   // gs:// scheme
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/local" // plain paths
+)
+
+// ErrNotExist is returned (wrapped) when an object does not exist.
+var ErrNotExist = fs.ErrNotExist
+
+// Store gives access to objects on every registered filesystem. It keeps one
+// filesystem client per scheme (a GCS client is costly to create) and is safe
+// for concurrent use. The zero value is not usable: call New.
+type Store struct {
+	mu  sync.Mutex
+	fss map[string]filesystem.Interface
+}
+
+// New returns a Store. Close it when done to release clients.
+func New() *Store {
+	return &Store{fss: map[string]filesystem.Interface{}}
+}
+
+// Close releases the filesystem clients the store opened.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for k, f := range s.fss {
+		errs = append(errs, f.Close())
+		delete(s.fss, k)
+	}
+	return errors.Join(errs...)
+}
+
+// IsRemote reports whether uri names an object in a bucket (gs://...).
+func IsRemote(uri string) bool {
+	return scheme(uri) != ""
+}
+
+func scheme(uri string) string {
+	if i := strings.Index(uri, "://"); i > 0 {
+		return uri[:i]
+	}
+	return ""
+}
+
+func (s *Store) fsFor(ctx context.Context, uri string) (filesystem.Interface, error) {
+	sch := scheme(uri)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f, ok := s.fss[sch]; ok {
+		return f, nil
+	}
+	if sch != "" && sch != "gs" {
+		return nil, fmt.Errorf("%s: unsupported scheme %q (use a local path or gs://bucket/key)", uri, sch)
+	}
+	f, err := filesystem.New(ctx, uri)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", uri, err)
+	}
+	s.fss[sch] = f
+	return f, nil
+}
+
+// Join joins a root URI and path elements with "/" (for gs://) or the OS
+// separator (for local paths).
+func Join(root string, elem ...string) string {
+	if IsRemote(root) {
+		parts := append([]string{strings.TrimSuffix(root, "/")}, elem...)
+		return strings.Join(parts, "/")
+	}
+	return filepath.Join(append([]string{root}, elem...)...)
+}
+
+// Base returns the last element of a URI.
+func Base(uri string) string {
+	if IsRemote(uri) {
+		return path.Base(uri)
+	}
+	return filepath.Base(uri)
+}
+
+// notExist maps each filesystem's not-found error onto ErrNotExist.
+func notExist(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, gcsapi.ErrObjectNotExist) || errors.Is(err, gcsapi.ErrBucketNotExist)
+}
+
+func wrap(op, uri string, err error) error {
+	if notExist(err) && !errors.Is(err, ErrNotExist) {
+		return fmt.Errorf("%s %s: %w (%v)", op, uri, ErrNotExist, err)
+	}
+	return fmt.Errorf("%s %s: %w", op, uri, err)
+}
+
+// Open opens an object for reading.
+func (s *Store) Open(ctx context.Context, uri string) (io.ReadCloser, error) {
+	f, err := s.fsFor(ctx, uri)
+	if err != nil {
+		return nil, err
+	}
+	r, err := f.OpenRead(ctx, uri)
+	if err != nil {
+		return nil, wrap("open", uri, err)
+	}
+	return r, nil
+}
+
+// ReadFile reads a whole object. If limit > 0 and the object is larger than
+// limit bytes, it fails rather than reading it all into memory.
+func (s *Store) ReadFile(ctx context.Context, uri string, limit int64) ([]byte, error) {
+	r, err := s.Open(ctx, uri)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var src io.Reader = r
+	if limit > 0 {
+		src = io.LimitReader(r, limit+1)
+	}
+	data, err := io.ReadAll(src)
+	if err != nil {
+		return nil, wrap("read", uri, err)
+	}
+	if limit > 0 && int64(len(data)) > limit {
+		return nil, fmt.Errorf("read %s: object larger than the limit of %d bytes", uri, limit)
+	}
+	return data, nil
+}
+
+// WriteFile writes data to uri atomically.
+func (s *Store) WriteFile(ctx context.Context, uri string, data []byte) error {
+	return s.Write(ctx, uri, func(w io.Writer) error {
+		_, err := io.Copy(w, bytes.NewReader(data))
+		return err
+	})
+}
+
+// Write calls fill with a writer for uri and publishes the object only if
+// fill and the final flush succeed. On failure nothing appears at uri (an
+// object that was already there is left as it was).
+func (s *Store) Write(ctx context.Context, uri string, fill func(io.Writer) error) error {
+	f, err := s.fsFor(ctx, uri)
+	if err != nil {
+		return err
+	}
+	if !IsRemote(uri) {
+		return writeLocal(uri, fill)
+	}
+	// A GCS upload becomes visible only when the writer is closed; cancelling
+	// its context first abandons the upload instead.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := f.OpenWrite(wctx, uri)
+	if err != nil {
+		return wrap("write", uri, err)
+	}
+	if err := fill(w); err != nil {
+		cancel()
+		_ = w.Close()
+		return wrap("write", uri, err)
+	}
+	if err := w.Close(); err != nil {
+		return wrap("write", uri, err)
+	}
+	return nil
+}
+
+func writeLocal(name string, fill func(io.Writer) error) error {
+	dir := filepath.Dir(name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return wrap("write", name, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp-*")
+	if err != nil {
+		return wrap("write", name, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := fill(tmp); err != nil {
+		return wrap("write", name, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return wrap("write", name, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return wrap("write", name, err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return wrap("write", name, err)
+	}
+	if err := os.Rename(tmp.Name(), name); err != nil {
+		return wrap("write", name, err)
+	}
+	ok = true
+	return nil
+}
+
+// Exists reports whether an object exists. Errors other than "not found"
+// (permissions, network) are returned, not reported as absence.
+func (s *Store) Exists(ctx context.Context, uri string) (bool, error) {
+	f, err := s.fsFor(ctx, uri)
+	if err != nil {
+		return false, err
+	}
+	if !IsRemote(uri) {
+		st, err := os.Stat(uri)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return false, nil
+			}
+			return false, wrap("stat", uri, err)
+		}
+		return !st.IsDir(), nil
+	}
+	if _, err := f.Size(ctx, uri); err != nil {
+		if notExist(err) {
+			return false, nil
+		}
+		return false, wrap("stat", uri, err)
+	}
+	return true, nil
+}
+
+// List returns the URIs of the objects directly or indirectly under prefix
+// whose base name matches the glob pattern (e.g. "*.png"; "" matches all),
+// sorted. For gs:// it makes one listing request sequence for the prefix;
+// locally it walks the directory. A prefix that does not exist gives an
+// empty list.
+func (s *Store) List(ctx context.Context, prefix, pattern string) ([]string, error) {
+	if pattern == "" {
+		pattern = "*"
+	}
+	if _, err := path.Match(pattern, ""); err != nil {
+		return nil, fmt.Errorf("list %s: bad pattern %q: %w", prefix, pattern, err)
+	}
+	f, err := s.fsFor(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	if IsRemote(prefix) {
+		uris, err := f.List(ctx, strings.TrimSuffix(prefix, "/")+"/**")
+		if err != nil {
+			return nil, wrap("list", prefix, err)
+		}
+		for _, u := range uris {
+			if ok, _ := path.Match(pattern, path.Base(u)); ok {
+				out = append(out, u)
+			}
+		}
+	} else {
+		err := filepath.WalkDir(prefix, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) && p == prefix {
+					return fs.SkipAll
+				}
+				return err
+			}
+			if d.IsDir() {
+				return nil
+			}
+			name := d.Name()
+			if strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-") {
+				return nil // an unfinished atomic write
+			}
+			if ok, _ := filepath.Match(pattern, name); ok {
+				out = append(out, p)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, wrap("list", prefix, err)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Remove deletes an object. Removing an object that does not exist is not an
+// error.
+func (s *Store) Remove(ctx context.Context, uri string) error {
+	f, err := s.fsFor(ctx, uri)
+	if err != nil {
+		return err
+	}
+	rm, ok := f.(filesystem.Remover)
+	if !ok {
+		return fmt.Errorf("remove %s: filesystem cannot remove", uri)
+	}
+	if err := rm.Remove(ctx, uri); err != nil && !notExist(err) {
+		return wrap("remove", uri, err)
+	}
+	return nil
+}

@@ -1,0 +1,150 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/l2gflow/l2gflow/io/storage"
+	"github.com/l2gflow/l2gflow/io/storage/gcstest"
+)
+
+// roundTrip exercises one root (local dir or gs:// prefix) the same way.
+func roundTrip(t *testing.T, root string) {
+	ctx := context.Background()
+	s := storage.New()
+	defer s.Close()
+
+	a := storage.Join(root, "d", "a.txt")
+	b := storage.Join(root, "d", "sub", "b.png")
+	c := storage.Join(root, "c.txt")
+	for uri, body := range map[string]string{a: "alpha", b: "beta", c: "gamma"} {
+		if err := s.WriteFile(ctx, uri, []byte(body)); err != nil {
+			t.Fatalf("WriteFile(%s): %v", uri, err)
+		}
+	}
+	got, err := s.ReadFile(ctx, a, 0)
+	if err != nil || string(got) != "alpha" {
+		t.Fatalf("ReadFile(%s) = %q, %v; want alpha", a, got, err)
+	}
+	if _, err := s.ReadFile(ctx, a, 3); err == nil {
+		t.Errorf("ReadFile with limit 3 of a 5-byte object: want error")
+	}
+
+	tests := []struct {
+		prefix, pattern string
+		want            []string
+	}{
+		{storage.Join(root, "d"), "", []string{a, b}},
+		{storage.Join(root, "d"), "*.png", []string{b}},
+		{root, "*.txt", []string{c, a}},
+		{storage.Join(root, "nothing-here"), "*", nil},
+	}
+	for _, tc := range tests {
+		got, err := s.List(ctx, tc.prefix, tc.pattern)
+		if err != nil {
+			t.Fatalf("List(%s, %q): %v", tc.prefix, tc.pattern, err)
+		}
+		want := append([]string(nil), tc.want...)
+		if len(want) > 1 {
+			// List sorts.
+			if want[0] > want[1] {
+				want[0], want[1] = want[1], want[0]
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("List(%s, %q) = %v, want %v", tc.prefix, tc.pattern, got, want)
+		}
+	}
+
+	for uri, want := range map[string]bool{a: true, storage.Join(root, "d", "zzz"): false} {
+		ok, err := s.Exists(ctx, uri)
+		if err != nil || ok != want {
+			t.Errorf("Exists(%s) = %v, %v; want %v", uri, ok, err, want)
+		}
+	}
+
+	// A failed write leaves the previous object untouched and nothing new.
+	boom := errors.New("boom")
+	err = s.Write(ctx, a, func(w io.Writer) error {
+		w.Write([]byte("half-writ"))
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Write with failing fill: err = %v, want boom", err)
+	}
+	if got, _ := s.ReadFile(ctx, a, 0); string(got) != "alpha" {
+		t.Errorf("after failed overwrite %s = %q, want alpha", a, got)
+	}
+	n := storage.Join(root, "never.txt")
+	_ = s.Write(ctx, n, func(w io.Writer) error { w.Write([]byte("x")); return boom })
+	if ok, _ := s.Exists(ctx, n); ok {
+		t.Errorf("failed write published %s", n)
+	}
+
+	_, err = s.ReadFile(ctx, storage.Join(root, "missing.txt"), 0)
+	if !errors.Is(err, storage.ErrNotExist) {
+		t.Errorf("ReadFile(missing) err = %v, want ErrNotExist", err)
+	}
+	if err := s.Remove(ctx, c); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if ok, _ := s.Exists(ctx, c); ok {
+		t.Errorf("%s still exists after Remove", c)
+	}
+	if err := s.Remove(ctx, c); err != nil {
+		t.Errorf("Remove of a missing object: %v", err)
+	}
+}
+
+func TestLocalRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	roundTrip(t, dir)
+	// No temporary files are left behind.
+	var leftovers []string
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && strings.Contains(info.Name(), ".tmp-") {
+			leftovers = append(leftovers, p)
+		}
+		return nil
+	})
+	if len(leftovers) > 0 {
+		t.Errorf("temporary files left: %v", leftovers)
+	}
+}
+
+func TestGCSRoundTrip(t *testing.T) {
+	gcstest.Start(t, "bkt")
+	roundTrip(t, "gs://bkt/root")
+}
+
+func TestUnsupportedScheme(t *testing.T) {
+	s := storage.New()
+	defer s.Close()
+	_, err := s.ReadFile(context.Background(), "s4://x/y", 0)
+	if err == nil || !strings.Contains(err.Error(), "unsupported scheme") {
+		t.Errorf("err = %v, want unsupported scheme", err)
+	}
+}
+
+func TestJoin(t *testing.T) {
+	tests := []struct {
+		root string
+		elem []string
+		want string
+	}{
+		{"gs://b/x/", []string{"y", "z.png"}, "gs://b/x/y/z.png"},
+		{"gs://b", []string{"k"}, "gs://b/k"},
+		{"/tmp/a", []string{"b"}, "/tmp/a/b"},
+	}
+	for _, tc := range tests {
+		if got := storage.Join(tc.root, tc.elem...); got != tc.want {
+			t.Errorf("Join(%q, %q) = %q, want %q", tc.root, tc.elem, got, tc.want)
+		}
+	}
+}
