@@ -1,0 +1,192 @@
+// Package config holds l2gflow's typed configuration: defaults, loading
+// from a YAML file (unknown keys are errors, with the line), and validation
+// whose messages name the offending key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration. Each command uses the sections it
+// needs; YAML keys are the snake_case names in the tags.
+type Config struct {
+	Dataset Dataset `yaml:"dataset"`
+	Synth   Synth   `yaml:"synth"`
+	Train   Train   `yaml:"train"`
+	Label   Label   `yaml:"label"`
+	Eval    Eval    `yaml:"eval"`
+	Runner  Runner  `yaml:"runner"`
+}
+
+// Dataset selects the input images and their tags.
+type Dataset struct {
+	// Root is the dataset root (local path or gs://bucket/prefix) laid out
+	// as JPEGImages/, SegmentationClass/, Saliency/, <split>_cls.txt.
+	Root string `yaml:"root"`
+	// Split names the tag list <split>_cls.txt under Root. Default "train".
+	Split string `yaml:"split"`
+	// Manifest is a JSON Lines manifest used instead of Root/Split.
+	Manifest string `yaml:"manifest"`
+	// MaxPixels refuses images whose declared width*height is larger.
+	// Default 50,000,000.
+	MaxPixels int `yaml:"max_pixels"`
+}
+
+// Synth configures the synthetic benchmark generator.
+type Synth struct {
+	Out    string `yaml:"out"`    // output root
+	Images int    `yaml:"images"` // number of images, default 2000
+	Size   int    `yaml:"size"`   // image side in pixels, default 128
+	// Classes is the number of foreground classes (2-20), default 6.
+	Classes int   `yaml:"classes"`
+	Seed    int64 `yaml:"seed"` // default 1
+	// ValFraction of the images go to val_cls.txt, default 0.2.
+	ValFraction float64 `yaml:"val_fraction"`
+	// NoSaliencyFraction of the images get no saliency file, default 0.1.
+	NoSaliencyFraction float64 `yaml:"no_saliency_fraction"`
+}
+
+// Train configures L2G (or plain CAM) training.
+type Train struct {
+	Out string `yaml:"out"` // model artifact URI, default model.l2g
+	// Method is "l2g" (local-to-global transfer, the default) or "cam"
+	// (the global network with the classification loss only).
+	Method string `yaml:"method"`
+	// Arch is the backbone preset of the global network: tiny (default),
+	// resnet18, resnet34, resnet50. LocalArch defaults to Arch.
+	Arch      string `yaml:"arch"`
+	LocalArch string `yaml:"local_arch"`
+	// OutputStride of the backbones: 8 (default, as the reference) or 16.
+	OutputStride int `yaml:"output_stride"`
+	// ImageSize is the training crop of the whole image (reference 448,
+	// default 128); ViewSize the local view (reference 320, default 96).
+	ImageSize int `yaml:"image_size"`
+	ViewSize  int `yaml:"view_size"`
+	// Views is the number of local views an image (reference VOC 6).
+	Views int `yaml:"views"`
+	// ViewMode is corners+random (default), random or grid.
+	ViewMode string `yaml:"view_mode"`
+	// BgThr binarises the local target (reference VOC 0.001).
+	BgThr float64 `yaml:"bg_thr"`
+	// Transfer is the attention-transfer loss: mse (reference) or kl.
+	Transfer string `yaml:"transfer"`
+	// KDWeight scales the transfer loss (reference VOC 10).
+	KDWeight float64 `yaml:"kd_weight"`
+	// Optimizer is sgd (Nesterov momentum, reference) or adam.
+	Optimizer    string  `yaml:"optimizer"`
+	LR           float64 `yaml:"lr"`
+	Momentum     float64 `yaml:"momentum"`
+	WeightDecay  float64 `yaml:"weight_decay"`
+	NewLayerLRx  float64 `yaml:"new_layer_lr_mult"` // lr multiplier of the classifier heads (reference 10)
+	Schedule     string  `yaml:"schedule"`          // step (default) or poly
+	StepEpochs   int     `yaml:"step_epochs"`       // step schedule: lr x0.1 every this many epochs
+	BatchSize    int     `yaml:"batch_size"`
+	Epochs       int     `yaml:"epochs"`
+	Steps        int     `yaml:"steps"`       // overrides Epochs when > 0
+	TimeBudget   string  `yaml:"time_budget"` // e.g. "5m"; stops early when spent
+	Seed         int64   `yaml:"seed"`
+	Workers      int     `yaml:"workers"`          // input decoding goroutines, 0 = number of CPUs
+	CheckpointEv int     `yaml:"checkpoint_every"` // steps between checkpoints, 0 = only at the end
+	Resume       bool    `yaml:"resume"`
+}
+
+// Label configures the pseudo-labeling pipeline.
+type Label struct {
+	Model string `yaml:"model"` // model artifact URI
+	Out   string `yaml:"out"`   // output prefix for <id>.png
+	// Scales of the whole-image inference views (reference 0.5,1,1.5,2).
+	Scales []float64 `yaml:"scales"`
+	Flip   bool      `yaml:"flip"` // also infer each scale flipped
+	// LocalViews adds local crops at labeling time: none (default), grid,
+	// corners.
+	LocalViews string `yaml:"local_views"`
+	// LocalCombine combines local crops with the global map: sum or max.
+	LocalCombine string `yaml:"local_combine"`
+	// Background is the background rule: threshold (reference) or saliency.
+	Background string `yaml:"background"`
+	// BgThreshold is the background score of the threshold rule (0.25).
+	BgThreshold float64 `yaml:"bg_threshold"`
+	// SaliencyThreshold binarises saliency for the saliency rule (0.2).
+	SaliencyThreshold float64 `yaml:"saliency_threshold"`
+	// CAMThreshold drops class scores below it in the saliency rule.
+	CAMThreshold float64 `yaml:"cam_threshold"`
+	// SaliencyFallback applies the saliency rule to images without a
+	// usable saliency map: threshold (default) or skip (dead-letter).
+	SaliencyFallback string `yaml:"saliency_fallback"`
+	KeepCAMs         bool   `yaml:"keep_cams"` // store fused CAMs for threshold sweeps
+	Overwrite        bool   `yaml:"overwrite"`
+	BatchSize        int    `yaml:"batch_size"` // inference batch
+}
+
+// Eval configures the evaluation of pseudo labels.
+type Eval struct {
+	Labels string `yaml:"labels"` // prefix holding <id>.png labels
+	Report string `yaml:"report"` // report directory
+	// SweepFrom/To/Step define the background threshold sweep over stored
+	// CAMs (reference style: 0.05 to 0.50 by 0.05).
+	SweepFrom float64 `yaml:"sweep_from"`
+	SweepTo   float64 `yaml:"sweep_to"`
+	SweepStep float64 `yaml:"sweep_step"`
+}
+
+// Runner configures where computations run.
+type Runner struct {
+	// Backend is the GoMLX backend config, default "go:parallelism=-1"
+	// (the pure-Go backend on all cores).
+	Backend string `yaml:"backend"`
+}
+
+// Default returns the configuration with every documented default.
+func Default() Config {
+	return Config{
+		Dataset: Dataset{Split: "train", MaxPixels: 50_000_000},
+		Synth: Synth{Images: 2000, Size: 128, Classes: 6, Seed: 1, ValFraction: 0.2,
+			NoSaliencyFraction: 0.1},
+		Train: Train{Out: "model.l2g", Method: "l2g", Arch: "tiny", OutputStride: 8,
+			ImageSize: 128, ViewSize: 96, Views: 6, ViewMode: "corners+random",
+			BgThr: 0.001, Transfer: "mse", KDWeight: 10, Optimizer: "sgd", LR: 0.01,
+			Momentum: 0.9, WeightDecay: 5e-4, NewLayerLRx: 10, Schedule: "step",
+			StepEpochs: 5, BatchSize: 8, Epochs: 10, Seed: 1, CheckpointEv: 200},
+		Label: Label{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true, LocalViews: "none",
+			LocalCombine: "sum", Background: "threshold", BgThreshold: 0.25,
+			SaliencyThreshold: 0.2, CAMThreshold: 0.1, SaliencyFallback: "threshold", BatchSize: 8},
+		Eval:   Eval{SweepFrom: 0.05, SweepTo: 0.50, SweepStep: 0.05},
+		Runner: Runner{Backend: "go:parallelism=-1"},
+	}
+}
+
+// Parse overlays YAML data onto the defaults. Unknown keys are errors that
+// name the line; name is used in messages (usually the file path).
+func Parse(name string, data []byte) (Config, error) {
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("config %s: %w", name, cleanYAMLError(err))
+	}
+	return cfg, nil
+}
+
+func cleanYAMLError(err error) error {
+	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+}
+
+// Load reads a YAML file (local path) and overlays it onto the defaults.
+// An empty path gives the defaults.
+func Load(path string) (Config, error) {
+	if path == "" {
+		return Default(), nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
