@@ -104,6 +104,15 @@ func Base(uri string) string {
 	return filepath.Base(uri)
 }
 
+// Dir returns all but the last element of a URI.
+func Dir(uri string) string {
+	if IsRemote(uri) {
+		// Not path.Dir: it would clean "gs://" into "gs:/".
+		return uri[:strings.LastIndex(uri, "/")]
+	}
+	return filepath.Dir(uri)
+}
+
 // notExist maps each filesystem's not-found error onto ErrNotExist.
 func notExist(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, gcsapi.ErrObjectNotExist) || errors.Is(err, gcsapi.ErrBucketNotExist)

@@ -1,0 +1,363 @@
+// Package dataset reads the datasets l2gflow works on: a VOC-style layout
+// under a root (local or gs://) with tag lists <split>_cls.txt, or a JSON
+// Lines manifest of URIs. It validates ids and tags and reports bad input
+// with the file and line at fault.
+package dataset
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/l2gflow/l2gflow/io/storage"
+)
+
+// Layout directories and files under a dataset root.
+const (
+	ImageDir    = "JPEGImages"
+	GTDir       = "SegmentationClass"
+	SaliencyDir = "Saliency"
+	ClassesFile = "classes.txt"
+)
+
+// VOCClasses are the 20 PASCAL VOC foreground classes, the default.
+var VOCClasses = []string{"aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+	"chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep",
+	"sofa", "train", "tvmonitor"}
+
+// Record is one image of a dataset.
+type Record struct {
+	ID       string `json:"id"`
+	Image    string `json:"image"`              // URI of the JPEG or PNG image
+	Tags     []int  `json:"tags"`               // sorted 0-based foreground class indices
+	Saliency string `json:"saliency,omitempty"` // URI of the 8-bit saliency map, "" if none
+	GT       string `json:"gt,omitempty"`       // URI of the ground-truth label map, "" if none
+}
+
+// Dataset is a validated list of records and the class names.
+type Dataset struct {
+	Classes []string
+	Records []Record
+	// Source names where the records came from (tag list or manifest URI).
+	Source string
+	// Fingerprint is the sha256 of the class names and the tag list or
+	// manifest bytes: it identifies the data a model was trained on.
+	Fingerprint string
+}
+
+// lines splits text into lines, tolerating a UTF-8 BOM and CRLF endings.
+// Each returned line keeps its 1-based number.
+func lines(data []byte) []numberedLine {
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
+	var out []numberedLine
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+	for n := 1; sc.Scan(); n++ {
+		out = append(out, numberedLine{n, strings.TrimRight(sc.Text(), "\r")})
+	}
+	return out
+}
+
+type numberedLine struct {
+	n    int
+	text string
+}
+
+// ValidateID checks that an id can be used as a file name in every layout.
+func ValidateID(id string) error {
+	switch {
+	case id == "":
+		return errors.New("empty id")
+	case id == "." || id == ".." || strings.Contains(id, ".."):
+		return fmt.Errorf("id %q contains ..", id)
+	case strings.ContainsAny(id, `/\`):
+		return fmt.Errorf("id %q contains a path separator", id)
+	case strings.HasPrefix(id, "_"):
+		return fmt.Errorf("id %q starts with _ (reserved for run records)", id)
+	}
+	for _, r := range id {
+		if r < 0x20 || r == 0x7f || r == ' ' || r == '\t' {
+			return fmt.Errorf("id %q contains a space or control character", id)
+		}
+	}
+	return nil
+}
+
+// ParseClasses parses a classes file: one foreground class name a line;
+// blank lines are skipped.
+func ParseClasses(name string, data []byte) ([]string, error) {
+	var classes []string
+	seen := map[string]int{}
+	for _, l := range lines(data) {
+		c := strings.TrimSpace(l.text)
+		if c == "" {
+			continue
+		}
+		if strings.ContainsAny(c, " \t") {
+			return nil, fmt.Errorf("%s:%d: class name %q contains a space", name, l.n, c)
+		}
+		if prev, ok := seen[c]; ok {
+			return nil, fmt.Errorf("%s:%d: class %q already named on line %d", name, l.n, c, prev)
+		}
+		seen[c] = l.n
+		classes = append(classes, c)
+	}
+	if len(classes) == 0 {
+		return nil, fmt.Errorf("%s: no class names", name)
+	}
+	if len(classes) > 254 {
+		return nil, fmt.Errorf("%s: %d classes; at most 254 fit a label map with background and 255 = ignore", name, len(classes))
+	}
+	return classes, nil
+}
+
+// TagEntry is one line of a tag list.
+type TagEntry struct {
+	ID   string
+	Tags []int
+}
+
+// ParseTagList parses "<id> <class_index>..." lines with 0-based
+// foreground class indices below numClasses.
+func ParseTagList(name string, data []byte, numClasses int) ([]TagEntry, error) {
+	var out []TagEntry
+	seen := map[string]int{}
+	for _, l := range lines(data) {
+		fields := strings.Fields(l.text)
+		if len(fields) == 0 {
+			continue
+		}
+		id := fields[0]
+		if err := ValidateID(id); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", name, l.n, err)
+		}
+		if prev, ok := seen[id]; ok {
+			return nil, fmt.Errorf("%s:%d: duplicate id %q (first on line %d)", name, l.n, id, prev)
+		}
+		seen[id] = l.n
+		var tags []int
+		for _, f := range fields[1:] {
+			k, err := strconv.Atoi(f)
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: class index %q of %s is not an integer", name, l.n, f, id)
+			}
+			if k < 0 || k >= numClasses {
+				return nil, fmt.Errorf("%s:%d: class index %d of %s is outside 0..%d", name, l.n, k, id, numClasses-1)
+			}
+			tags = append(tags, k)
+		}
+		slices.Sort(tags)
+		out = append(out, TagEntry{ID: id, Tags: slices.Compact(tags)})
+	}
+	return out, nil
+}
+
+type manifestLine struct {
+	ID       string   `json:"id"`
+	Image    string   `json:"image"`
+	Tags     []string `json:"tags"`
+	Saliency string   `json:"saliency"`
+	GT       string   `json:"gt"`
+}
+
+// ParseManifest parses a JSON Lines manifest of
+// {"id","image","tags":[names],"saliency","gt"} objects. Relative URIs are
+// resolved against base (the manifest's directory).
+func ParseManifest(name string, data []byte, classes []string, base string) ([]Record, error) {
+	index := map[string]int{}
+	for i, c := range classes {
+		index[c] = i
+	}
+	var out []Record
+	seen := map[string]int{}
+	for _, l := range lines(data) {
+		if strings.TrimSpace(l.text) == "" {
+			continue
+		}
+		var m manifestLine
+		dec := json.NewDecoder(strings.NewReader(l.text))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&m); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", name, l.n, err)
+		}
+		if err := ValidateID(m.ID); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", name, l.n, err)
+		}
+		if prev, ok := seen[m.ID]; ok {
+			return nil, fmt.Errorf("%s:%d: duplicate id %q (first on line %d)", name, l.n, m.ID, prev)
+		}
+		seen[m.ID] = l.n
+		if m.Image == "" {
+			return nil, fmt.Errorf("%s:%d: %s has no image", name, l.n, m.ID)
+		}
+		var tags []int
+		for _, t := range m.Tags {
+			k, ok := index[t]
+			if !ok {
+				return nil, fmt.Errorf("%s:%d: unknown class %q of %s (known: %s)", name, l.n, t, m.ID, strings.Join(classes, ", "))
+			}
+			tags = append(tags, k)
+		}
+		slices.Sort(tags)
+		out = append(out, Record{ID: m.ID, Image: resolve(base, m.Image), Tags: slices.Compact(tags),
+			Saliency: resolve(base, m.Saliency), GT: resolve(base, m.GT)})
+	}
+	return out, nil
+}
+
+func resolve(base, uri string) string {
+	if uri == "" || base == "" || storage.IsRemote(uri) || filepath.IsAbs(uri) {
+		return uri
+	}
+	return storage.Join(base, uri)
+}
+
+func fingerprint(classes []string, data []byte) string {
+	h := sha256.New()
+	h.Write([]byte(strings.Join(classes, "\n")))
+	h.Write([]byte{0})
+	h.Write(data)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// loadClasses reads classes.txt in dir, or returns the VOC classes when
+// there is none.
+func loadClasses(ctx context.Context, st *storage.Store, dir string) ([]string, error) {
+	uri := storage.Join(dir, ClassesFile)
+	data, err := st.ReadFile(ctx, uri, 1<<20)
+	if errors.Is(err, storage.ErrNotExist) {
+		return slices.Clone(VOCClasses), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ParseClasses(uri, data)
+}
+
+// TagListURI is the tag list of a split under root.
+func TagListURI(root, split string) string {
+	return storage.Join(root, split+"_cls.txt")
+}
+
+// Load reads the layout under root for one split. It lists each of the
+// image, ground-truth and saliency folders once (not one request an image)
+// to find which files exist; an id without an image file still gets a
+// record (its .jpg URI), so that the job reports it rather than dropping it.
+func Load(ctx context.Context, st *storage.Store, root, split string) (*Dataset, error) {
+	if strings.ContainsAny(split, `/\ `) || split == "" {
+		return nil, fmt.Errorf("split %q: want a plain name such as train", split)
+	}
+	classes, err := loadClasses(ctx, st, root)
+	if err != nil {
+		return nil, err
+	}
+	listURI := TagListURI(root, split)
+	data, err := st.ReadFile(ctx, listURI, 1<<30)
+	if err != nil {
+		return nil, fmt.Errorf("tag list of split %q: %w", split, err)
+	}
+	entries, err := ParseTagList(listURI, data, len(classes))
+	if err != nil {
+		return nil, err
+	}
+	images, err := byID(ctx, st, storage.Join(root, ImageDir), ".jpg", ".jpeg", ".png")
+	if err != nil {
+		return nil, err
+	}
+	gts, err := byID(ctx, st, storage.Join(root, GTDir), ".png")
+	if err != nil {
+		return nil, err
+	}
+	sals, err := byID(ctx, st, storage.Join(root, SaliencyDir), ".png")
+	if err != nil {
+		return nil, err
+	}
+	ds := &Dataset{Classes: classes, Source: listURI, Fingerprint: fingerprint(classes, data)}
+	for _, e := range entries {
+		img, ok := images[e.ID]
+		if !ok {
+			img = storage.Join(root, ImageDir, e.ID+".jpg")
+		}
+		ds.Records = append(ds.Records, Record{ID: e.ID, Image: img, Tags: e.Tags, GT: gts[e.ID], Saliency: sals[e.ID]})
+	}
+	return ds, nil
+}
+
+// byID lists dir once and maps ids (base names without extension) to URIs,
+// keeping the first extension in exts order when several exist.
+func byID(ctx context.Context, st *storage.Store, dir string, exts ...string) (map[string]string, error) {
+	uris, err := st.List(ctx, dir, "*")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	rank := map[string]int{}
+	for _, u := range uris {
+		if strings.TrimSuffix(storage.Dir(u), "/") != strings.TrimSuffix(dir, "/") {
+			continue // in a sub-folder
+		}
+		base := storage.Base(u)
+		ext := strings.ToLower(path.Ext(base))
+		r := slices.Index(exts, ext)
+		if r < 0 {
+			continue
+		}
+		id := strings.TrimSuffix(base, path.Ext(base))
+		if prev, ok := rank[id]; !ok || r < prev {
+			out[id], rank[id] = u, r
+		}
+	}
+	return out, nil
+}
+
+// LoadManifest reads a JSON Lines manifest. Class names come from
+// classes.txt beside the manifest, or are the VOC classes.
+func LoadManifest(ctx context.Context, st *storage.Store, uri string) (*Dataset, error) {
+	dir := storage.Dir(uri)
+	classes, err := loadClasses(ctx, st, dir)
+	if err != nil {
+		return nil, err
+	}
+	data, err := st.ReadFile(ctx, uri, 1<<30)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	recs, err := ParseManifest(uri, data, classes, dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Dataset{Classes: classes, Records: recs, Source: uri, Fingerprint: fingerprint(classes, data)}, nil
+}
+
+// Open loads a dataset from a manifest when one is given, else from the
+// layout under root for the split.
+func Open(ctx context.Context, st *storage.Store, root, split, manifest string) (*Dataset, error) {
+	if manifest != "" {
+		return LoadManifest(ctx, st, manifest)
+	}
+	return Load(ctx, st, root, split)
+}
+
+// FormatTagList renders entries as a tag list file.
+func FormatTagList(entries []TagEntry) []byte {
+	var b bytes.Buffer
+	for _, e := range entries {
+		b.WriteString(e.ID)
+		for _, t := range e.Tags {
+			b.WriteByte(' ')
+			b.WriteString(strconv.Itoa(t))
+		}
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}

@@ -1,0 +1,469 @@
+// Package synth writes the synthetic benchmark: a dataset in the standard
+// layout (images, ground truth, saliency, tag lists) built so that it tests
+// what L2G is meant to fix.
+//
+// Every object is a large body whose look (a striped, brownish texture) is
+// shared by all classes, carrying one small discriminative part (a patch of
+// a class-specific colour and pattern). A classifier needs only the part to
+// name the class, so a plain CAM fires on the part and misses the body; the
+// ground truth covers the whole object. Backgrounds are cluttered with
+// desaturated shapes and, in some images, a body without a part (a
+// distractor); objects overlap and vary in scale. Saliency maps are soft and
+// imperfect like a real detector's: blurred edges, missed regions, false
+// positives, and no file at all for some images.
+package synth
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync"
+
+	"github.com/l2gflow/l2gflow/io/dataset"
+	"github.com/l2gflow/l2gflow/io/imagefile"
+	"github.com/l2gflow/l2gflow/io/storage"
+)
+
+// Options controls the generator.
+type Options struct {
+	Images  int   // number of images
+	Size    int   // image side in pixels
+	Classes int   // foreground classes, 2..20
+	Seed    int64 // same seed, same bytes
+	// ValFraction of the images are listed in val_cls.txt, the rest in
+	// train_cls.txt.
+	ValFraction float64
+	// NoSaliencyFraction of the images get no saliency file.
+	NoSaliencyFraction float64
+	// Workers generating in parallel; 0 means 4.
+	Workers int
+	// Progress, if set, is called after each image is written.
+	Progress func(done, total int)
+}
+
+// Sample is one generated image with its annotations.
+type Sample struct {
+	ID       string
+	Image    *imagefile.RGB
+	GT       *imagefile.Gray // class index+1 per pixel, 0 background, 255 boundary
+	Saliency *imagefile.Gray // nil when the image has no saliency file
+	Tags     []int           // 0-based classes present in GT
+	Val      bool            // listed in the val split
+}
+
+// classNames are the part colours' names.
+var classNames = []string{"red", "green", "blue", "yellow", "magenta", "cyan", "orange", "purple",
+	"lime", "pink", "teal", "navy", "olive", "maroon", "coral", "gold", "violet", "sky", "mint", "black"}
+
+// partColours are saturated colours, far from the desaturated clutter and
+// the brownish body.
+var partColours = [][3]float64{{230, 20, 20}, {20, 200, 40}, {30, 50, 240}, {245, 230, 20},
+	{230, 20, 220}, {20, 225, 230}, {250, 140, 0}, {130, 20, 200}, {150, 250, 40}, {255, 120, 180},
+	{0, 128, 128}, {0, 0, 128}, {128, 128, 0}, {128, 0, 0}, {255, 127, 80}, {255, 200, 0},
+	{200, 120, 255}, {100, 180, 255}, {160, 255, 200}, {10, 10, 10}}
+
+// ClassNames returns the class names of a benchmark with c classes.
+func ClassNames(c int) []string { return slices.Clone(classNames[:c]) }
+
+// ID returns the id of the i-th image.
+func ID(i int) string { return fmt.Sprintf("syn_%06d", i) }
+
+type ellipse struct {
+	cx, cy, rx, ry, cos, sin float64
+}
+
+// inside returns the normalised radius of (x, y): <= 1 inside.
+func (e ellipse) inside(x, y float64) float64 {
+	dx, dy := x-e.cx, y-e.cy
+	u := (dx*e.cos + dy*e.sin) / e.rx
+	v := (-dx*e.sin + dy*e.cos) / e.ry
+	return u*u + v*v
+}
+
+func randEllipse(r *rand.Rand, cx, cy, rmin, rmax float64) ellipse {
+	a := r.Float64() * math.Pi
+	rx := rmin + r.Float64()*(rmax-rmin)
+	ry := rx * (0.55 + 0.45*r.Float64())
+	return ellipse{cx, cy, rx, ry, math.Cos(a), math.Sin(a)}
+}
+
+type object struct {
+	class       int
+	body, part  ellipse
+	tint        [3]float64
+	stripeAngle float64
+}
+
+func clamp8(v float64) uint8 {
+	switch {
+	case v <= 0:
+		return 0
+	case v >= 255:
+		return 255
+	}
+	return uint8(v + 0.5)
+}
+
+// Generate makes the i-th sample of a benchmark; it depends only on opts'
+// Size, Classes, Seed and fractions, and i.
+func Generate(opts Options, i int) Sample {
+	r := rand.New(rand.NewPCG(uint64(opts.Seed), uint64(i)))
+	s := opts.Size
+	fs := float64(s)
+	img := imagefile.NewRGB(s, s)
+	lab := make([]uint8, s*s) // class+1 of the visible object, before boundaries
+
+	// Background: a desaturated gradient, noise and clutter.
+	base := [3]float64{60 + 120*r.Float64(), 0, 0}
+	base[1] = base[0] + 30*(r.Float64()-0.5)
+	base[2] = base[0] + 30*(r.Float64()-0.5)
+	gx, gy := 40*(r.Float64()-0.5), 40*(r.Float64()-0.5)
+	for y := 0; y < s; y++ {
+		for x := 0; x < s; x++ {
+			g := gx*float64(x)/fs + gy*float64(y)/fs
+			n := 24 * (r.Float64() - 0.5)
+			p := 3 * (y*s + x)
+			for c := 0; c < 3; c++ {
+				img.Pix[p+c] = clamp8(base[c] + g + n)
+			}
+		}
+	}
+	for k, n := 0, 4+r.IntN(6); k < n; k++ {
+		lum := 40 + 180*r.Float64()
+		col := [3]float64{lum + 40*(r.Float64()-0.5), lum + 40*(r.Float64()-0.5), lum + 40*(r.Float64()-0.5)}
+		if r.IntN(2) == 0 { // rectangle
+			x0, y0 := r.IntN(s), r.IntN(s)
+			w, h := 3+r.IntN(s/4), 3+r.IntN(s/4)
+			for y := y0; y < min(s, y0+h); y++ {
+				for x := x0; x < min(s, x0+w); x++ {
+					for c := 0; c < 3; c++ {
+						img.Pix[3*(y*s+x)+c] = clamp8(col[c])
+					}
+				}
+			}
+		} else { // thick line
+			x0, y0 := fs*r.Float64(), fs*r.Float64()
+			a := r.Float64() * 2 * math.Pi
+			l, th := fs*(0.2+0.5*r.Float64()), 1+2*r.Float64()
+			for t := 0.0; t < l; t += 0.5 {
+				cx, cy := x0+t*math.Cos(a), y0+t*math.Sin(a)
+				for y := int(cy - th); y <= int(cy+th); y++ {
+					for x := int(cx - th); x <= int(cx+th); x++ {
+						if x >= 0 && y >= 0 && x < s && y < s {
+							for c := 0; c < 3; c++ {
+								img.Pix[3*(y*s+x)+c] = clamp8(col[c])
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+
+	newBody := func() object {
+		rmax := fs * (0.16 + 0.16*r.Float64())
+		margin := rmax * 0.5
+		cx := margin + r.Float64()*(fs-2*margin)
+		cy := margin + r.Float64()*(fs-2*margin)
+		o := object{body: randEllipse(r, cx, cy, rmax*0.75, rmax), stripeAngle: r.Float64() * math.Pi}
+		o.tint = [3]float64{150 + 20*(r.Float64()-0.5), 125 + 20*(r.Float64()-0.5), 95 + 20*(r.Float64()-0.5)}
+		return o
+	}
+	paintBody := func(o object, mark uint8, fill []uint8) {
+		sa, ca := math.Sin(o.stripeAngle), math.Cos(o.stripeAngle)
+		for y := 0; y < s; y++ {
+			for x := 0; x < s; x++ {
+				fx, fy := float64(x)+0.5, float64(y)+0.5
+				if o.body.inside(fx, fy) > 1 {
+					continue
+				}
+				stripe := 28 * math.Sin((fx*ca+fy*sa)*2*math.Pi/7)
+				n := 16 * (r.Float64() - 0.5)
+				p := 3 * (y*s + x)
+				for c := 0; c < 3; c++ {
+					img.Pix[p+c] = clamp8(o.tint[c] + stripe + n)
+				}
+				if fill != nil {
+					fill[y*s+x] = mark
+				}
+			}
+		}
+	}
+
+	// A distractor: a body without a part, not an object.
+	var distractor *object
+	if r.Float64() < 0.35 {
+		d := newBody()
+		distractor = &d
+		paintBody(d, 0, nil)
+	}
+
+	nobj := 1 + r.IntN(3)
+	objs := make([]object, nobj)
+	for k := range objs {
+		o := newBody()
+		o.class = r.IntN(opts.Classes)
+		// The part: a small ellipse well inside the body.
+		minor := math.Min(o.body.rx, o.body.ry)
+		off := 0.45 * r.Float64()
+		a := r.Float64() * 2 * math.Pi
+		px := o.body.cx + off*o.body.rx*math.Cos(a)*o.body.cos - off*o.body.ry*math.Sin(a)*o.body.sin
+		py := o.body.cy + off*o.body.rx*math.Cos(a)*o.body.sin + off*o.body.ry*math.Sin(a)*o.body.cos
+		pr := math.Max(2.5, minor*(0.3+0.12*r.Float64()))
+		o.part = randEllipse(r, px, py, pr*0.9, pr)
+		objs[k] = o
+
+		paintBody(o, uint8(o.class+1), lab)
+		col := partColours[o.class]
+		pattern := o.class % 3
+		for y := 0; y < s; y++ {
+			for x := 0; x < s; x++ {
+				fx, fy := float64(x)+0.5, float64(y)+0.5
+				if o.part.inside(fx, fy) > 1 || o.body.inside(fx, fy) > 1 {
+					continue
+				}
+				shade := 1.0
+				switch pattern {
+				case 1: // checker
+					if (x/2+y/2)%2 == 0 {
+						shade = 0.55
+					}
+				case 2: // dots
+					if x%3 == 0 && y%3 == 0 {
+						shade = 0.4
+					}
+				}
+				n := 10 * (r.Float64() - 0.5)
+				p := 3 * (y*s + x)
+				for c := 0; c < 3; c++ {
+					img.Pix[p+c] = clamp8(col[c]*shade + n)
+				}
+			}
+		}
+	}
+
+	// Ground truth: object pixels next to a different label become 255, a
+	// thin version of VOC's ignored boundary band.
+	gt := imagefile.NewGray(s, s)
+	for y := 0; y < s; y++ {
+		for x := 0; x < s; x++ {
+			v := lab[y*s+x]
+			gt.Pix[y*s+x] = v
+			if v == 0 {
+				continue
+			}
+			for _, d := range [][2]int{{1, 0}, {-1, 0}, {0, 1}, {0, -1}} {
+				nx, ny := x+d[0], y+d[1]
+				if nx >= 0 && ny >= 0 && nx < s && ny < s && lab[ny*s+nx] != v {
+					gt.Pix[y*s+x] = imagefile.Ignore
+					break
+				}
+			}
+		}
+	}
+	var tags []int
+	for _, v := range gt.Pix {
+		if v != 0 && v != imagefile.Ignore {
+			tags = append(tags, int(v)-1)
+		}
+	}
+	slices.Sort(tags)
+	tags = slices.Compact(tags)
+
+	var sal *imagefile.Gray
+	if r.Float64() >= opts.NoSaliencyFraction {
+		sal = saliency(r, s, lab, distractor)
+	}
+	return Sample{ID: ID(i), Image: img, GT: gt, Saliency: sal, Tags: tags, Val: r.Float64() < opts.ValFraction}
+}
+
+// saliency makes an imperfect soft saliency map from the object mask.
+func saliency(r *rand.Rand, s int, lab []uint8, distractor *object) *imagefile.Gray {
+	m := make([]float64, s*s)
+	for i, v := range lab {
+		if v != 0 {
+			m[i] = 0.9 + 0.1*r.Float64()
+		}
+	}
+	fs := float64(s)
+	fill := func(e ellipse, v float64, add bool) {
+		for y := 0; y < s; y++ {
+			for x := 0; x < s; x++ {
+				if e.inside(float64(x)+0.5, float64(y)+0.5) <= 1 {
+					if add {
+						m[y*s+x] = math.Max(m[y*s+x], v)
+					} else {
+						m[y*s+x] = v
+					}
+				}
+			}
+		}
+	}
+	if r.Float64() < 0.4 { // a missed region
+		fill(randEllipse(r, fs*r.Float64(), fs*r.Float64(), fs*0.08, fs*0.18), 0.05, false)
+	}
+	if distractor != nil && r.Float64() < 0.6 { // fooled by the distractor
+		fill(distractor.body, 0.5+0.4*r.Float64(), true)
+	}
+	if r.Float64() < 0.3 { // a stray blob
+		fill(randEllipse(r, fs*r.Float64(), fs*r.Float64(), fs*0.05, fs*0.12), 0.3+0.4*r.Float64(), true)
+	}
+	m = boxBlur(boxBlur(m, s, 2), s, 2)
+	out := imagefile.NewGray(s, s)
+	for i, v := range m {
+		out.Pix[i] = clamp8(255 * (v + 0.04*(r.Float64()-0.5)))
+	}
+	return out
+}
+
+// boxBlur blurs an s x s map with a (2k+1)^2 box, clamping at the edges.
+func boxBlur(m []float64, s, k int) []float64 {
+	tmp := make([]float64, len(m))
+	out := make([]float64, len(m))
+	for y := 0; y < s; y++ {
+		for x := 0; x < s; x++ {
+			var sum float64
+			for d := -k; d <= k; d++ {
+				sum += m[y*s+min(s-1, max(0, x+d))]
+			}
+			tmp[y*s+x] = sum / float64(2*k+1)
+		}
+	}
+	for y := 0; y < s; y++ {
+		for x := 0; x < s; x++ {
+			var sum float64
+			for d := -k; d <= k; d++ {
+				sum += tmp[min(s-1, max(0, y+d))*s+x]
+			}
+			out[y*s+x] = sum / float64(2*k+1)
+		}
+	}
+	return out
+}
+
+// Summary describes a written benchmark.
+type Summary struct {
+	Train, Val, WithSaliency int
+}
+
+// Write generates the benchmark into the layout under root (local or
+// gs://), in parallel, and writes classes.txt, train_cls.txt and
+// val_cls.txt last, so that a listed id always has its files.
+func Write(ctx context.Context, st *storage.Store, root string, opts Options) (Summary, error) {
+	if opts.Images <= 0 || opts.Size < 32 || opts.Classes < 2 || opts.Classes > len(classNames) {
+		return Summary{}, fmt.Errorf("synth: need images > 0, size >= 32 and 2..%d classes", len(classNames))
+	}
+	workers := opts.Workers
+	if workers <= 0 {
+		workers = 4
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		entry dataset.TagEntry
+		val   bool
+		sal   bool
+	}
+	results := make([]result, opts.Images)
+	jobs := make(chan int)
+	errc := make(chan error, workers)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	done := 0
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				smp := Generate(opts, i)
+				if err := writeSample(ctx, st, root, smp); err != nil {
+					errc <- err
+					cancel()
+					return
+				}
+				results[i] = result{dataset.TagEntry{ID: smp.ID, Tags: smp.Tags}, smp.Val, smp.Saliency != nil}
+				if opts.Progress != nil {
+					mu.Lock()
+					done++
+					opts.Progress(done, opts.Images)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+feed:
+	for i := 0; i < opts.Images; i++ {
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return Summary{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Summary{}, err
+	}
+	var train, val []dataset.TagEntry
+	var sum Summary
+	for _, r := range results {
+		if r.val {
+			val = append(val, r.entry)
+		} else {
+			train = append(train, r.entry)
+		}
+		if r.sal {
+			sum.WithSaliency++
+		}
+	}
+	sum.Train, sum.Val = len(train), len(val)
+	var names []byte
+	for _, n := range ClassNames(opts.Classes) {
+		names = append(names, n+"\n"...)
+	}
+	files := map[string][]byte{
+		dataset.ClassesFile: names,
+		"train_cls.txt":     dataset.FormatTagList(train),
+		"val_cls.txt":       dataset.FormatTagList(val),
+	}
+	for _, name := range []string{dataset.ClassesFile, "train_cls.txt", "val_cls.txt"} {
+		if err := st.WriteFile(ctx, storage.Join(root, name), files[name]); err != nil {
+			return Summary{}, err
+		}
+	}
+	return sum, nil
+}
+
+func writeSample(ctx context.Context, st *storage.Store, root string, smp Sample) error {
+	jpg, err := imagefile.EncodeJPEG(smp.Image, 92)
+	if err != nil {
+		return fmt.Errorf("%s: %w", smp.ID, err)
+	}
+	gt, err := imagefile.EncodeLabel(smp.GT)
+	if err != nil {
+		return fmt.Errorf("%s: %w", smp.ID, err)
+	}
+	out := map[string][]byte{
+		storage.Join(root, dataset.ImageDir, smp.ID+".jpg"): jpg,
+		storage.Join(root, dataset.GTDir, smp.ID+".png"):    gt,
+	}
+	if smp.Saliency != nil {
+		sal, err := imagefile.EncodeGray(smp.Saliency)
+		if err != nil {
+			return fmt.Errorf("%s: %w", smp.ID, err)
+		}
+		out[storage.Join(root, dataset.SaliencyDir, smp.ID+".png")] = sal
+	}
+	for uri, data := range out {
+		if err := st.WriteFile(ctx, uri, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,198 @@
+package synth
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/l2gflow/l2gflow/io/dataset"
+	"github.com/l2gflow/l2gflow/io/imagefile"
+	"github.com/l2gflow/l2gflow/io/storage"
+)
+
+var testOpts = Options{Images: 60, Size: 64, Classes: 5, Seed: 7, ValFraction: 0.25, NoSaliencyFraction: 0.2}
+
+// readTree maps relative paths to contents.
+func readTree(t *testing.T, root string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(root, p)
+		out[rel] = b
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestDeterministic(t *testing.T) {
+	st := storage.New()
+	defer st.Close()
+	a, b := t.TempDir(), t.TempDir()
+	o1, o2 := testOpts, testOpts
+	o2.Workers = 1 // worker count must not change the output
+	if _, err := Write(context.Background(), st, a, o1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Write(context.Background(), st, b, o2); err != nil {
+		t.Fatal(err)
+	}
+	ta, tb := readTree(t, a), readTree(t, b)
+	if len(ta) != len(tb) {
+		t.Fatalf("%d files vs %d", len(ta), len(tb))
+	}
+	for name, data := range ta {
+		if !bytes.Equal(data, tb[name]) {
+			t.Errorf("%s differs between two runs with the same seed", name)
+		}
+	}
+	o3 := testOpts
+	o3.Seed = 8
+	if bytes.Equal(Generate(o3, 0).Image.Pix, Generate(testOpts, 0).Image.Pix) {
+		t.Error("a different seed gave the same image")
+	}
+}
+
+func TestInvariants(t *testing.T) {
+	st := storage.New()
+	defer st.Close()
+	root := t.TempDir()
+	sum, err := Write(context.Background(), st, root, testOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Train+sum.Val != testOpts.Images || sum.Val == 0 || sum.Train == 0 {
+		t.Errorf("summary %+v", sum)
+	}
+	if sum.WithSaliency == testOpts.Images || sum.WithSaliency == 0 {
+		t.Errorf("%d of %d images have saliency; want some without", sum.WithSaliency, testOpts.Images)
+	}
+	multi, repeated := 0, 0
+	for _, split := range []string{"train", "val"} {
+		ds, err := dataset.Load(context.Background(), st, root, split)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ds.Classes, ClassNames(testOpts.Classes)) {
+			t.Errorf("classes %v", ds.Classes)
+		}
+		for _, rec := range ds.Records {
+			imgData, err := os.ReadFile(rec.Image)
+			if err != nil {
+				t.Fatalf("%s: %v", rec.ID, err)
+			}
+			img, err := imagefile.DecodeRGB(imgData, 0)
+			if err != nil || img.W != testOpts.Size || img.H != testOpts.Size {
+				t.Fatalf("%s: image %v, %v", rec.ID, img, err)
+			}
+			if rec.GT == "" {
+				t.Fatalf("%s has no ground truth", rec.ID)
+			}
+			gtData, _ := os.ReadFile(rec.GT)
+			gt, err := imagefile.DecodeLabel(gtData, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			present := map[int]bool{}
+			for _, v := range gt.Pix {
+				switch {
+				case v == imagefile.Ignore || v == 0:
+				case int(v) <= testOpts.Classes:
+					present[int(v)-1] = true
+				default:
+					t.Fatalf("%s: GT value %d out of range", rec.ID, v)
+				}
+			}
+			var want []int
+			for c := range present {
+				want = append(want, c)
+			}
+			slices.Sort(want)
+			if !slices.Equal(rec.Tags, want) {
+				t.Errorf("%s: tags %v, GT classes %v", rec.ID, rec.Tags, want)
+			}
+			if len(rec.Tags) == 0 {
+				t.Errorf("%s: no object visible", rec.ID)
+			}
+			if len(rec.Tags) > 1 {
+				multi++
+			}
+			smp := Generate(testOpts, idIndex(t, rec.ID))
+			if len(smp.Tags) > 0 && countObjects(smp) > len(smp.Tags) {
+				repeated++
+			}
+		}
+	}
+	if multi == 0 {
+		t.Error("no image with two or more classes")
+	}
+	if repeated == 0 {
+		t.Error("no image with two objects of the same class")
+	}
+}
+
+func idIndex(t *testing.T, id string) int {
+	for i := 0; i < testOpts.Images; i++ {
+		if ID(i) == id {
+			return i
+		}
+	}
+	t.Fatalf("unknown id %s", id)
+	return -1
+}
+
+// countObjects counts the 4-connected components of object pixels per
+// class, a lower bound on the visible objects.
+func countObjects(s Sample) int {
+	n := s.GT.W
+	seen := make([]bool, len(s.GT.Pix))
+	count := 0
+	for i, v := range s.GT.Pix {
+		if v == 0 || v == imagefile.Ignore || seen[i] {
+			continue
+		}
+		count++
+		stack := []int{i}
+		seen[i] = true
+		for len(stack) > 0 {
+			p := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			x, y := p%n, p/n
+			for _, d := range [][2]int{{1, 0}, {-1, 0}, {0, 1}, {0, -1}, {1, 1}, {-1, -1}, {1, -1}, {-1, 1}} {
+				nx, ny := x+d[0], y+d[1]
+				q := ny*n + nx
+				if nx >= 0 && ny >= 0 && nx < n && ny < n && !seen[q] && (s.GT.Pix[q] == v || s.GT.Pix[q] == imagefile.Ignore) {
+					seen[q] = true
+					stack = append(stack, q)
+				}
+			}
+		}
+	}
+	return count
+}
+
+func TestWriteRejectsBadOptions(t *testing.T) {
+	st := storage.New()
+	defer st.Close()
+	for _, o := range []Options{{Images: 0, Size: 64, Classes: 3}, {Images: 1, Size: 8, Classes: 3}, {Images: 1, Size: 64, Classes: 21}} {
+		if _, err := Write(context.Background(), st, t.TempDir(), o); err == nil {
+			t.Errorf("%+v: want an error", o)
+		}
+	}
+}
+
+func BenchmarkGenerate128(b *testing.B) {
+	o := Options{Size: 128, Classes: 6, Seed: 1, NoSaliencyFraction: 0.1}
+	for i := 0; b.Loop(); i++ {
+		Generate(o, i)
+	}
+}
