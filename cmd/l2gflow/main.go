@@ -1,0 +1,204 @@
+// Command l2gflow turns image-level tags into pixel-level pseudo labels
+// with L2G: synth makes a benchmark, train trains the classifiers, label
+// runs the Beam labeling pipeline, eval scores labels, demo runs it all.
+//
+// Exit status: 0 on success, 2 on usage or configuration errors, 1 on
+// failure.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/l2gflow/l2gflow/config"
+)
+
+// Version is the l2gflow release.
+const Version = "0.1.0-dev"
+
+// command is one subcommand. bind registers its flags, writing straight
+// into the configuration that the file (if any) already filled, so that
+// flags override file values and file values override defaults.
+type command struct {
+	name     string
+	summary  string
+	usage    string
+	sections config.Section
+	bind     func(fs *flag.FlagSet, cfg *config.Config)
+	run      func(ctx context.Context, env *cmdEnv) error
+}
+
+// cmdEnv is what a running command gets.
+type cmdEnv struct {
+	cfg    *config.Config
+	args   []string // positional arguments left after the flags
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// usageError marks errors that should exit with status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+func commands() []*command {
+	return []*command{synthCommand(), trainCommand(), labelCommand(), evalCommand(), demoCommand(), versionCommand()}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func topUsage(w io.Writer) {
+	fmt.Fprintf(w, "l2gflow %s: pseudo segmentation labels from image tags (L2G)\n\nUsage: l2gflow <command> [flags]\n\nCommands:\n", Version)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun 'l2gflow <command> --help' for a command's flags. Every command takes\n--config FILE (YAML; see config/example.yaml); flags override the file.\n")
+}
+
+// run executes one command line and returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		topUsage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	var cmd *command
+	for _, c := range commands() {
+		if c.name == args[0] {
+			cmd = c
+		}
+	}
+	if cmd == nil {
+		fmt.Fprintf(stderr, "l2gflow: unknown command %q\n\n", args[0])
+		topUsage(stderr)
+		return 2
+	}
+	err := runCommand(ctx, cmd, args[1:], stdout, stderr)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "l2gflow %s: %v\n", cmd.name, err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "l2gflow %s: %v\n", cmd.name, err)
+		return 1
+	}
+}
+
+// configPath finds --config/-config in args without parsing the rest, so
+// that the file can be loaded before the flags that override it.
+func configPath(args []string) string {
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		for _, p := range []string{"--config", "-config"} {
+			if a == p && i+1 < len(args) {
+				return args[i+1]
+			}
+			if v, ok := strings.CutPrefix(a, p+"="); ok {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr io.Writer) error {
+	path := configPath(args)
+	cfg, err := config.Load(path)
+	if err != nil {
+		return usageError{err}
+	}
+	fs := flag.NewFlagSet("l2gflow "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.String("config", path, "YAML configuration `file`; flags override its values")
+	if cmd.bind != nil {
+		cmd.bind(fs, &cfg)
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: l2gflow %s %s\n\n%s\n\nFlags:\n", cmd.name, cmd.usage, cmd.summary)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if err := cfg.Validate(cmd.sections); err != nil {
+		where := "configuration"
+		if path != "" {
+			where = path
+		}
+		return usagef("invalid %s:\n  %s", where, strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	return cmd.run(ctx, &cmdEnv{cfg: &cfg, args: fs.Args(), stdout: stdout, stderr: stderr})
+}
+
+// floatList is a flag.Value for comma-separated numbers.
+type floatList struct{ p *[]float64 }
+
+func (f floatList) String() string {
+	if f.p == nil {
+		return ""
+	}
+	parts := make([]string, len(*f.p))
+	for i, v := range *f.p {
+		parts[i] = fmt.Sprint(v)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f floatList) Set(s string) error {
+	var out []float64
+	for _, part := range strings.Split(s, ",") {
+		var v float64
+		if _, err := fmt.Sscan(strings.TrimSpace(part), &v); err != nil {
+			return fmt.Errorf("%q is not a number", part)
+		}
+		out = append(out, v)
+	}
+	*f.p = out
+	return nil
+}
+
+func versionCommand() *command {
+	return &command{
+		name:    "version",
+		summary: "print the l2gflow version",
+		run: func(ctx context.Context, env *cmdEnv) error {
+			fmt.Fprintf(env.stdout, "l2gflow %s\n", Version)
+			return nil
+		},
+	}
+}
+
+// notBuilt is the run function of commands whose stage has not landed.
+func notBuilt(name string) func(context.Context, *cmdEnv) error {
+	return func(context.Context, *cmdEnv) error {
+		return fmt.Errorf("%s is not built yet", name)
+	}
+}

@@ -1,0 +1,17 @@
+package main
+
+func trainCommand() *command {
+	return &command{name: "train", summary: "train the L2G (or CAM baseline) classifiers into a model artifact", run: notBuilt("train")}
+}
+
+func labelCommand() *command {
+	return &command{name: "label", summary: "write pseudo labels with the Beam labeling pipeline", run: notBuilt("label")}
+}
+
+func evalCommand() *command {
+	return &command{name: "eval", summary: "score pseudo labels against ground truth (mIoU)", run: notBuilt("eval")}
+}
+
+func demoCommand() *command {
+	return &command{name: "demo", summary: "synthesise, train, label and evaluate L2G against the CAM baseline", run: notBuilt("demo")}
+}
