@@ -1,0 +1,136 @@
+package model
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+func testBackend(t testing.TB) compute.Backend {
+	t.Helper()
+	b, err := NewBackend(DefaultBackend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func randSlice(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
+}
+
+// naiveConv is the textbook convolution, for reference.
+func naiveConv(x []float32, n, h, w, cin int, wt []float32, k, cout, stride, dil int) ([]float32, int, int) {
+	pad := dil * (k - 1) / 2
+	ho := (h+2*pad-dil*(k-1)-1)/stride + 1
+	wo := (w+2*pad-dil*(k-1)-1)/stride + 1
+	out := make([]float32, n*ho*wo*cout)
+	for b := 0; b < n; b++ {
+		for oy := 0; oy < ho; oy++ {
+			for ox := 0; ox < wo; ox++ {
+				for co := 0; co < cout; co++ {
+					var s float64
+					for i := 0; i < k; i++ {
+						for j := 0; j < k; j++ {
+							iy, ix := oy*stride+i*dil-pad, ox*stride+j*dil-pad
+							if iy < 0 || ix < 0 || iy >= h || ix >= w {
+								continue
+							}
+							for ci := 0; ci < cin; ci++ {
+								s += float64(x[((b*h+iy)*w+ix)*cin+ci]) * float64(wt[((i*k+j)*cin+ci)*cout+co])
+							}
+						}
+					}
+					out[((b*ho+oy)*wo+ox)*cout+co] = float32(s)
+				}
+			}
+		}
+	}
+	return out, ho, wo
+}
+
+func TestConv2DMatchesNaive(t *testing.T) {
+	backend := testBackend(t)
+	r := rand.New(rand.NewPCG(1, 2))
+	tests := []struct{ n, h, w, cin, k, cout, stride, dil int }{
+		{2, 7, 9, 3, 3, 4, 1, 1},
+		{1, 8, 8, 5, 3, 2, 2, 1},
+		{1, 9, 7, 4, 3, 3, 1, 2},
+		{2, 6, 6, 70, 3, 5, 1, 1}, // im2col path
+		{1, 10, 10, 3, 7, 4, 2, 1},
+		{2, 5, 5, 6, 1, 3, 1, 1},
+		{1, 6, 6, 6, 1, 3, 2, 1},
+	}
+	for _, tc := range tests {
+		x := randSlice(r, tc.n*tc.h*tc.w*tc.cin)
+		wt := randSlice(r, tc.k*tc.k*tc.cin*tc.cout)
+		want, ho, wo := naiveConv(x, tc.n, tc.h, tc.w, tc.cin, wt, tc.k, tc.cout, tc.stride, tc.dil)
+		exec, err := graph.NewExec(backend, func(x, w *Node) *Node { return Conv2D(x, w, tc.stride, tc.dil) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Exec(tensors.FromFlatDataAndDimensions(x, tc.n, tc.h, tc.w, tc.cin),
+			tensors.FromFlatDataAndDimensions(wt, tc.k, tc.k, tc.cin, tc.cout))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := out[0].Shape().Dimensions; d[1] != ho || d[2] != wo {
+			t.Fatalf("%+v: shape %v, want %dx%d", tc, d, ho, wo)
+		}
+		got := tensors.MustCopyFlatData[float32](out[0])
+		for i := range want {
+			if math.Abs(float64(got[i]-want[i])) > 1e-3*(1+math.Abs(float64(want[i]))) {
+				t.Fatalf("%+v: element %d = %g, want %g", tc, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+func TestPresetsBuild(t *testing.T) {
+	backend := testBackend(t)
+	for _, name := range []string{"tiny", "resnet18", "resnet34", "resnet50"} {
+		for _, os := range []int{8, 16} {
+			a, err := Preset(name, os)
+			if err != nil {
+				t.Fatal(err)
+			}
+			net := &Net{Arch: a, Classes: 3}
+			specs, err := net.ParamSpecs(backend, "g/")
+			if err != nil {
+				t.Fatalf("%s/%d: %v", name, os, err)
+			}
+			p := InitParams(specs, 1)
+			out, err := runForward(backend, net, p, "g/", false, make([]float32, 1*32*32*3), 1, 32, 32)
+			if err != nil {
+				t.Fatalf("%s/%d: %v", name, os, err)
+			}
+			d := out.CAM.Shape().Dimensions
+			if d[1] != 32/os || d[2] != 32/os || d[3] != 4 {
+				t.Errorf("%s/%d: CAM shape %v, want [1 %d %d 4]", name, os, d, 32/os, 32/os)
+			}
+			t.Logf("%s os%d: %d parameters", name, os, p.Count())
+		}
+	}
+}
+
+type forwardOut struct{ CAM, Logits *tensors.Tensor }
+
+func runForward(backend compute.Backend, net *Net, p *Params, prefix string, _ bool, x []float32, n, h, w int) (forwardOut, error) {
+	f, err := NewForward(backend, net, p, prefix)
+	if err != nil {
+		return forwardOut{}, err
+	}
+	cam, dims, logits, err := f.Run(x, n, h, w)
+	if err != nil {
+		return forwardOut{}, err
+	}
+	return forwardOut{tensors.FromFlatDataAndDimensions(cam, dims...), tensors.FromFlatDataAndDimensions(logits, n, net.Classes)}, nil
+}

@@ -1,0 +1,184 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	"github.com/gomlx/gomlx/core/graph"
+)
+
+// Arch describes a ResNet-style backbone: a stem, then stages of basic or
+// bottleneck blocks.
+type Arch struct {
+	Name       string `json:"name"`
+	Bottleneck bool   `json:"bottleneck"` // bottleneck blocks (ResNet-50) instead of basic
+	StemWidth  int    `json:"stem_width"`
+	StemKernel int    `json:"stem_kernel"` // 3 or 7; the stem has stride 2
+	StemPool   bool   `json:"stem_pool"`   // 3x3 max pool, stride 2, after the stem
+	Depths     []int  `json:"depths"`      // blocks a stage
+	Widths     []int  `json:"widths"`      // output channels a stage
+	// OutputStride is the total stride of the feature map: 8 or 16. Stages
+	// that would go beyond it keep stride 1 and dilate instead.
+	OutputStride int `json:"output_stride"`
+}
+
+// Preset returns a named backbone: tiny (trains on 2 CPU cores in
+// minutes), resnet18, resnet34 or resnet50, at the given output stride.
+func Preset(name string, outputStride int) (Arch, error) {
+	if outputStride != 8 && outputStride != 16 {
+		return Arch{}, fmt.Errorf("output stride %d: want 8 or 16", outputStride)
+	}
+	var a Arch
+	switch name {
+	case "tiny":
+		a = Arch{StemWidth: 16, StemKernel: 3, Depths: []int{1, 1, 1}, Widths: []int{32, 64, 96}}
+	case "resnet18":
+		a = Arch{StemWidth: 64, StemKernel: 7, StemPool: true, Depths: []int{2, 2, 2, 2}, Widths: []int{64, 128, 256, 512}}
+	case "resnet34":
+		a = Arch{StemWidth: 64, StemKernel: 7, StemPool: true, Depths: []int{3, 4, 6, 3}, Widths: []int{64, 128, 256, 512}}
+	case "resnet50":
+		a = Arch{Bottleneck: true, StemWidth: 64, StemKernel: 7, StemPool: true, Depths: []int{3, 4, 6, 3}, Widths: []int{256, 512, 1024, 2048}}
+	default:
+		return Arch{}, fmt.Errorf("unknown architecture %q (want tiny, resnet18, resnet34 or resnet50)", name)
+	}
+	a.Name, a.OutputStride = name, outputStride
+	return a, nil
+}
+
+// stageStrides returns each stage's stride and dilation so that the total
+// stride stops at OutputStride. The first stage keeps the resolution after
+// a stem pool (as ResNet); otherwise every stage halves it.
+func (a Arch) stageStrides() (strides, dilations []int) {
+	total := 2
+	if a.StemPool {
+		total = 4
+	}
+	dil := 1
+	for i := range a.Depths {
+		s := 2
+		if i == 0 && a.StemPool {
+			s = 1
+		}
+		if total*s > a.OutputStride {
+			dil *= s
+			s = 1
+		}
+		total *= s
+		strides = append(strides, s)
+		dilations = append(dilations, dil)
+	}
+	return strides, dilations
+}
+
+// Validate checks an architecture read from a file.
+func (a Arch) Validate() error {
+	if len(a.Depths) == 0 || len(a.Depths) != len(a.Widths) {
+		return fmt.Errorf("architecture %q: %d depths for %d widths", a.Name, len(a.Depths), len(a.Widths))
+	}
+	if a.OutputStride != 8 && a.OutputStride != 16 {
+		return fmt.Errorf("architecture %q: output stride %d", a.Name, a.OutputStride)
+	}
+	if a.StemKernel != 3 && a.StemKernel != 7 {
+		return fmt.Errorf("architecture %q: stem kernel %d", a.Name, a.StemKernel)
+	}
+	return nil
+}
+
+// Net is a CAM classifier: a backbone and a 1x1 convolution to C+1 maps
+// (the last is background).
+type Net struct {
+	Arch    Arch
+	Classes int // foreground classes C
+	// Refine is the place for an optional refinement of the final
+	// features (the reference's PCM); nil means none.
+	Refine func(b *layerBuilder, feats *Node) *Node
+}
+
+// Output of a network on a batch.
+type Output struct {
+	CAM    *Node // [N, h, w, C+1] class activation maps (pre-ReLU)
+	Logits *Node // [N, C] image logits: mean of the C foreground maps
+}
+
+// forward builds the network on x [N,H,W,3] (normalised RGB).
+func (n *Net) forward(b *layerBuilder, x *Node) Output {
+	a := n.Arch
+	y := b.convBN("stem", x, a.StemKernel, a.StemWidth, 2, 1, true)
+	if a.StemPool {
+		y = graph.MaxPool(y).Window(3).Strides(2).PadSame().Done()
+	}
+	strides, dils := a.stageStrides()
+	for s, depth := range a.Depths {
+		for k := 0; k < depth; k++ {
+			stride := 1
+			if k == 0 {
+				stride = strides[s]
+			}
+			name := fmt.Sprintf("stage%d/block%d", s+1, k+1)
+			if a.Bottleneck {
+				y = b.bottleneck(name, y, a.Widths[s], stride, dils[s])
+			} else {
+				y = b.basic(name, y, a.Widths[s], stride, dils[s])
+			}
+		}
+	}
+	if n.Refine != nil {
+		y = n.Refine(b, y)
+	}
+	head := *b
+	head.group = Head
+	cin := y.Shape().Dimensions[3]
+	w := head.ps.get(ParamSpec{Name: head.name("classifier/w"), Shape: []int{1, 1, cin, n.Classes + 1}, Init: InitSmall, FanIn: cin, Group: Head})
+	cam := Conv2D(y, w, 1, 1)
+	fg := graph.Slice(cam, graph.AxisRange(), graph.AxisRange(), graph.AxisRange(), graph.AxisRange(0, n.Classes))
+	return Output{CAM: cam, Logits: graph.ReduceMean(fg, 1, 2)}
+}
+
+func (b *layerBuilder) basic(name string, x *Node, width, stride, dil int) *Node {
+	y := b.convBN(name+"/conv1", x, 3, width, stride, dil, true)
+	y = b.convBN(name+"/conv2", y, 3, width, 1, dil, false)
+	return relu(graph.Add(y, b.shortcut(name, x, width, stride)))
+}
+
+func (b *layerBuilder) bottleneck(name string, x *Node, width, stride, dil int) *Node {
+	mid := width / 4
+	y := b.convBN(name+"/conv1", x, 1, mid, 1, 1, true)
+	y = b.convBN(name+"/conv2", y, 3, mid, stride, dil, true)
+	y = b.convBN(name+"/conv3", y, 1, width, 1, 1, false)
+	return relu(graph.Add(y, b.shortcut(name, x, width, stride)))
+}
+
+func (b *layerBuilder) shortcut(name string, x *Node, width, stride int) *Node {
+	if x.Shape().Dimensions[3] == width && stride == 1 {
+		return x
+	}
+	return b.convBN(name+"/down", x, 1, width, stride, 1, false)
+}
+
+// ParamSpecs lists the network's parameters under prefix (e.g. "global/").
+func (n *Net) ParamSpecs(backend compute.Backend, prefix string) ([]ParamSpec, error) {
+	var specs []ParamSpec
+	err := tryGraph(func() {
+		g := graph.NewGraph(backend, "specs")
+		ps := &paramSource{g: g}
+		x := graph.Zeros(g, shapes.Make(dtypes.Float32, 1, 32, 32, 3))
+		n.forward(&layerBuilder{ps: ps, prefix: prefix, training: true}, x)
+		specs = ps.specs
+		g.Finalize()
+	})
+	return specs, err
+}
+
+// tryGraph runs a graph-building function, turning GoMLX's panics into
+// errors.
+func tryGraph(fn func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("build graph: %v", r)
+		}
+	}()
+	fn()
+	return nil
+}
