@@ -13,67 +13,57 @@ type Node = graph.Node
 //
 // It is written by hand on MatMul because the Go backend's native
 // convolution is a direct loop about 40x slower than its SIMD matrix
-// multiplication. Two formulations, both differentiable:
-//   - per tap: the sum over the K*K taps of (a strided slice of the padded
-//     input) x (that tap's [Cin,Cout] weights): no copy larger than the
-//     input, best when channels are few and the image large;
-//   - im2col: the K*K slices concatenated along channels and one MatMul
-//     with [K*K*Cin, Cout]: one large product, best with many channels.
+// multiplication. It is im2col done by one Gather: the K*K shifted (and
+// strided) windows of the padded input are gathered straight into
+// [N, Ho, Wo, K*K, Cin] layout, which is then one MatMul with the weights
+// as [K*K*Cin, Cout]. A Gather copies contiguous runs of Cin values with
+// memmove, and its gradient is a scatter-add of the same runs, where the
+// backend's Slice copies element by element and the transposes an Einsum
+// would need are slow; BenchmarkConv measures the result against a plain
+// MatMul of the same size.
 //
-// The choice depends only on Cin (see im2colMinChannels), measured with
-// BenchmarkConv.
+// Strides are handled by folding the stride phases into the layout first
+// (space-to-depth by reshape: [N, Hp/s, s, Wp/s, s*Cin]), so that every
+// window is again a plain offset in the gathered tensor.
 func Conv2D(x, w *Node, stride, dilation int) *Node {
 	dims := x.Shape().Dimensions
 	n, h, wd, cin := dims[0], dims[1], dims[2], dims[3]
 	wdims := w.Shape().Dimensions
 	k, cout := wdims[0], wdims[3]
-	if k == 1 {
-		if stride > 1 {
-			x = graph.Slice(x, graph.AxisRange(), graph.AxisRange().Stride(stride), graph.AxisRange().Stride(stride))
-		}
-		d := x.Shape().Dimensions
-		y := graph.MatMul(graph.Reshape(x, d[0]*d[1]*d[2], cin), graph.Reshape(w, cin, cout))
-		return graph.Reshape(y, d[0], d[1], d[2], cout)
+	if k == 1 && stride == 1 {
+		y := graph.MatMul(graph.Reshape(x, n*h*wd, cin), graph.Reshape(w, cin, cout))
+		return graph.Reshape(y, n, h, wd, cout)
 	}
 	pad := dilation * (k - 1) / 2
 	ho := (h+2*pad-dilation*(k-1)-1)/stride + 1
 	wo := (wd+2*pad-dilation*(k-1)-1)/stride + 1
-	xp := graph.Pad(x, graph.ScalarZero(x.Graph(), x.DType()),
-		compute.PadAxis{}, compute.PadAxis{Start: pad, End: pad}, compute.PadAxis{Start: pad, End: pad}, compute.PadAxis{})
-	tap := func(i, j int) *Node {
-		y0, x0 := i*dilation, j*dilation
-		return graph.Slice(xp, graph.AxisRange(),
-			graph.AxisRange(y0, y0+stride*(ho-1)+1).Stride(stride),
-			graph.AxisRange(x0, x0+stride*(wo-1)+1).Stride(stride))
+	// Pad to whole multiples of the stride, covering every window.
+	hp := roundUp(max(h+2*pad, (ho-1)*stride+dilation*(k-1)+1), stride)
+	wp := roundUp(max(wd+2*pad, (wo-1)*stride+dilation*(k-1)+1), stride)
+	xp := x
+	if hp != h || wp != wd {
+		xp = graph.Pad(x, graph.ScalarZero(x.Graph(), x.DType()), compute.PadAxis{},
+			compute.PadAxis{Start: pad, End: hp - h - pad}, compute.PadAxis{Start: pad, End: wp - wd - pad}, compute.PadAxis{})
 	}
-	rows := n * ho * wo
-	if cin >= im2colMinChannels {
-		cols := make([]*Node, 0, k*k)
-		for i := 0; i < k; i++ {
-			for j := 0; j < k; j++ {
-				cols = append(cols, tap(i, j))
-			}
-		}
-		y := graph.MatMul(graph.Reshape(graph.Concatenate(cols, 3), rows, k*k*cin), graph.Reshape(w, k*k*cin, cout))
-		return graph.Reshape(y, n, ho, wo, cout)
-	}
-	var sum *Node
+	folded := graph.Reshape(xp, n, hp/stride, stride, wp/stride, stride*cin)
+	starts := make([]int32, 0, 4*k*k)
 	for i := 0; i < k; i++ {
 		for j := 0; j < k; j++ {
-			wt := graph.Reshape(graph.Slice(w, graph.AxisElem(i), graph.AxisElem(j)), cin, cout)
-			y := graph.MatMul(graph.Reshape(tap(i, j), rows, cin), wt)
-			if sum == nil {
-				sum = y
-			} else {
-				sum = graph.Add(sum, y)
-			}
+			dy, dx := i*dilation, j*dilation
+			starts = append(starts, int32(dy/stride), int32(dy%stride), int32(dx/stride), int32((dx%stride)*cin))
 		}
 	}
-	return graph.Reshape(sum, n, ho, wo, cout)
+	start := graph.Reshape(graph.Const(x.Graph(), starts), k*k, 4)
+	// [K*K, N, Ho, 1, Wo, Cin]: one window per tap.
+	cols := graph.GatherSlices(folded, []int{1, 2, 3, 4}, start, []int{ho, 1, wo, cin}, true)
+	// To im2col layout [N*Ho*Wo, K*K*Cin]: the [1,0,2] transpose is one of
+	// the backend's fast ones, in both directions.
+	cols = graph.TransposeAllAxes(graph.Reshape(cols, k*k, n*ho*wo, cin), 1, 0, 2)
+	y := graph.MatMul(graph.Reshape(cols, n*ho*wo, k*k*cin), graph.Reshape(w, k*k*cin, cout))
+	return graph.Reshape(y, n, ho, wo, cout)
 }
 
-// im2colMinChannels is the input width from which Conv2D uses im2col.
-const im2colMinChannels = 64
+func roundUp(v, m int) int { return (v + m - 1) / m * m }
 
 // bnEps and bnMomentum are batch normalisation's constants (PyTorch's).
 const (
