@@ -1,0 +1,76 @@
+package maps
+
+import (
+	"fmt"
+
+	"github.com/l2gflow/l2gflow/io/imagefile"
+)
+
+// ThresholdLabels is the reference's background rule: each pixel takes the
+// argmax over [background = bgThr, the CAMs of the tagged classes], ties
+// going to the background. cams has one channel per foreground class
+// (normalised to [0, 1]); the label of class k is k+1, background 0.
+func ThresholdLabels(cams *Map, tags []int, bgThr float32) (*imagefile.Gray, error) {
+	if err := checkTags(cams, tags); err != nil {
+		return nil, err
+	}
+	out := imagefile.NewGray(cams.W, cams.H)
+	for p := 0; p < cams.H*cams.W; p++ {
+		best, label := bgThr, uint8(0)
+		for _, t := range tags {
+			if v := cams.Pix[p*cams.C+t]; v > best {
+				best, label = v, uint8(t+1)
+			}
+		}
+		out.Pix[p] = label
+	}
+	return out, nil
+}
+
+// SaliencyLabels is the saliency background rule (as clovaai/WSSS-BED): a
+// pixel is salient when sal/255 > salThr; the background score is 1 off
+// the salient region and 0 on it; class scores below camThr count as 0;
+// the argmax wins, ties going to the background; salient pixels left as
+// background are marked 255 (ignore).
+func SaliencyLabels(cams *Map, tags []int, sal *imagefile.Gray, salThr, camThr float32) (*imagefile.Gray, error) {
+	if err := checkTags(cams, tags); err != nil {
+		return nil, err
+	}
+	if sal.W != cams.W || sal.H != cams.H {
+		return nil, fmt.Errorf("saliency %dx%d for a %dx%d map", sal.W, sal.H, cams.W, cams.H)
+	}
+	out := imagefile.NewGray(cams.W, cams.H)
+	for p := 0; p < cams.H*cams.W; p++ {
+		salient := float32(sal.Pix[p])/255 > salThr
+		best, label := float32(1), uint8(0)
+		if salient {
+			best = 0
+		}
+		for _, t := range tags {
+			v := cams.Pix[p*cams.C+t]
+			if v < camThr {
+				v = 0
+			}
+			if v > best {
+				best, label = v, uint8(t+1)
+			}
+		}
+		if label == 0 && salient {
+			label = imagefile.Ignore
+		}
+		out.Pix[p] = label
+	}
+	return out, nil
+}
+
+func checkTags(cams *Map, tags []int) error {
+	if err := cams.Check(); err != nil {
+		return err
+	}
+	for _, t := range tags {
+		if t < 0 || t >= cams.C || t >= 254 {
+			return fmt.Errorf("tag %d outside the %d CAM channels", t, cams.C)
+		}
+	}
+	return nil
+}
