@@ -109,7 +109,7 @@ func (b *layerBuilder) batchNorm(name string, x *Node) *Node {
 	} else {
 		mean, variance = rm, rv
 	}
-	scale := graph.Mul(gamma, graph.Rsqrt(graph.Add(variance, graph.ConstAs(variance, bnEps))))
+	scale := graph.Div(gamma, graph.Sqrt(graph.Add(variance, graph.ConstAs(variance, bnEps))))
 	shift := graph.Sub(beta, graph.Mul(mean, scale))
 	return graph.Add(graph.Mul(x, graph.Reshape(scale, 1, 1, 1, c)), graph.Reshape(shift, 1, 1, 1, c))
 }

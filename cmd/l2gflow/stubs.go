@@ -1,9 +1,5 @@
 package main
 
-func trainCommand() *command {
-	return &command{name: "train", summary: "train the L2G (or CAM baseline) classifiers into a model artifact", run: notBuilt("train")}
-}
-
 func labelCommand() *command {
 	return &command{name: "label", summary: "write pseudo labels with the Beam labeling pipeline", run: notBuilt("label")}
 }
