@@ -79,6 +79,9 @@ type Train struct {
 	Transfer string `yaml:"transfer"`
 	// KDWeight scales the transfer loss (reference VOC 10).
 	KDWeight float64 `yaml:"kd_weight"`
+	// GlobalClsWeight adds the global network's classification loss to
+	// the L2G objective (reference 0: computed, not added).
+	GlobalClsWeight float64 `yaml:"global_cls_weight"`
 	// Optimizer is sgd (Nesterov momentum, reference) or adam.
 	Optimizer    string  `yaml:"optimizer"`
 	LR           float64 `yaml:"lr"`

@@ -108,6 +108,7 @@ func (cfg *Config) Validate(sections Section) error {
 		c.floatRange("train.bg_thr", t.BgThr, 0, 1)
 		c.oneOf("train.transfer", t.Transfer, "mse", "kl")
 		c.floatRange("train.kd_weight", t.KDWeight, 0, 1e4)
+		c.floatRange("train.global_cls_weight", t.GlobalClsWeight, 0, 1e4)
 		c.oneOf("train.optimizer", t.Optimizer, "sgd", "adam")
 		if !(t.LR > 0 && t.LR <= 10) {
 			c.failf("train.lr", "%g must be in (0, 10]", t.LR)

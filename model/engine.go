@@ -14,10 +14,10 @@ import (
 // ViewSpec is one inference view of an image: the whole image at a scale
 // (optionally mirrored), or a local crop at scale 1.
 type ViewSpec struct {
-	Index int     `json:"i"`     // position in the image's view list (fusion order)
-	Scale float64 `json:"s"`     // whole-image views: resize factor
-	Flip  bool    `json:"f"`     // mirrored left-right
-	Local bool    `json:"l"`     // a local crop of the original image
+	Index int     `json:"i"`           // position in the image's view list (fusion order)
+	Scale float64 `json:"s"`           // whole-image views: resize factor
+	Flip  bool    `json:"f"`           // mirrored left-right
+	Local bool    `json:"l"`           // a local crop of the original image
 	Y0    int     `json:"y,omitempty"` // local crop box
 	X0    int     `json:"x,omitempty"`
 	Size  int     `json:"n,omitempty"`

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -8,6 +9,8 @@ import (
 	"github.com/gomlx/compute"
 	"github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/l2gflow/l2gflow/io/artifact"
 )
 
 func testBackend(t testing.TB) compute.Backend {
@@ -133,4 +136,12 @@ func runForward(backend compute.Backend, net *Net, p *Params, prefix string, _ b
 		return forwardOut{}, err
 	}
 	return forwardOut{tensors.FromFlatDataAndDimensions(cam, dims...), tensors.FromFlatDataAndDimensions(logits, n, net.Classes)}, nil
+}
+
+func testManifest(classes int) *artifact.Manifest {
+	m := &artifact.Manifest{Kind: artifact.KindModel, Input: artifact.Input{Size: 128, Mean: []float64{0.485, 0.456, 0.406}, Std: []float64{0.229, 0.224, 0.225}}}
+	for i := 0; i < classes; i++ {
+		m.Classes = append(m.Classes, fmt.Sprintf("c%d", i))
+	}
+	return m
 }

@@ -29,7 +29,9 @@ func runGraph(t *testing.T, backend compute.Backend, fn func(g *graph.Graph, in 
 	return tensors.MustCopyFlatData[float32](out[0])
 }
 
-func close32(a, b float32, tol float64) bool { return math.Abs(float64(a-b)) <= tol*(1+math.Abs(float64(b))) }
+func close32(a, b float32, tol float64) bool {
+	return math.Abs(float64(a-b)) <= tol*(1+math.Abs(float64(b)))
+}
 
 func softplus(x float64) float64 { return math.Log1p(math.Exp(x)) }
 

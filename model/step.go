@@ -62,7 +62,11 @@ type StepConfig struct {
 	BgThr     float64
 	Transfer  string // "mse" or "kl"
 	KDWeight  float64
-	Optim     OptimConfig
+	// GlobalClsWeight adds the global network's own classification loss
+	// to the L2G objective (0 in the reference, which reports but does not
+	// add it; useful when training from scratch).
+	GlobalClsWeight float64
+	Optim           OptimConfig
 }
 
 // camSize is the side of a CAM for an input of side s.
@@ -164,8 +168,12 @@ func (s *Stepper) build(g *graph.Graph, in []*Node) []*Node {
 			transfer = TransferMSE(aligned, target, cfg.KDWeight)
 		}
 		// As the reference: the global network learns from the transfer
-		// term only; its own classification loss is reported, not added.
+		// term only; its own classification loss is reported, not added
+		// (unless GlobalClsWeight says otherwise).
 		total = graph.Add(cls, transfer)
+		if cfg.GlobalClsWeight > 0 {
+			total = graph.Add(total, scale(globalCls, cfg.GlobalClsWeight))
+		}
 	}
 
 	wrt := make([]*Node, len(s.trainable))

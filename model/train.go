@@ -47,19 +47,19 @@ func CheckpointURI(out string) string { return out + ".ckpt" }
 
 // resumeState is the position stored in a checkpoint.
 type resumeState struct {
-	Step      int          `json:"step"`
-	Elapsed   float64      `json:"elapsed_sec"`
-	Images    int64        `json:"images"`
+	Step      int           `json:"step"`
+	Elapsed   float64       `json:"elapsed_sec"`
+	Images    int64         `json:"images"`
 	Signature stepSignature `json:"signature"`
 }
 
 // stepSignature lists what must match for a checkpoint to be resumed.
 type stepSignature struct {
 	Method, Arch, LocalArch, ViewMode, Optimizer string
-	Classes, Batch, ImageSize, ViewSize, Views    int
-	Stride                                        int
-	Seed                                          int64
-	Fingerprint                                   string
+	Classes, Batch, ImageSize, ViewSize, Views   int
+	Stride                                       int
+	Seed                                         int64
+	Fingerprint                                  string
 }
 
 func signature(c config.Train, classes int, fingerprint string) stepSignature {
@@ -117,7 +117,7 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 		HeadMult: c.NewLayerLRx, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}
 	scfg := StepConfig{Method: c.Method, Classes: classes, Batch: c.BatchSize, ImageSize: c.ImageSize,
 		Views: c.Views, ViewSize: c.ViewSize, Stride: c.OutputStride, BgThr: c.BgThr,
-		Transfer: c.Transfer, KDWeight: c.KDWeight, Optim: optim}
+		Transfer: c.Transfer, KDWeight: c.KDWeight, GlobalClsWeight: c.GlobalClsWeight, Optim: optim}
 	stepper, err := NewStepper(backend, scfg, global, local, specs)
 	if err != nil {
 		return nil, err
@@ -252,7 +252,7 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 	m := &artifact.Manifest{
 		Kind: artifact.KindModel, Created: time.Now().UTC(), Producer: o.Producer, Method: c.Method,
 		Classes: o.Data.Classes, Networks: map[string]json.RawMessage{},
-		Input: artifact.Input{Size: c.ImageSize, Mean: f64(ImageMean[:]), Std: f64(ImageStd[:])},
+		Input:   artifact.Input{Size: c.ImageSize, Mean: f64(ImageMean[:]), Std: f64(ImageStd[:])},
 		Dataset: artifact.Dataset{Source: o.Data.Source, Fingerprint: o.Data.Fingerprint, Images: len(o.Data.Records)},
 		Metrics: artifact.Metrics{Steps: step, Epochs: float64(step) / float64(spe), Images: images,
 			DurationSec: dur.Seconds(), ImagesPerSec: float64(images) / dur.Seconds(), StoppedBy: stoppedBy,

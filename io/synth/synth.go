@@ -163,11 +163,14 @@ func Generate(opts Options, i int) Sample {
 	}
 
 	newBody := func() object {
-		rmax := fs * (0.16 + 0.16*r.Float64())
+		rmax := fs * (0.2 + 0.15*r.Float64())
 		margin := rmax * 0.5
 		cx := margin + r.Float64()*(fs-2*margin)
 		cy := margin + r.Float64()*(fs-2*margin)
-		o := object{body: randEllipse(r, cx, cy, rmax*0.75, rmax), stripeAngle: r.Float64() * math.Pi}
+		a := r.Float64() * math.Pi
+		rx := rmax * (0.8 + 0.2*r.Float64())
+		o := object{body: ellipse{cx, cy, rx, rx * (0.45 + 0.3*r.Float64()), math.Cos(a), math.Sin(a)},
+			stripeAngle: r.Float64() * math.Pi}
 		o.tint = [3]float64{150 + 20*(r.Float64()-0.5), 125 + 20*(r.Float64()-0.5), 95 + 20*(r.Float64()-0.5)}
 		return o
 	}
@@ -205,13 +208,15 @@ func Generate(opts Options, i int) Sample {
 	for k := range objs {
 		o := newBody()
 		o.class = r.IntN(opts.Classes)
-		// The part: a small ellipse well inside the body.
+		// The part: a small ellipse near one end of the body's major axis,
+		// so that a region grown around it covers little of the body.
 		minor := math.Min(o.body.rx, o.body.ry)
-		off := 0.45 * r.Float64()
-		a := r.Float64() * 2 * math.Pi
-		px := o.body.cx + off*o.body.rx*math.Cos(a)*o.body.cos - off*o.body.ry*math.Sin(a)*o.body.sin
-		py := o.body.cy + off*o.body.rx*math.Cos(a)*o.body.sin + off*o.body.ry*math.Sin(a)*o.body.cos
-		pr := math.Max(2.5, minor*(0.3+0.12*r.Float64()))
+		side := float64(1 - 2*r.IntN(2))
+		along := side * (0.55 + 0.2*r.Float64()) * o.body.rx
+		across := (r.Float64() - 0.5) * 0.4 * o.body.ry
+		px := o.body.cx + along*o.body.cos - across*o.body.sin
+		py := o.body.cy + along*o.body.sin + across*o.body.cos
+		pr := math.Max(2.5, minor*(0.35+0.1*r.Float64()))
 		o.part = randEllipse(r, px, py, pr*0.9, pr)
 		objs[k] = o
 

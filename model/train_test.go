@@ -1,0 +1,315 @@
+package model
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/l2gflow/l2gflow/config"
+	"github.com/l2gflow/l2gflow/io/artifact"
+	"github.com/l2gflow/l2gflow/io/dataset"
+	"github.com/l2gflow/l2gflow/io/imagefile"
+	"github.com/l2gflow/l2gflow/io/storage"
+	"github.com/l2gflow/l2gflow/io/synth"
+)
+
+// tinyData writes a small synthetic set and loads its train split.
+func tinyData(t testing.TB, images, size, classes int) (*storage.Store, *dataset.Dataset) {
+	t.Helper()
+	st := storage.New()
+	t.Cleanup(func() { st.Close() })
+	root := t.TempDir()
+	if _, err := synth.Write(context.Background(), st, root, synth.Options{Images: images, Size: size, Classes: classes,
+		Seed: 3, ValFraction: 0.1, NoSaliencyFraction: 0.2}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := dataset.Load(context.Background(), st, root, "train")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, ds
+}
+
+func tinyTrainConfig(out, method string) config.Train {
+	c := config.Default().Train
+	c.Out, c.Method = out, method
+	c.ImageSize, c.ViewSize, c.Views = 64, 48, 4
+	c.BatchSize, c.Optimizer, c.LR, c.Schedule = 8, "adam", 0.002, "poly"
+	c.Epochs, c.CheckpointEv = 0, 0
+	return c
+}
+
+// logBuffer is a concurrency-safe progress sink.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+	on func(line string)
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.on != nil {
+		l.on(string(p))
+	}
+	return l.b.Write(p)
+}
+
+func TestEveryParameterGetsAGradient(t *testing.T) {
+	backend := testBackend(t)
+	st, ds := tinyData(t, 20, 64, 3)
+	c := tinyTrainConfig("", "l2g")
+	c.GlobalClsWeight = 0 // the reference objective
+	arch, _ := Preset("tiny", 8)
+	g, l := &Net{Arch: arch, Classes: 3}, &Net{Arch: arch, Classes: 3}
+	gs, _ := g.ParamSpecs(backend, GlobalPrefix)
+	ls, _ := l.ParamSpecs(backend, LocalPrefix)
+	specs := append(gs, ls...)
+	// Plain SGD with lr 1: the update is the gradient itself.
+	step, err := NewStepper(backend, StepConfig{Method: "l2g", Classes: 3, Batch: 8, ImageSize: 64, Views: 4, ViewSize: 48,
+		Stride: 8, BgThr: 0.001, Transfer: "mse", KDWeight: 10, Optim: OptimConfig{Kind: "sgd", HeadMult: 1}}, g, l, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loader, err := NewLoader(InputConfig{Method: "l2g", Classes: 3, Batch: 8, ImageSize: 64, ViewSize: 48, Views: 4,
+		ViewMode: "corners+random", Stride: 8, Seed: 1}, st, ds.Records, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := <-loader.Batches(context.Background(), 0, 1)
+	if br.Err != nil {
+		t.Fatal(br.Err)
+	}
+	p := InitParams(specs, 1)
+	newP, _, losses, err := step.Step(p.Tensors(), zeroSlots(step.SlotShapes()), br.Batch, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if losses.Cls <= 0 || losses.Transfer <= 0 {
+		t.Errorf("losses %+v: want positive classification and transfer terms", losses)
+	}
+	q := p.Clone()
+	if err := q.SetFromTensors(newP); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range specs {
+		changed := false
+		for k, v := range q.Values[i] {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				t.Fatalf("%s: non-finite after one step", s.Name)
+			}
+			if v != p.Values[i][k] {
+				changed = true
+			}
+		}
+		if !changed {
+			t.Errorf("%s did not change: no gradient (or, for state, no running statistics)", s.Name)
+		}
+	}
+}
+
+// camHitRate measures how often the peak of a tagged class's CAM lies on
+// that class's object, and the chance rate (the class's share of pixels).
+func camHitRate(t *testing.T, e *Engine, st *storage.Store, recs []dataset.Record) (hit, chance float64) {
+	var n int
+	for _, r := range recs {
+		raw, err := st.ReadFile(context.Background(), r.Image, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, _ := imagefile.DecodeRGB(raw, 0)
+		gtRaw, _ := st.ReadFile(context.Background(), r.GT, 0)
+		gt, _ := imagefile.DecodeLabel(gtRaw, 0)
+		cam, err := e.CAM(img, r.Tags, ViewOptions{Scales: []float64{1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tag := range r.Tags {
+			best, at := float32(-1), 0
+			area := 0
+			for p := 0; p < cam.H*cam.W; p++ {
+				if v := cam.Pix[p*cam.C+tag]; v > best {
+					best, at = v, p
+				}
+				if int(gt.Pix[p]) == tag+1 {
+					area++
+				}
+			}
+			// The object, its ignored border included.
+			if g := gt.Pix[at]; int(g) == tag+1 || g == imagefile.Ignore {
+				hit++
+			}
+			chance += float64(area) / float64(len(gt.Pix))
+			n++
+		}
+	}
+	return hit / float64(n), chance / float64(n)
+}
+
+func TestTrainLearnsCAMsInsideObjects(t *testing.T) {
+	st, ds := tinyData(t, 160, 64, 3)
+	out := t.TempDir() + "/m.l2g"
+	c := tinyTrainConfig(out, "cam")
+	c.Steps = 200
+	var log logBuffer
+	res, err := Train(context.Background(), TrainOptions{Config: c, Data: ds, Store: st, Log: &log, ProgressEvery: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The loss falls: compare the first and last progress lines.
+	lines := strings.Split(strings.TrimSpace(log.b.String()), "\n")
+	first, last := lossOf(t, lines, true), lossOf(t, lines, false)
+	if !(last < 0.8*first) {
+		t.Errorf("loss went from %.4f to %.4f: want a clear fall", first, last)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := LoadModel(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.SHA256 != res.ArtifactSHA256 || m.Manifest.Metrics.Steps != 200 || m.Manifest.Dataset.Fingerprint != ds.Fingerprint {
+		t.Errorf("artifact manifest: %+v", m.Manifest)
+	}
+	e, err := NewEngine(testBackend(t), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hit, chance := camHitRate(t, e, st, ds.Records[:60])
+	t.Logf("CAM peak on the object %.0f%% of the time; chance %.0f%%", 100*hit, 100*chance)
+	if hit < 0.6 || hit < 3*chance {
+		t.Errorf("CAM peaks on the tagged object %.2f of the time (chance %.2f): want >= 0.6 and >= 3x chance", hit, chance)
+	}
+}
+
+// lossOf parses "loss X" from the first or last step line.
+func lossOf(t *testing.T, lines []string, first bool) float64 {
+	var steps []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "step ") {
+			steps = append(steps, l)
+		}
+	}
+	if len(steps) < 2 {
+		t.Fatalf("too few progress lines: %q", lines)
+	}
+	l := steps[len(steps)-1]
+	if first {
+		l = steps[0]
+	}
+	i := strings.Index(l, "| loss ")
+	var v float64
+	if _, err := fmt.Sscan(l[i+len("| loss "):], &v); err != nil {
+		t.Fatalf("parse %q: %v", l, err)
+	}
+	return v
+}
+
+func TestL2GTrainInterruptAndResume(t *testing.T) {
+	st, ds := tinyData(t, 40, 64, 3)
+	dir := t.TempDir()
+	run := func(out string, steps int, ctx context.Context, cancelAt string, resume bool) (*TrainResult, error) {
+		c := tinyTrainConfig(out, "l2g")
+		c.Steps, c.Resume = steps, resume
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		log := &logBuffer{on: func(line string) {
+			if cancelAt != "" && strings.HasPrefix(line, cancelAt) {
+				cancel()
+			}
+		}}
+		return Train(ctx, TrainOptions{Config: c, Data: ds, Store: st, Log: log, ProgressEvery: 1})
+	}
+	// Uninterrupted reference run.
+	ref, err := run(dir+"/ref.l2g", 6, context.Background(), "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Interrupted after step 3, then resumed.
+	out := dir + "/m.l2g"
+	if _, err := run(out, 6, context.Background(), "step 3/", false); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("interrupted run: err = %v, want ErrInterrupted", err)
+	}
+	if ok, _ := st.Exists(context.Background(), CheckpointURI(out)); !ok {
+		t.Fatal("no checkpoint after the interrupt")
+	}
+	if ok, _ := st.Exists(context.Background(), out); ok {
+		t.Fatal("an interrupted run wrote the model")
+	}
+	res, err := run(out, 6, context.Background(), "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Manifest.Metrics.Steps != 6 {
+		t.Errorf("resumed run ended at step %d, want 6", res.Manifest.Metrics.Steps)
+	}
+	if ok, _ := st.Exists(context.Background(), CheckpointURI(out)); ok {
+		t.Error("checkpoint left after a finished run")
+	}
+	a, _ := os.ReadFile(dir + "/ref.l2g")
+	b, _ := os.ReadFile(out)
+	ma, _ := LoadModel(a)
+	mb, _ := LoadModel(b)
+	var maxDiff float64
+	for i := range ma.Params.Values {
+		for k, v := range ma.Params.Values[i] {
+			maxDiff = math.Max(maxDiff, math.Abs(float64(v-mb.Params.Values[i][k])))
+		}
+	}
+	if maxDiff > 1e-4 {
+		t.Errorf("resumed weights differ from an uninterrupted run by up to %g", maxDiff)
+	}
+	_ = ref
+	// A checkpoint from other settings is refused.
+	if _, err := run(dir+"/ref.l2g", 6, context.Background(), "step 2/", false); !errors.Is(err, ErrInterrupted) {
+		t.Fatal(err)
+	}
+	c := tinyTrainConfig(dir+"/ref.l2g", "l2g")
+	c.Steps, c.Resume, c.Views = 6, true, 5
+	if _, err := Train(context.Background(), TrainOptions{Config: c, Data: ds, Store: st}); err == nil || !strings.Contains(err.Error(), "different settings") {
+		t.Errorf("resume with other settings: err = %v", err)
+	}
+}
+
+func TestLoadModelChecks(t *testing.T) {
+	st, ds := tinyData(t, 20, 64, 3)
+	out := t.TempDir() + "/m.l2g"
+	c := tinyTrainConfig(out, "cam")
+	c.Steps = 1
+	if _, err := Train(context.Background(), TrainOptions{Config: c, Data: ds, Store: st}); err != nil {
+		t.Fatal(err)
+	}
+	good, _ := os.ReadFile(out)
+	m, ts, err := artifact.Decode(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Classes = append(m.Classes, "extra")
+	wrongClasses, _ := artifact.Marshal(m, ts)
+	m.Classes = m.Classes[:3]
+	m.Kind = artifact.KindCheckpoint
+	checkpoint, _ := artifact.Marshal(m, ts)
+	tests := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"garbage", []byte("garbage"), "not an l2gflow artifact"},
+		{"truncated", good[:len(good)-10], "corrupt"},
+		{"class count", wrongClasses, "for 4 classes"},
+		{"checkpoint", checkpoint, "not a model"},
+	}
+	for _, tc := range tests {
+		if _, err := LoadModel(tc.data); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+}
