@@ -125,7 +125,9 @@ type Label struct {
 	SaliencyFallback string `yaml:"saliency_fallback"`
 	KeepCAMs         bool   `yaml:"keep_cams"` // store fused CAMs for threshold sweeps
 	Overwrite        bool   `yaml:"overwrite"`
-	BatchSize        int    `yaml:"batch_size"` // inference batch
+	// InProcess runs the stages without Beam (debugging).
+	InProcess bool `yaml:"in_process"`
+	BatchSize int  `yaml:"batch_size"` // inference batch
 }
 
 // Eval configures the evaluation of pseudo labels.

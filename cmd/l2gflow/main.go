@@ -31,8 +31,11 @@ type command struct {
 	summary  string
 	usage    string
 	sections config.Section
-	bind     func(fs *flag.FlagSet, cfg *config.Config)
-	run      func(ctx context.Context, env *cmdEnv) error
+	// beamFlags adds Beam's own flags (--runner, --project, ...) to the
+	// command's flags.
+	beamFlags bool
+	bind      func(fs *flag.FlagSet, cfg *config.Config)
+	run       func(ctx context.Context, env *cmdEnv) error
 }
 
 // cmdEnv is what a running command gets.
@@ -137,6 +140,15 @@ func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr
 	fs.String("config", path, "YAML configuration `file`; flags override its values")
 	if cmd.bind != nil {
 		cmd.bind(fs, &cfg)
+	}
+	if cmd.beamFlags {
+		// Beam registers its flags on the global flag set; share their
+		// values so that Beam sees what the user gave.
+		flag.CommandLine.VisitAll(func(f *flag.Flag) {
+			if fs.Lookup(f.Name) == nil {
+				fs.Var(f.Value, f.Name, f.Usage)
+			}
+		})
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: l2gflow %s %s\n\n%s\n\nFlags:\n", cmd.name, cmd.usage, cmd.summary)

@@ -1,9 +1,5 @@
 package main
 
-func labelCommand() *command {
-	return &command{name: "label", summary: "write pseudo labels with the Beam labeling pipeline", run: notBuilt("label")}
-}
-
 func evalCommand() *command {
 	return &command{name: "eval", summary: "score pseudo labels against ground truth (mIoU)", run: notBuilt("eval")}
 }

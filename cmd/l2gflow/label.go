@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners"
+
+	"github.com/l2gflow/l2gflow/config"
+	"github.com/l2gflow/l2gflow/pipelines/label"
+)
+
+func labelCommand() *command {
+	return &command{
+		name:      "label",
+		summary:   "write pseudo labels with the Beam labeling pipeline",
+		usage:     "--model model.l2g --data ROOT --split train --out OUT [--runner prism|direct|dataflow] [--in-process]",
+		sections:  config.SectionDataset | config.SectionLabel | config.SectionRunner,
+		beamFlags: true,
+		bind: func(fs *flag.FlagSet, cfg *config.Config) {
+			bindDataset(fs, &cfg.Dataset)
+			l := &cfg.Label
+			fs.StringVar(&l.Model, "model", l.Model, "model artifact `uri`")
+			fs.StringVar(&l.Out, "out", l.Out, "output `prefix` for <id>.png labels (local or gs://)")
+			fs.Var(floatList{&l.Scales}, "scales", "comma-separated inference scales")
+			fs.BoolVar(&l.Flip, "flip", l.Flip, "also infer each scale mirrored")
+			fs.StringVar(&l.LocalViews, "local-views", l.LocalViews, "add local crops: none, grid or corners")
+			fs.StringVar(&l.LocalCombine, "local-combine", l.LocalCombine, "merge local crops by sum or max")
+			fs.StringVar(&l.Background, "background", l.Background, "background rule: threshold or saliency")
+			fs.Float64Var(&l.BgThreshold, "bg-threshold", l.BgThreshold, "background score of the threshold rule")
+			fs.Float64Var(&l.SaliencyThreshold, "saliency-threshold", l.SaliencyThreshold, "saliency binarisation threshold")
+			fs.Float64Var(&l.CAMThreshold, "cam-threshold", l.CAMThreshold, "class scores below this are dropped (saliency rule)")
+			fs.StringVar(&l.SaliencyFallback, "saliency-fallback", l.SaliencyFallback, "without usable saliency: threshold or skip")
+			fs.BoolVar(&l.KeepCAMs, "keep-cams", l.KeepCAMs, "also store the fused CAMs (for threshold sweeps in eval)")
+			fs.BoolVar(&l.Overwrite, "overwrite", l.Overwrite, "rewrite labels that exist")
+			fs.IntVar(&l.BatchSize, "batch-size", l.BatchSize, "views a CAM inference batch")
+			fs.BoolVar(&l.InProcess, "in-process", l.InProcess, "run the stages without Beam (debugging)")
+			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
+		},
+		run: runLabel,
+	}
+}
+
+func runLabel(ctx context.Context, env *cmdEnv) error {
+	cfg := env.cfg
+	beam.Init()
+	rec, err := label.Run(ctx, label.Options{Dataset: cfg.Dataset, Label: cfg.Label, Backend: cfg.Runner.Backend,
+		Runner: *runners.Runner, InProcess: cfg.Label.InProcess, Producer: "l2gflow " + Version, Log: env.stderr})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "%d labels written to %s (%d skipped, %d dead letters)\n", rec.Counts.LabelsWritten,
+		cfg.Label.Out, rec.Counts.SkippedExisting, rec.Counts.DeadLetters)
+	return nil
+}

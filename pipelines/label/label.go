@@ -1,0 +1,541 @@
+// Package label assembles and runs the labeling pipeline: dataset to
+// pseudo-label PNGs, on the Beam prism runner by default, any Beam runner
+// (direct, Dataflow) on request, or in process without Beam for
+// debugging. Both paths call the same stage functions of package
+// transforms and give identical labels.
+package label
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/metrics"
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/core/runtime/exec/optimized" // faster reflection
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/runners/dataflow"            // --runner dataflow
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/runners/direct"              // --runner direct
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/runners/prism"               // the default
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/runners/universal"           // portable runners
+
+	"github.com/l2gflow/l2gflow/config"
+	"github.com/l2gflow/l2gflow/io/artifact"
+	"github.com/l2gflow/l2gflow/io/dataset"
+	"github.com/l2gflow/l2gflow/io/storage"
+	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/model/maps"
+	"github.com/l2gflow/l2gflow/transforms"
+)
+
+// Options configure a labeling run.
+type Options struct {
+	Dataset config.Dataset
+	Label   config.Label
+	Backend string // GoMLX backend
+	// Runner is the Beam runner name ("prism", "direct", "dataflow", ...);
+	// "" means prism. InProcess skips Beam altogether.
+	Runner    string
+	InProcess bool
+	Producer  string
+	Log       io.Writer // progress and summary; nil for none
+	// ProgressEvery is the interval of progress lines (default 10s).
+	ProgressEvery time.Duration
+}
+
+// Counts are a run's numbers, per stage.
+type Counts struct {
+	Listed          int   `json:"listed"`           // records in the tag list or manifest
+	SkippedExisting int   `json:"skipped_existing"` // labels already present (not --overwrite)
+	Submitted       int   `json:"submitted"`        // records sent to the pipeline
+	ImagesRead      int64 `json:"images_read"`
+	ViewsInferred   int64 `json:"views_inferred"`
+	LabelsWritten   int64 `json:"labels_written"`
+	SaliencyMissing int64 `json:"saliency_missing"`
+	SaliencyBad     int64 `json:"saliency_unusable"`
+	Fallback        int64 `json:"saliency_fallback"`
+	// Failed counts dead letters per stage.
+	Failed      map[string]int64 `json:"failed"`
+	DeadLetters int              `json:"dead_letters"`
+}
+
+// BatchStats summarises inference batches.
+type BatchStats struct {
+	Batches   int64   `json:"batches"`
+	MeanSize  float64 `json:"mean_size"`
+	MeanMs    float64 `json:"mean_latency_ms"`
+	MaxMs     int64   `json:"max_latency_ms"`
+	TotalSecs float64 `json:"total_secs"`
+}
+
+// RunRecord is written to OUT/_run.json after every run.
+type RunRecord struct {
+	Started     time.Time               `json:"started"`
+	Finished    time.Time               `json:"finished"`
+	DurationSec float64                 `json:"duration_sec"`
+	Runner      string                  `json:"runner"`
+	Producer    string                  `json:"producer"`
+	Model       ModelInfo               `json:"model"`
+	Dataset     config.Dataset          `json:"dataset"`
+	Config      config.Label            `json:"config"`
+	Counts      Counts                  `json:"counts"`
+	Inference   BatchStats              `json:"inference"`
+	ImagesPerS  float64                 `json:"images_per_sec"`
+	DeadLetters []transforms.DeadLetter `json:"dead_letters,omitempty"`
+}
+
+// ModelInfo identifies the model used.
+type ModelInfo struct {
+	URI      string             `json:"uri"`
+	SHA256   string             `json:"sha256"`
+	Manifest *artifact.Manifest `json:"manifest"`
+}
+
+// maxDeadLettersInRecord bounds the dead letters copied into _run.json
+// (all are in _errors.jsonl).
+const maxDeadLettersInRecord = 100
+
+func (o Options) viewOptions(m *model.Model) model.ViewOptions {
+	comb := maps.Sum
+	if o.Label.LocalCombine == "max" {
+		comb = maps.Max
+	}
+	local := 0
+	var tc config.Train
+	if json.Unmarshal(m.Manifest.Training, &tc) == nil && tc.ViewSize > 0 && tc.ImageSize > 0 {
+		local = tc.ViewSize // crops of the size the local network saw (in training pixels)
+	}
+	return model.ViewOptions{Scales: o.Label.Scales, Flip: o.Label.Flip, LocalViews: o.Label.LocalViews,
+		LocalSize: local, LocalCombine: comb}
+}
+
+func (o Options) fuseOptions() transforms.FuseOptions {
+	l := o.Label
+	return transforms.FuseOptions{Background: l.Background, BgThreshold: l.BgThreshold,
+		SaliencyThreshold: l.SaliencyThreshold, CAMThreshold: l.CAMThreshold,
+		SaliencyFallback: l.SaliencyFallback, LocalCombine: l.LocalCombine, KeepCAMs: l.KeepCAMs}
+}
+
+func (o Options) logf(format string, args ...any) {
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, format+"\n", args...)
+	}
+}
+
+// Build adds the labeling stages to a pipeline for the given records and
+// returns nothing: its outputs are the files it writes.
+func Build(s beam.Scope, recs []dataset.Record, o Options, m *model.Model) {
+	records := beam.CreateList(s, recs)
+	images, deadLoad := transforms.Load(s, records, o.Dataset.MaxPixels)
+	views := transforms.CropViews(s, images, o.viewOptions(m))
+	metas := transforms.LookupSaliencyMaps(s, images, o.Label.Background == "saliency", o.Dataset.MaxPixels)
+	cams, deadInfer := transforms.InferCAMs(s, views, o.Label.Model, o.Backend, o.Label.BatchSize)
+	labels, deadFuse := transforms.FuseLabels(s, metas, cams, len(m.Manifest.Classes), o.fuseOptions())
+	deadWrite := transforms.WriteLabels(s, labels, o.Label.Out)
+	transforms.WriteDeadLetters(s, o.Label.Out, deadLoad, deadInfer, deadFuse, deadWrite)
+}
+
+// Run labels a dataset and writes OUT/<id>.png, OUT/_errors.jsonl and
+// OUT/_run.json.
+func Run(ctx context.Context, o Options) (*RunRecord, error) {
+	rec := &RunRecord{Started: time.Now().UTC(), Producer: o.Producer, Dataset: o.Dataset, Config: o.Label}
+	st := transforms.SharedStore()
+	ds, err := dataset.Open(ctx, st, o.Dataset.Root, o.Dataset.Split, o.Dataset.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	data, err := st.ReadFile(ctx, o.Label.Model, 0)
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	m, err := model.LoadModel(data)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", o.Label.Model, err)
+	}
+	if len(m.Manifest.Classes) != len(ds.Classes) {
+		return nil, fmt.Errorf("the model knows %d classes, the dataset %d (%s)", len(m.Manifest.Classes), len(ds.Classes), ds.Source)
+	}
+	rec.Model = ModelInfo{URI: o.Label.Model, SHA256: m.SHA256, Manifest: m.Manifest}
+	rec.Counts.Listed = len(ds.Records)
+
+	todo, skipped, err := pending(ctx, st, ds.Records, o.Label.Out, o.Label.Overwrite)
+	if err != nil {
+		return nil, err
+	}
+	rec.Counts.SkippedExisting, rec.Counts.Submitted = skipped, len(todo)
+	if err := clearDeadLetterParts(ctx, st, o.Label.Out); err != nil {
+		return nil, err
+	}
+	o.logf("label: %d images listed, %d already labelled (skipped), %d to do; model %s (%s, sha256 %s)",
+		len(ds.Records), skipped, len(todo), o.Label.Model, m.Manifest.Method, m.SHA256[:12])
+
+	runner := o.Runner
+	if runner == "" {
+		runner = "prism"
+	}
+	if o.InProcess {
+		runner = "in-process"
+	}
+	rec.Runner = runner
+	stopProgress := o.progress(len(todo))
+	if len(todo) == 0 {
+		// Nothing to do: no job is started.
+	} else if o.InProcess {
+		err = runInProcess(ctx, st, todo, o, m, &rec.Counts)
+	} else {
+		err = runBeam(ctx, todo, o, m, runner, rec)
+	}
+	stopProgress()
+	if err != nil {
+		return nil, err
+	}
+	dead, err := mergeDeadLetters(ctx, st, o.Label.Out)
+	if err != nil {
+		return nil, err
+	}
+	rec.Counts.DeadLetters = len(dead)
+	if len(dead) > maxDeadLettersInRecord {
+		rec.DeadLetters = dead[:maxDeadLettersInRecord]
+	} else {
+		rec.DeadLetters = dead
+	}
+	if rec.Counts.Failed == nil {
+		// No pipeline metrics (in process, or nothing run): count the dead
+		// letters per stage.
+		rec.Counts.Failed = map[string]int64{}
+		for _, d := range dead {
+			rec.Counts.Failed[d.Stage]++
+		}
+	}
+	rec.Finished = time.Now().UTC()
+	rec.DurationSec = rec.Finished.Sub(rec.Started).Seconds()
+	if rec.DurationSec > 0 {
+		rec.ImagesPerS = float64(rec.Counts.LabelsWritten) / rec.DurationSec
+	}
+	raw, _ := json.MarshalIndent(rec, "", "  ")
+	if err := st.WriteFile(ctx, storage.Join(o.Label.Out, transforms.RunFile), append(raw, '\n')); err != nil {
+		return nil, err
+	}
+	o.summary(rec)
+	return rec, nil
+}
+
+// pending lists OUT once and returns the records without a label.
+func pending(ctx context.Context, st *storage.Store, recs []dataset.Record, out string, overwrite bool) ([]dataset.Record, int, error) {
+	if overwrite {
+		return recs, 0, nil
+	}
+	uris, err := st.List(ctx, out, "*"+transforms.LabelSuffix)
+	if err != nil {
+		return nil, 0, err
+	}
+	have := map[string]bool{}
+	for _, u := range uris {
+		if storage.Dir(u) == strings.TrimSuffix(out, "/") || storage.Dir(u) == out {
+			have[strings.TrimSuffix(storage.Base(u), transforms.LabelSuffix)] = true
+		}
+	}
+	var todo []dataset.Record
+	for _, r := range recs {
+		if !have[r.ID] {
+			todo = append(todo, r)
+		}
+	}
+	return todo, len(recs) - len(todo), nil
+}
+
+func clearDeadLetterParts(ctx context.Context, st *storage.Store, out string) error {
+	parts, err := st.List(ctx, storage.Join(out, transforms.ErrorsDir), "*.json")
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if err := st.Remove(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mergeDeadLetters gathers this run's dead letters into OUT/_errors.jsonl
+// (sorted by id, then stage) and removes the parts.
+func mergeDeadLetters(ctx context.Context, st *storage.Store, out string) ([]transforms.DeadLetter, error) {
+	parts, err := st.List(ctx, storage.Join(out, transforms.ErrorsDir), "*.json")
+	if err != nil {
+		return nil, err
+	}
+	var dead []transforms.DeadLetter
+	for _, p := range parts {
+		raw, err := st.ReadFile(ctx, p, 1<<20)
+		if err != nil {
+			return nil, err
+		}
+		var d transforms.DeadLetter
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return nil, fmt.Errorf("dead letter %s: %w", p, err)
+		}
+		dead = append(dead, d)
+	}
+	sort.Slice(dead, func(i, j int) bool {
+		if dead[i].ID != dead[j].ID {
+			return dead[i].ID < dead[j].ID
+		}
+		return dead[i].Stage < dead[j].Stage
+	})
+	var b strings.Builder
+	for _, d := range dead {
+		raw, _ := json.Marshal(d)
+		b.Write(raw)
+		b.WriteByte('\n')
+	}
+	if err := st.WriteFile(ctx, storage.Join(out, transforms.ErrorsFile), []byte(b.String())); err != nil {
+		return nil, err
+	}
+	for _, p := range parts {
+		if err := st.Remove(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	return dead, nil
+}
+
+// progress prints labels written so far every ProgressEvery; it returns a
+// function that stops it. (Counts come from this process, which is where
+// the prism runner and the in-process path run the stages.)
+func (o Options) progress(total int) func() {
+	if o.Log == nil || total == 0 {
+		return func() {}
+	}
+	every := o.ProgressEvery
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	base := transforms.WrittenInProcess()
+	start := time.Now()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				n := transforms.WrittenInProcess() - base
+				rate := float64(n) / time.Since(start).Seconds()
+				eta := "?"
+				if rate > 0 {
+					eta = (time.Duration(float64(int64(total)-n)/rate) * time.Second).Round(time.Second).String()
+				}
+				o.logf("label: %d/%d written, %.1f img/s, ETA %s", n, total, rate, eta)
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func runBeam(ctx context.Context, todo []dataset.Record, o Options, m *model.Model, runner string, rec *RunRecord) error {
+	p, s := beam.NewPipelineWithRoot()
+	Build(s, todo, o, m)
+	res, err := beam.Run(ctx, runner, p)
+	if err != nil {
+		return fmt.Errorf("pipeline on %s: %w", runner, err)
+	}
+	if res == nil {
+		// Dry runs and asynchronous runners return no result.
+		return nil
+	}
+	readMetrics(res.Metrics(), rec)
+	return nil
+}
+
+// readMetrics fills the counts from the pipeline's committed (or, where a
+// runner only has those, attempted) metrics, matched by namespace and name.
+func readMetrics(r metrics.Results, rec *RunRecord) {
+	c := &rec.Counts
+	c.Failed = map[string]int64{}
+	for _, cr := range r.AllMetrics().Counters() {
+		if cr.Namespace() != transforms.MetricsNamespace {
+			continue
+		}
+		v := cr.Result()
+		switch name := cr.Name(); {
+		case name == transforms.MetricImagesRead:
+			c.ImagesRead += v
+		case name == transforms.MetricViews:
+			c.ViewsInferred += v
+		case name == transforms.MetricLabels:
+			c.LabelsWritten += v
+		case name == transforms.MetricSaliencyMissing:
+			c.SaliencyMissing += v
+		case name == transforms.MetricSaliencyBad:
+			c.SaliencyBad += v
+		case name == transforms.MetricFallback:
+			c.Fallback += v
+		case strings.HasPrefix(name, transforms.MetricFailedPrefix):
+			c.Failed[strings.TrimPrefix(name, transforms.MetricFailedPrefix)] += v
+		}
+	}
+	for _, d := range r.AllMetrics().Distributions() {
+		if d.Namespace() != transforms.MetricsNamespace {
+			continue
+		}
+		v := d.Result()
+		switch d.Name() {
+		case transforms.MetricBatchLatency:
+			rec.Inference.Batches += v.Count
+			rec.Inference.TotalSecs += float64(v.Sum) / 1000
+			rec.Inference.MaxMs = max(rec.Inference.MaxMs, v.Max)
+		case transforms.MetricBatchSize:
+			if v.Count > 0 {
+				rec.Inference.MeanSize = float64(v.Sum) / float64(v.Count)
+			}
+		}
+	}
+	if rec.Inference.Batches > 0 {
+		rec.Inference.MeanMs = 1000 * rec.Inference.TotalSecs / float64(rec.Inference.Batches)
+	}
+}
+
+// runInProcess runs the same stages without Beam, one image at a time on
+// each of GOMAXPROCS goroutines.
+func runInProcess(ctx context.Context, st *storage.Store, todo []dataset.Record, o Options, m *model.Model, c *Counts) error {
+	e, err := transforms.LoadEngine(ctx, o.Label.Model, o.Backend)
+	if err != nil {
+		return err
+	}
+	vopts, fopts := o.viewOptions(m), o.fuseOptions()
+	classes := len(m.Manifest.Classes)
+	var mu sync.Mutex
+	var firstErr error
+	count := func(f func()) { mu.Lock(); f(); mu.Unlock() }
+	dead := func(d transforms.DeadLetter) {
+		if err := transforms.WriteDeadLetter(ctx, st, o.Label.Out, d); err != nil {
+			count(func() {
+				if firstErr == nil {
+					firstErr = err
+				}
+			})
+		}
+	}
+	jobs := make(chan dataset.Record)
+	var wg sync.WaitGroup
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range jobs {
+				img, err := transforms.LoadImage(ctx, st, r, o.Dataset.MaxPixels)
+				if err != nil {
+					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageLoad, Reason: err.Error()})
+					continue
+				}
+				meta := transforms.LookupSaliency(ctx, st, img, o.Label.Background == "saliency", o.Dataset.MaxPixels)
+				var cams []transforms.ViewCAM
+				views := transforms.MakeViews(img, vopts)
+				ok := true
+				for _, v := range views {
+					vc, err := transforms.InferViews(e, []transforms.View{v})
+					if err != nil {
+						dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageInfer, Reason: fmt.Sprintf("view %d: %v", v.Spec.Index, err)})
+						ok = false
+						break
+					}
+					cams = append(cams, vc...)
+				}
+				count(func() {
+					c.ImagesRead++
+					c.ViewsInferred += int64(len(cams))
+					switch meta.SalStatus {
+					case transforms.SalNone, transforms.SalMissing:
+						c.SaliencyMissing++
+					case transforms.SalUnreadable, transforms.SalWrongSize:
+						c.SaliencyBad++
+					}
+				})
+				if !ok {
+					continue
+				}
+				lab, err := transforms.Fuse(meta, cams, classes, fopts)
+				if err != nil {
+					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageFuse, Reason: err.Error()})
+					continue
+				}
+				if err := transforms.WriteLabel(ctx, st, o.Label.Out, lab); err != nil {
+					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageWrite, Reason: err.Error()})
+					continue
+				}
+				count(func() {
+					c.LabelsWritten++
+					if lab.Rule == "threshold(fallback)" {
+						c.Fallback++
+					}
+				})
+				transforms.CountWritten()
+			}
+		}()
+	}
+	for _, r := range todo {
+		select {
+		case jobs <- r:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return firstErr
+}
+
+// summary prints the run's table.
+func (o Options) summary(r *RunRecord) {
+	if o.Log == nil {
+		return
+	}
+	c := r.Counts
+	rows := [][2]string{
+		{"runner", r.Runner},
+		{"images listed", fmt.Sprint(c.Listed)},
+		{"skipped (label exists)", fmt.Sprint(c.SkippedExisting)},
+		{"images read", fmt.Sprint(c.ImagesRead)},
+		{"views inferred", fmt.Sprint(c.ViewsInferred)},
+		{"labels written", fmt.Sprint(c.LabelsWritten)},
+		{"saliency missing", fmt.Sprint(c.SaliencyMissing)},
+		{"saliency unusable", fmt.Sprint(c.SaliencyBad)},
+		{"saliency fallbacks", fmt.Sprint(c.Fallback)},
+	}
+	stages := make([]string, 0, len(c.Failed))
+	for s := range c.Failed {
+		stages = append(stages, s)
+	}
+	slices.Sort(stages)
+	for _, s := range stages {
+		rows = append(rows, [2]string{"failed at " + s, fmt.Sprint(c.Failed[s])})
+	}
+	rows = append(rows, [2]string{"dead letters", fmt.Sprint(c.DeadLetters)})
+	if r.Inference.Batches > 0 {
+		rows = append(rows, [2]string{"inference batches", fmt.Sprintf("%d (mean size %.1f, mean %.0f ms, max %d ms)",
+			r.Inference.Batches, r.Inference.MeanSize, r.Inference.MeanMs, r.Inference.MaxMs)})
+	}
+	rows = append(rows, [2]string{"duration", fmt.Sprintf("%.1fs (%.1f img/s)", r.DurationSec, r.ImagesPerS)})
+	for _, row := range rows {
+		o.logf("  %-24s %s", row[0], row[1])
+	}
+	if c.DeadLetters > 0 {
+		o.logf("  see %s for the reasons", storage.Join(r.Config.Out, transforms.ErrorsFile))
+	}
+}
