@@ -146,6 +146,8 @@ type Runner struct {
 	// Backend is the GoMLX backend config, default "go:parallelism=-1"
 	// (the pure-Go backend on all cores).
 	Backend string `yaml:"backend"`
+	// Verbose shows the Beam runner's own log lines.
+	Verbose bool `yaml:"verbose"`
 }
 
 // Default returns the configuration with every documented default.

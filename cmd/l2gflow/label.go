@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners"
@@ -38,6 +39,7 @@ func labelCommand() *command {
 			fs.IntVar(&l.BatchSize, "batch-size", l.BatchSize, "views a CAM inference batch")
 			fs.BoolVar(&l.InProcess, "in-process", l.InProcess, "run the stages without Beam (debugging)")
 			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
+			fs.BoolVar(&cfg.Runner.Verbose, "verbose", cfg.Runner.Verbose, "show the Beam runner's own log lines")
 		},
 		run: runLabel,
 	}
@@ -45,6 +47,7 @@ func labelCommand() *command {
 
 func runLabel(ctx context.Context, env *cmdEnv) error {
 	cfg := env.cfg
+	quietBeam(env, cfg.Runner.Verbose)
 	beam.Init()
 	rec, err := label.Run(ctx, label.Options{Dataset: cfg.Dataset, Label: cfg.Label, Backend: cfg.Runner.Backend,
 		Runner: *runners.Runner, InProcess: cfg.Label.InProcess, Producer: "l2gflow " + Version, Log: env.stderr})
@@ -54,4 +57,14 @@ func runLabel(ctx context.Context, env *cmdEnv) error {
 	fmt.Fprintf(env.stdout, "%d labels written to %s (%d skipped, %d dead letters)\n", rec.Counts.LabelsWritten,
 		cfg.Label.Out, rec.Counts.SkippedExisting, rec.Counts.DeadLetters)
 	return nil
+}
+
+// quietBeam keeps the runner's informational log lines (prism logs every
+// job state change) off the console unless verbose.
+func quietBeam(env *cmdEnv, verbose bool) {
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelInfo
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level})))
 }

@@ -1,0 +1,236 @@
+package label
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
+	"github.com/l2gflow/l2gflow/config"
+	"github.com/l2gflow/l2gflow/io/dataset"
+	"github.com/l2gflow/l2gflow/io/imagefile"
+	"github.com/l2gflow/l2gflow/io/storage"
+	"github.com/l2gflow/l2gflow/io/synth"
+	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/transforms"
+)
+
+func TestMain(m *testing.M) {
+	beam.Init()
+	os.Exit(m.Run())
+}
+
+// fixture makes a small synthetic dataset and a briefly trained model.
+func fixture(t *testing.T, images int) (root, modelPath string, ds *dataset.Dataset) {
+	t.Helper()
+	st := storage.New()
+	t.Cleanup(func() { st.Close() })
+	root = t.TempDir()
+	ctx := context.Background()
+	if _, err := synth.Write(ctx, st, root, synth.Options{Images: images, Size: 64, Classes: 3, Seed: 11,
+		ValFraction: 0.1, NoSaliencyFraction: 0.2}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := dataset.Load(ctx, st, root, "train")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := config.Default().Train
+	c.Out, c.Method, c.ImageSize, c.ViewSize, c.Views = filepath.Join(t.TempDir(), "m.l2g"), "cam", 64, 48, 4
+	c.Steps, c.Optimizer, c.LR, c.BatchSize, c.CheckpointEv = 20, "adam", 0.002, 8, 0
+	if _, err := model.Train(ctx, model.TrainOptions{Config: c, Data: ds, Store: st}); err != nil {
+		t.Fatal(err)
+	}
+	return root, c.Out, ds
+}
+
+func options(root, modelPath, out string) Options {
+	l := config.Default().Label
+	l.Model, l.Out, l.BatchSize = modelPath, out, 4
+	d := config.Default().Dataset
+	d.Root = root
+	return Options{Dataset: d, Label: l}
+}
+
+func readLabels(t *testing.T, out string) map[string][]byte {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(out, "*.png"))
+	m := map[string][]byte{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[strings.TrimSuffix(filepath.Base(f), ".png")] = b
+	}
+	return m
+}
+
+func TestLabelPipelineEndToEnd(t *testing.T) {
+	root, modelPath, ds := fixture(t, 28)
+	ctx := context.Background()
+	// One corrupt image and one missing image.
+	corrupt, missing := ds.Records[1], ds.Records[2]
+	if err := os.WriteFile(corrupt.Image, []byte("not a jpeg"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(missing.Image); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	rec, err := Run(ctx, options(root, modelPath, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(ds.Records)
+	if rec.Counts.LabelsWritten != int64(n-2) || rec.Counts.DeadLetters != 2 || rec.Counts.Failed[transforms.StageLoad] != 2 {
+		t.Errorf("counts %+v: want %d labels and 2 load failures", rec.Counts, n-2)
+	}
+	if rec.Counts.ViewsInferred != int64(8*(n-2)) {
+		t.Errorf("views inferred %d, want %d", rec.Counts.ViewsInferred, 8*(n-2))
+	}
+	labels := readLabels(t, out)
+	for _, r := range ds.Records {
+		data, ok := labels[r.ID]
+		if r.ID == corrupt.ID || r.ID == missing.ID {
+			if ok {
+				t.Errorf("%s: a label for a bad image", r.ID)
+			}
+			continue
+		}
+		if !ok {
+			t.Fatalf("%s: no label", r.ID)
+		}
+		lab, err := imagefile.DecodeLabel(data, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lab.W != 64 || lab.H != 64 {
+			t.Errorf("%s: label %dx%d, want 64x64", r.ID, lab.W, lab.H)
+		}
+		allowed := map[uint8]bool{0: true, imagefile.Ignore: true}
+		for _, tag := range r.Tags {
+			allowed[uint8(tag+1)] = true
+		}
+		for _, v := range lab.Pix {
+			if !allowed[v] {
+				t.Fatalf("%s: label value %d not in {0, tags+1, 255} (tags %v)", r.ID, v, r.Tags)
+			}
+		}
+	}
+	errs, err := os.ReadFile(filepath.Join(out, transforms.ErrorsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(errs)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("_errors.jsonl has %d lines, want 2:\n%s", len(lines), errs)
+	}
+	for _, l := range lines {
+		var d transforms.DeadLetter
+		if err := json.Unmarshal([]byte(l), &d); err != nil || d.Stage != transforms.StageLoad || d.Reason == "" ||
+			(d.ID != corrupt.ID && d.ID != missing.ID) {
+			t.Errorf("dead letter %q", l)
+		}
+	}
+	var runRec RunRecord
+	raw, _ := os.ReadFile(filepath.Join(out, transforms.RunFile))
+	if err := json.Unmarshal(raw, &runRec); err != nil || runRec.Model.SHA256 == "" || runRec.Runner != "prism" ||
+		runRec.Counts.Listed != n || runRec.Config.BgThreshold != 0.25 {
+		t.Errorf("_run.json: %v %+v", err, runRec)
+	}
+
+	// The in-process path gives the same bytes.
+	outIP := t.TempDir()
+	o := options(root, modelPath, outIP)
+	o.InProcess = true
+	if _, err := Run(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	ip := readLabels(t, outIP)
+	if len(ip) != len(labels) {
+		t.Fatalf("in-process wrote %d labels, pipeline %d", len(ip), len(labels))
+	}
+	for id, b := range labels {
+		if !bytes.Equal(b, ip[id]) {
+			t.Errorf("%s: in-process label differs from the pipeline's", id)
+		}
+	}
+
+	// A second run writes nothing and reports the labels skipped.
+	rec2, err := Run(ctx, options(root, modelPath, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec2.Counts.LabelsWritten != 0 || rec2.Counts.SkippedExisting != n-2 || rec2.Counts.Submitted != 2 {
+		t.Errorf("re-run counts %+v: want 0 written, %d skipped, 2 retried", rec2.Counts, n-2)
+	}
+	// --overwrite rewrites them all.
+	o = options(root, modelPath, out)
+	o.Label.Overwrite = true
+	before, _ := os.Stat(filepath.Join(out, ds.Records[0].ID+".png"))
+	rec3, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(filepath.Join(out, ds.Records[0].ID+".png"))
+	if rec3.Counts.LabelsWritten != int64(n-2) || rec3.Counts.SkippedExisting != 0 {
+		t.Errorf("overwrite: %d written, %d skipped; want %d and 0", rec3.Counts.LabelsWritten, rec3.Counts.SkippedExisting, n-2)
+	}
+	if os.SameFile(before, after) {
+		t.Error("overwrite left the old file in place (labels are replaced by rename)")
+	}
+}
+
+func TestDirectRunnerAndSaliencyRule(t *testing.T) {
+	root, modelPath, ds := fixture(t, 16)
+	ctx := context.Background()
+	outPrism, outDirect := t.TempDir(), t.TempDir()
+	o := options(root, modelPath, outPrism)
+	o.Label.Background = "saliency"
+	recP, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Label.Out, o.Runner = outDirect, "direct"
+	recD, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recD.Runner != "direct" || recD.Counts.LabelsWritten != int64(len(ds.Records)) {
+		t.Errorf("direct runner counts %+v", recD.Counts)
+	}
+	p, d := readLabels(t, outPrism), readLabels(t, outDirect)
+	for id, b := range p {
+		if !bytes.Equal(b, d[id]) {
+			t.Errorf("%s: direct and prism labels differ", id)
+		}
+	}
+	noSal := 0
+	for _, r := range ds.Records {
+		if r.Saliency == "" {
+			noSal++
+		}
+	}
+	if noSal == 0 || recP.Counts.SaliencyMissing != int64(noSal) || recP.Counts.Fallback != int64(noSal) {
+		t.Errorf("saliency missing %d, fallbacks %d; want %d each", recP.Counts.SaliencyMissing, recP.Counts.Fallback, noSal)
+	}
+	// Under the saliency rule, some salient pixels end up ignored (255).
+	ignored := 0
+	for _, b := range p {
+		lab, _ := imagefile.DecodeLabel(b, 0)
+		for _, v := range lab.Pix {
+			if v == imagefile.Ignore {
+				ignored++
+			}
+		}
+	}
+	if ignored == 0 {
+		t.Error("the saliency rule marked no pixel 255")
+	}
+}
