@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners"
 
 	"github.com/l2gflow/l2gflow/config"
@@ -63,8 +64,10 @@ func runLabel(ctx context.Context, env *cmdEnv) error {
 // job state change) off the console unless verbose.
 func quietBeam(env *cmdEnv, verbose bool) {
 	level := slog.LevelWarn
+	beamlog.LogLevel = "warn" // prism resets the default logger from this
 	if verbose {
 		level = slog.LevelInfo
+		beamlog.LogLevel = "info"
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level})))
 }
