@@ -179,7 +179,7 @@ func (f *inferFn) flush(ctx context.Context, k string, emit func(string, ViewCAM
 		return
 	}
 	start := time.Now()
-	cams, err := InferViews(f.engine, views)
+	cams, err := InferViews(f.engine, views, f.BatchSize)
 	if err != nil {
 		failed(StageInfer).Inc(ctx, int64(len(views)))
 		for _, v := range views {

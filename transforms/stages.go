@@ -196,19 +196,25 @@ func LookupSaliency(ctx context.Context, st *storage.Store, img Image, needed bo
 }
 
 // InferViews runs views of the same input shape (same image size and
-// spec scale) through the engine in one batch.
-func InferViews(e *model.Engine, views []View) ([]ViewCAM, error) {
-	inputs := make([]*maps.Map, len(views))
+// spec scale) through the engine in one batch, padded with copies of the
+// last view up to padTo: every batch size is a separately compiled graph
+// with its own buffers, so a fixed size keeps the compiled graphs (and
+// memory) to one per shape. A view's CAM does not depend on its batch.
+func InferViews(e *model.Engine, views []View, padTo int) ([]ViewCAM, error) {
+	inputs := make([]*maps.Map, len(views), max(len(views), padTo))
 	for i, v := range views {
 		rgb := &imagefile.RGB{W: v.W, H: v.H, Pix: v.Pix}
 		inputs[i] = model.PrepareView(e.Normalize(rgb), v.Spec)
+	}
+	for len(inputs) < padTo {
+		inputs = append(inputs, inputs[len(views)-1])
 	}
 	cams, err := e.InferBatch(inputs)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]ViewCAM, len(views))
-	for i, c := range cams {
+	for i, c := range cams[:len(views)] {
 		out[i] = ViewCAM{ID: views[i].ID, Spec: views[i].Spec, H: c.H, W: c.W, C: c.C, Data: EncodeMap(c)}
 	}
 	return out, nil

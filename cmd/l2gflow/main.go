@@ -57,7 +57,7 @@ func usagef(format string, args ...any) error {
 }
 
 func commands() []*command {
-	return []*command{synthCommand(), trainCommand(), labelCommand(), evalCommand(), demoCommand(), versionCommand()}
+	return []*command{synthCommand(), trainCommand(), labelCommand(), evalCommand(), demoCommand(), benchCommand(), versionCommand()}
 }
 
 func main() {

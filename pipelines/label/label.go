@@ -444,7 +444,7 @@ func runInProcess(ctx context.Context, st *storage.Store, todo []dataset.Record,
 				views := transforms.MakeViews(img, vopts)
 				ok := true
 				for _, v := range views {
-					vc, err := transforms.InferViews(e, []transforms.View{v})
+					vc, err := transforms.InferViews(e, []transforms.View{v}, 1)
 					if err != nil {
 						dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageInfer, Reason: fmt.Sprintf("view %d: %v", v.Spec.Index, err)})
 						ok = false

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
+	"github.com/l2gflow/l2gflow/config"
+	"github.com/l2gflow/l2gflow/io/dataset"
+	"github.com/l2gflow/l2gflow/io/storage"
+	"github.com/l2gflow/l2gflow/io/synth"
+	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/pipelines/label"
+)
+
+// benchFlags are the bench command's own settings.
+type benchFlags struct {
+	out    string
+	sizes  string
+	rounds int
+	model  string
+}
+
+func benchCommand() *command {
+	bf := &benchFlags{}
+	return &command{
+		name:     "bench",
+		summary:  "measure the labeling pipeline on prism against the in-process path (images/s, cores, memory)",
+		usage:    "[--out DIR] [--images 200,2000] [--rounds 2] [--model M]",
+		sections: config.SectionRunner,
+		bind: func(fs *flag.FlagSet, cfg *config.Config) {
+			fs.StringVar(&bf.out, "out", "bench-out", "working `dir` (dataset, model, labels, bench.json)")
+			fs.StringVar(&bf.sizes, "images", "200", "comma-separated image counts to measure (e.g. 200,2000 for memory growth)")
+			fs.IntVar(&bf.rounds, "rounds", 2, "alternating rounds of in-process and prism runs")
+			fs.StringVar(&bf.model, "model", "", "model artifact (default: train a small one on the synthetic data)")
+			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
+		},
+		run: func(ctx context.Context, env *cmdEnv) error { return runBench(ctx, env, bf) },
+	}
+}
+
+func runBench(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
+	quietBeam(env, false)
+	beam.Init()
+	var sizes []int
+	for _, s := range strings.Split(bf.sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 8 {
+			return usagef("--images: %q is not a count of at least 8", s)
+		}
+		sizes = append(sizes, n)
+	}
+	if bf.rounds < 1 {
+		return usagef("--rounds must be at least 1")
+	}
+	st := storage.New()
+	defer st.Close()
+	largest := 0
+	for _, n := range sizes {
+		largest = max(largest, n)
+	}
+	data := filepath.Join(bf.out, "data")
+	fmt.Fprintf(env.stderr, "bench: synthesising %d images in %s\n", largest, data)
+	// All images go to the train split, so that sizes are prefixes of it.
+	if _, err := synth.Write(ctx, st, data, synth.Options{Images: largest, Size: 128, Classes: 6, Seed: 1, NoSaliencyFraction: 0.1}); err != nil {
+		return err
+	}
+	modelURI := bf.model
+	if modelURI == "" {
+		modelURI = filepath.Join(bf.out, "bench-model.l2g")
+		ds, err := dataset.Load(ctx, st, data, "train")
+		if err != nil {
+			return err
+		}
+		tc := config.Default().Train
+		tc.Out, tc.Method, tc.Steps, tc.Optimizer, tc.LR = modelURI, "cam", 30, "adam", 0.001
+		fmt.Fprintf(env.stderr, "bench: training a small model (%d steps)\n", tc.Steps)
+		if _, err := model.Train(ctx, model.TrainOptions{Config: tc, Data: ds, Store: st, Backend: env.cfg.Runner.Backend}); err != nil {
+			return err
+		}
+	}
+	var results []label.Measure
+	fmt.Fprintf(env.stdout, "%-7s %-11s %8s %9s %6s %10s %10s\n", "images", "mode", "seconds", "images/s", "cores", "peak heap", "peak RSS")
+	for _, n := range sizes {
+		manifest := filepath.Join(bf.out, fmt.Sprintf("first-%d.jsonl", n))
+		if err := writeManifestPrefix(ctx, st, data, manifest, n); err != nil {
+			return err
+		}
+		for r := 0; r < bf.rounds; r++ {
+			for _, inProcess := range []bool{true, false} {
+				o := label.Options{Dataset: config.Dataset{Manifest: manifest, MaxPixels: config.Default().Dataset.MaxPixels},
+					Label: config.Default().Label, Backend: env.cfg.Runner.Backend, InProcess: inProcess}
+				o.Label.Model = modelURI
+				o.Label.Out = filepath.Join(bf.out, fmt.Sprintf("labels-%d", n))
+				m, err := label.Measured(ctx, o)
+				if err != nil {
+					return err
+				}
+				results = append(results, m)
+				fmt.Fprintf(env.stdout, "%-7d %-11s %8.1f %9.1f %6.2f %8.0fMB %8.0fMB\n", n, m.Mode, m.Seconds, m.ImagesPerSec, m.Cores, m.PeakHeapMB, m.PeakRSSMB)
+			}
+		}
+	}
+	raw, _ := json.MarshalIndent(results, "", "  ")
+	return st.WriteFile(ctx, filepath.Join(bf.out, "bench.json"), append(raw, '\n'))
+}
+
+// writeManifestPrefix writes a manifest of the first n train records.
+func writeManifestPrefix(ctx context.Context, st *storage.Store, root, path string, n int) error {
+	ds, err := dataset.Load(ctx, st, root, "train")
+	if err != nil {
+		return err
+	}
+	if n > len(ds.Records) {
+		n = len(ds.Records)
+	}
+	var b strings.Builder
+	for _, r := range ds.Records[:n] {
+		tags := make([]string, len(r.Tags))
+		for i, t := range r.Tags {
+			tags[i] = ds.Classes[t]
+		}
+		line, _ := json.Marshal(map[string]any{"id": r.ID, "image": r.Image, "tags": tags, "saliency": r.Saliency, "gt": r.GT})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	if err := st.WriteFile(ctx, storage.Join(storage.Dir(path), dataset.ClassesFile), []byte(strings.Join(ds.Classes, "\n")+"\n")); err != nil {
+		return err
+	}
+	return st.WriteFile(ctx, path, []byte(b.String()))
+}
