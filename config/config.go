@@ -128,6 +128,10 @@ type Label struct {
 	// InProcess runs the stages without Beam (debugging).
 	InProcess bool `yaml:"in_process"`
 	BatchSize int  `yaml:"batch_size"` // inference batch
+	// ChunkSize splits a job on a local runner (prism, direct), which keeps
+	// every stage's output in memory, into jobs of this many images, so
+	// that memory stays flat as the dataset grows. 0 = one job.
+	ChunkSize int `yaml:"chunk_size"`
 }
 
 // Eval configures the evaluation of pseudo labels.
@@ -163,7 +167,8 @@ func Default() Config {
 			StepEpochs: 5, BatchSize: 8, Epochs: 10, Seed: 1, CheckpointEv: 200},
 		Label: Label{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true, LocalViews: "none",
 			LocalCombine: "sum", Background: "threshold", BgThreshold: 0.25,
-			SaliencyThreshold: 0.2, CAMThreshold: 0.1, SaliencyFallback: "threshold", BatchSize: 8},
+			SaliencyThreshold: 0.2, CAMThreshold: 0.1, SaliencyFallback: "threshold", BatchSize: 8,
+			ChunkSize: 500},
 		Eval:   Eval{SweepFrom: 0.05, SweepTo: 0.50, SweepStep: 0.05},
 		Runner: Runner{Backend: "go:parallelism=-1"},
 	}

@@ -154,6 +154,7 @@ func (cfg *Config) Validate(sections Section) error {
 		c.floatRange("label.cam_threshold", l.CAMThreshold, 0, 1)
 		c.oneOf("label.saliency_fallback", l.SaliencyFallback, "threshold", "skip")
 		c.intRange("label.batch_size", l.BatchSize, 1, 1024)
+		c.intRange("label.chunk_size", l.ChunkSize, 0, 1<<30)
 	}
 	if sections&SectionEval != 0 {
 		e := cfg.Eval

@@ -38,6 +38,7 @@ func labelCommand() *command {
 			fs.BoolVar(&l.KeepCAMs, "keep-cams", l.KeepCAMs, "also store the fused CAMs (for threshold sweeps in eval)")
 			fs.BoolVar(&l.Overwrite, "overwrite", l.Overwrite, "rewrite labels that exist")
 			fs.IntVar(&l.BatchSize, "batch-size", l.BatchSize, "views a CAM inference batch")
+			fs.IntVar(&l.ChunkSize, "chunk-size", l.ChunkSize, "on prism/direct, run jobs of this many images (0: one job)")
 			fs.BoolVar(&l.InProcess, "in-process", l.InProcess, "run the stages without Beam (debugging)")
 			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
 			fs.BoolVar(&cfg.Runner.Verbose, "verbose", cfg.Runner.Verbose, "show the Beam runner's own log lines")

@@ -57,8 +57,8 @@ func Defaults(out string) Options {
 // Row is one method's line of the comparison.
 type Row struct {
 	Method        string  `json:"method"`
-	MIoU          float64 `json:"miou"`        // labels as written (threshold rule at BgThreshold)
-	BestMIoU      float64 `json:"best_miou"`   // best of the threshold sweep
+	MIoU          float64 `json:"miou"`      // labels as written (threshold rule at BgThreshold)
+	BestMIoU      float64 `json:"best_miou"` // best of the threshold sweep
 	BestThreshold float64 `json:"best_threshold"`
 	TrainSeconds  float64 `json:"train_seconds"`
 	TrainImgPerS  float64 `json:"train_images_per_sec"`

@@ -72,6 +72,7 @@ type BatchStats struct {
 	MeanMs    float64 `json:"mean_latency_ms"`
 	MaxMs     int64   `json:"max_latency_ms"`
 	TotalSecs float64 `json:"total_secs"`
+	views     int64
 }
 
 // RunRecord is written to OUT/_run.json after every run.
@@ -189,7 +190,17 @@ func Run(ctx context.Context, o Options) (*RunRecord, error) {
 	} else if o.InProcess {
 		err = runInProcess(ctx, st, todo, o, m, &rec.Counts)
 	} else {
-		err = runBeam(ctx, todo, o, m, runner, rec)
+		chunk := len(todo)
+		if o.Label.ChunkSize > 0 && localRunner(runner) {
+			chunk = o.Label.ChunkSize
+		}
+		for from := 0; from < len(todo) && err == nil; from += chunk {
+			part := todo[from:min(len(todo), from+chunk)]
+			if chunk < len(todo) {
+				o.logf("label: job for images %d-%d of %d", from+1, from+len(part), len(todo))
+			}
+			err = runBeam(ctx, part, o, m, runner, rec)
+		}
 	}
 	stopProgress()
 	if err != nil {
@@ -343,6 +354,14 @@ func (o Options) progress(total int) func() {
 	return func() { close(done); wg.Wait() }
 }
 
+// localRunner reports whether a runner keeps every stage's output in this
+// process's memory (prism, direct): large jobs then run as a sequence of
+// jobs of Label.ChunkSize images, so that memory does not grow with the
+// dataset. Dataflow shuffles through its own service and runs one job.
+func localRunner(runner string) bool {
+	return runner == "prism" || runner == "direct"
+}
+
 func runBeam(ctx context.Context, todo []dataset.Record, o Options, m *model.Model, runner string, rec *RunRecord) error {
 	p, s := beam.NewPipelineWithRoot()
 	Build(s, todo, o, m)
@@ -362,7 +381,9 @@ func runBeam(ctx context.Context, todo []dataset.Record, o Options, m *model.Mod
 // runner only has those, attempted) metrics, matched by namespace and name.
 func readMetrics(r metrics.Results, rec *RunRecord) {
 	c := &rec.Counts
-	c.Failed = map[string]int64{}
+	if c.Failed == nil {
+		c.Failed = map[string]int64{}
+	}
 	for _, cr := range r.AllMetrics().Counters() {
 		if cr.Namespace() != transforms.MetricsNamespace {
 			continue
@@ -396,13 +417,12 @@ func readMetrics(r metrics.Results, rec *RunRecord) {
 			rec.Inference.TotalSecs += float64(v.Sum) / 1000
 			rec.Inference.MaxMs = max(rec.Inference.MaxMs, v.Max)
 		case transforms.MetricBatchSize:
-			if v.Count > 0 {
-				rec.Inference.MeanSize = float64(v.Sum) / float64(v.Count)
-			}
+			rec.Inference.views += v.Sum
 		}
 	}
 	if rec.Inference.Batches > 0 {
 		rec.Inference.MeanMs = 1000 * rec.Inference.TotalSecs / float64(rec.Inference.Batches)
+		rec.Inference.MeanSize = float64(rec.Inference.views) / float64(rec.Inference.Batches)
 	}
 }
 

@@ -234,3 +234,20 @@ func TestDirectRunnerAndSaliencyRule(t *testing.T) {
 		t.Error("the saliency rule marked no pixel 255")
 	}
 }
+
+func TestChunkedJobsCountEverything(t *testing.T) {
+	root, modelPath, ds := fixture(t, 20)
+	o := options(root, modelPath, t.TempDir())
+	o.Label.ChunkSize = 5
+	rec, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(len(ds.Records))
+	if rec.Counts.LabelsWritten != n || rec.Counts.ImagesRead != n || rec.Counts.ViewsInferred != 8*n {
+		t.Errorf("chunked run counts %+v, want %d images in all", rec.Counts, n)
+	}
+	if got := len(readLabels(t, o.Label.Out)); got != int(n) {
+		t.Errorf("%d labels on disk, want %d", got, n)
+	}
+}
