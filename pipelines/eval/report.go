@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"image"
 	"image/color"
+	_ "image/jpeg" // DecodeConfig of embedded images
 	"image/png"
 	"math"
 	"strings"
@@ -118,12 +119,16 @@ func WriteReport(ctx context.Context, st *storage.Store, report string, m *Metri
 	for _, w := range m.Worst {
 		worst[w.ID] = w.MIoU
 	}
+	failed := map[string]bool{}
+	for _, e := range m.Errors {
+		failed[e.ID] = true
+	}
 	var ids []string
 	for _, r := range ds.Records {
 		if len(ids) >= samples {
 			break
 		}
-		if _, bad := worst[r.ID]; !bad && r.GT != "" {
+		if _, bad := worst[r.ID]; !bad && !failed[r.ID] && r.GT != "" {
 			if ok, _ := st.Exists(ctx, transforms.LabelURI(m.Labels, r.ID)); ok {
 				ids = append(ids, r.ID)
 			}
@@ -175,6 +180,11 @@ func sample(ctx context.Context, st *storage.Store, labels string, r dataset.Rec
 		mime = "image/png"
 	}
 	add := func(title string, data []byte, mime, note string) {
+		if data != nil {
+			if _, _, err := image.DecodeConfig(bytes.NewReader(data)); err != nil {
+				data, note = nil, title+" unreadable"
+			}
+		}
 		if data == nil {
 			row.Cells = append(row.Cells, cell{Title: title, Note: note})
 			return
