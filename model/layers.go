@@ -2,6 +2,7 @@ package model
 
 import (
 	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/gomlx/core/graph"
 )
 
@@ -24,7 +25,9 @@ type Node = graph.Node
 //
 // Strides are handled by folding the stride phases into the layout first
 // (space-to-depth by reshape: [N, Hp/s, s, Wp/s, s*Cin]), so that every
-// window is again a plain offset in the gathered tensor.
+// window is again a plain offset in the gathered tensor (and, for K > 1 and
+// few input channels, whole column groups are gathered: see
+// conv2DStrided).
 func Conv2D(x, w *Node, stride, dilation int) *Node {
 	dims := x.Shape().Dimensions
 	n, h, wd, cin := dims[0], dims[1], dims[2], dims[3]
@@ -40,12 +43,24 @@ func Conv2D(x, w *Node, stride, dilation int) *Node {
 	// Pad to whole multiples of the stride, covering every window.
 	hp := roundUp(max(h+2*pad, (ho-1)*stride+dilation*(k-1)+1), stride)
 	wp := roundUp(max(wd+2*pad, (wo-1)*stride+dilation*(k-1)+1), stride)
+	grouped := stride > 1 && k > 1 && cin < groupedMaxChannels
+	if grouped {
+		// Whole stride groups of columns: every window row is then one
+		// contiguous run (see conv2DStrided).
+		groups := (k-1)*dilation/stride + 1
+		if wp2 := stride * (wo + groups - 1); wp2 > wp {
+			wp = wp2
+		}
+	}
 	xp := x
 	if hp != h || wp != wd {
 		xp = graph.Pad(x, graph.ScalarZero(x.Graph(), x.DType()), compute.PadAxis{},
 			compute.PadAxis{Start: pad, End: hp - h - pad}, compute.PadAxis{Start: pad, End: wp - wd - pad}, compute.PadAxis{})
 	}
 	folded := graph.Reshape(xp, n, hp/stride, stride, wp/stride, stride*cin)
+	if grouped {
+		return conv2DStrided(folded, w, n, ho, wo, stride, dilation)
+	}
 	starts := make([]int32, 0, 4*k*k)
 	for i := 0; i < k; i++ {
 		for j := 0; j < k; j++ {
@@ -62,6 +77,52 @@ func Conv2D(x, w *Node, stride, dilation int) *Node {
 	y := graph.MatMul(graph.Reshape(cols, n*ho*wo, k*k*cin), graph.Reshape(w, k*k*cin, cout))
 	return graph.Reshape(y, n, ho, wo, cout)
 }
+
+// conv2DStrided is Conv2D for stride > 1 on the folded input
+// [N, Hp/s, s, Wp/s, s*Cin]. Gathering one tap's window there copies runs
+// of only Cin values (the other column phases sit in between), which is
+// slow for few channels. Instead each window takes all s column phases of
+// a column group: rows of Wo*s*Cin contiguous values. The groups cover
+// column offsets 0 .. G*s-1, a little more than the K taps: the weights
+// get zero rows for the offsets that are not taps (for 3x3 stride 2, 12
+// columns for 9 taps), trading 33% more multiply-adds for far faster
+// copies.
+func conv2DStrided(folded, w *Node, n, ho, wo, stride, dilation int) *Node {
+	wdims := w.Shape().Dimensions
+	k, cin, cout := wdims[0], wdims[2], wdims[3]
+	groups := (k-1)*dilation/stride + 1
+	starts := make([]int32, 0, 4*k*groups)
+	for i := 0; i < k; i++ {
+		dy := i * dilation
+		for g := 0; g < groups; g++ {
+			starts = append(starts, int32(dy/stride), int32(dy%stride), int32(g), 0)
+		}
+	}
+	start := graph.Reshape(graph.Const(folded.Graph(), starts), k*groups, 4)
+	cols := graph.GatherSlices(folded, []int{1, 2, 3, 4}, start, []int{ho, 1, wo, stride * cin}, true)
+	inner := k * groups * stride * cin
+	cols = graph.TransposeAllAxes(graph.Reshape(cols, k*groups, n*ho*wo, stride*cin), 1, 0, 2)
+	// Weights [K, G*s, Cin, Cout]: column offset c holds tap c/dilation
+	// when c is a multiple of the dilation below K*dilation, else zeros.
+	zero := graph.Zeros(w.Graph(), shapes.Make(w.DType(), k, 1, cin, cout))
+	var wcols []*Node
+	for c := 0; c < groups*stride; c++ {
+		if j := c / dilation; c%dilation == 0 && j < k {
+			wcols = append(wcols, graph.Slice(w, graph.AxisRange(), graph.AxisRange(j, j+1)))
+		} else {
+			wcols = append(wcols, zero)
+		}
+	}
+	wt := graph.Reshape(graph.Concatenate(wcols, 1), inner, cout)
+	y := graph.MatMul(graph.Reshape(cols, n*ho*wo, inner), wt)
+	return graph.Reshape(y, n, ho, wo, cout)
+}
+
+// groupedMaxChannels bounds the input width for which strided
+// convolutions gather whole column groups. Measured with BenchmarkConv:
+// with 3 input channels (the stem) the forward pass runs 2.3x faster;
+// with 16 it is no faster and its backward pass slower.
+const groupedMaxChannels = 8
 
 func roundUp(v, m int) int { return (v + m - 1) / m * m }
 

@@ -69,6 +69,8 @@ func TestConv2DMatchesNaive(t *testing.T) {
 		{1, 9, 7, 4, 3, 3, 1, 2},
 		{2, 6, 6, 70, 3, 5, 1, 1}, // im2col path
 		{1, 10, 10, 3, 7, 4, 2, 1},
+		{2, 11, 9, 3, 3, 4, 2, 2}, // strided and dilated, odd sizes
+		{1, 7, 7, 2, 5, 3, 3, 1},  // stride 3
 		{2, 5, 5, 6, 1, 3, 1, 1},
 		{1, 6, 6, 6, 1, 3, 2, 1},
 	}
