@@ -15,17 +15,22 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
 
 	gcsapi "cloud.google.com/go/storage"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/gcs"   // gs:// scheme
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/local" // plain paths
+	"google.golang.org/api/googleapi"
 )
 
 // ErrNotExist is returned (wrapped) when an object does not exist.
@@ -34,14 +39,90 @@ var ErrNotExist = fs.ErrNotExist
 // Store gives access to objects on every registered filesystem. It keeps one
 // filesystem client per scheme (a GCS client is costly to create) and is safe
 // for concurrent use. The zero value is not usable: call New.
+//
+// Operations on remote objects are retried with exponential backoff when
+// they fail transiently (HTTP 408, 429, 5xx, reset or cut connections);
+// permanent errors (403, 404, bad requests) are returned at once.
 type Store struct {
 	mu  sync.Mutex
 	fss map[string]filesystem.Interface
+
+	// MaxAttempts is the number of tries of a remote operation (default 6).
+	MaxAttempts int
+	// InitialBackoff is the first wait between tries, doubled each time up
+	// to MaxBackoff (defaults 200ms and 5s), with jitter.
+	InitialBackoff, MaxBackoff time.Duration
+
+	retries atomic.Int64
 }
 
 // New returns a Store. Close it when done to release clients.
 func New() *Store {
-	return &Store{fss: map[string]filesystem.Interface{}}
+	return &Store{fss: map[string]filesystem.Interface{}, MaxAttempts: 6,
+		InitialBackoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second}
+}
+
+// Retries is the number of retried operations so far.
+func (s *Store) Retries() int64 { return s.retries.Load() }
+
+type retryHookKey struct{}
+
+// WithRetryHook returns a context under which the store calls hook each
+// time it retries an operation (e.g. to count retries in a metric).
+func WithRetryHook(ctx context.Context, hook func(op, uri string, err error)) context.Context {
+	return context.WithValue(ctx, retryHookKey{}, hook)
+}
+
+// Transient reports whether err is worth retrying: HTTP 408, 429 and 5xx
+// from the storage API, and connections refused, reset or cut.
+func Transient(err error) bool {
+	if err == nil || notExist(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var ge *googleapi.Error
+	if errors.As(err, &ge) {
+		return ge.Code == 408 || ge.Code == 429 || ge.Code >= 500
+	}
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if gcsapi.ShouldRetry(e) {
+			return true
+		}
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{"connection reset", "broken pipe", "unexpected EOF", "server closed", "connection refused",
+		"status code 408", "status code 429", "status code 500", "status code 502", "status code 503", "status code 504",
+		"Service Unavailable", "Too Many Requests", "Internal Server Error", "Bad Gateway", "Gateway Timeout"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// retry runs op, again while it fails transiently on a remote object.
+func (s *Store) retry(ctx context.Context, op, uri string, fn func() error) error {
+	delay := s.InitialBackoff
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || !IsRemote(uri) || attempt >= max(1, s.MaxAttempts) || !Transient(err) {
+			return err
+		}
+		s.retries.Add(1)
+		if hook, ok := ctx.Value(retryHookKey{}).(func(op, uri string, err error)); ok {
+			hook(op, uri, err)
+		}
+		wait := delay/2 + time.Duration(rand.Int64N(int64(delay)/2+1))
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return err
+		}
+		delay = min(2*delay, s.MaxBackoff)
+	}
 }
 
 // Close releases the filesystem clients the store opened.
@@ -141,18 +222,24 @@ func (s *Store) Open(ctx context.Context, uri string) (io.ReadCloser, error) {
 // ReadFile reads a whole object. If limit > 0 and the object is larger than
 // limit bytes, it fails rather than reading it all into memory.
 func (s *Store) ReadFile(ctx context.Context, uri string, limit int64) ([]byte, error) {
-	r, err := s.Open(ctx, uri)
+	var data []byte
+	err := s.retry(ctx, "read", uri, func() error {
+		r, err := s.Open(ctx, uri)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		var src io.Reader = r
+		if limit > 0 {
+			src = io.LimitReader(r, limit+1)
+		}
+		if data, err = io.ReadAll(src); err != nil {
+			return wrap("read", uri, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer r.Close()
-	var src io.Reader = r
-	if limit > 0 {
-		src = io.LimitReader(r, limit+1)
-	}
-	data, err := io.ReadAll(src)
-	if err != nil {
-		return nil, wrap("read", uri, err)
 	}
 	if limit > 0 && int64(len(data)) > limit {
 		return nil, fmt.Errorf("read %s: object larger than the limit of %d bytes", uri, limit)
@@ -170,8 +257,14 @@ func (s *Store) WriteFile(ctx context.Context, uri string, data []byte) error {
 
 // Write calls fill with a writer for uri and publishes the object only if
 // fill and the final flush succeed. On failure nothing appears at uri (an
-// object that was already there is left as it was).
+// object that was already there is left as it was). A remote write that
+// fails transiently is retried, calling fill again: fill must write the
+// same bytes each time.
 func (s *Store) Write(ctx context.Context, uri string, fill func(io.Writer) error) error {
+	return s.retry(ctx, "write", uri, func() error { return s.writeOnce(ctx, uri, fill) })
+}
+
+func (s *Store) writeOnce(ctx context.Context, uri string, fill func(io.Writer) error) error {
 	f, err := s.fsFor(ctx, uri)
 	if err != nil {
 		return err
@@ -250,7 +343,11 @@ func (s *Store) Exists(ctx context.Context, uri string) (bool, error) {
 		}
 		return !st.IsDir(), nil
 	}
-	if _, err := f.Size(ctx, uri); err != nil {
+	err = s.retry(ctx, "stat", uri, func() error {
+		_, err := f.Size(ctx, uri)
+		return err
+	})
+	if err != nil {
 		if notExist(err) {
 			return false, nil
 		}
@@ -277,7 +374,12 @@ func (s *Store) List(ctx context.Context, prefix, pattern string) ([]string, err
 	}
 	var out []string
 	if IsRemote(prefix) {
-		uris, err := f.List(ctx, strings.TrimSuffix(prefix, "/")+"/**")
+		var uris []string
+		err := s.retry(ctx, "list", prefix, func() error {
+			var err error
+			uris, err = f.List(ctx, strings.TrimSuffix(prefix, "/")+"/**")
+			return err
+		})
 		if err != nil {
 			return nil, wrap("list", prefix, err)
 		}
@@ -325,7 +427,13 @@ func (s *Store) Remove(ctx context.Context, uri string) error {
 	if !ok {
 		return fmt.Errorf("remove %s: filesystem cannot remove", uri)
 	}
-	if err := rm.Remove(ctx, uri); err != nil && !notExist(err) {
+	err = s.retry(ctx, "remove", uri, func() error {
+		if err := rm.Remove(ctx, uri); err != nil && !notExist(err) {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
 		return wrap("remove", uri, err)
 	}
 	return nil

@@ -3,12 +3,16 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/api/googleapi"
 
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/storage/gcstest"
@@ -145,6 +149,64 @@ func TestJoin(t *testing.T) {
 	for _, tc := range tests {
 		if got := storage.Join(tc.root, tc.elem...); got != tc.want {
 			t.Errorf("Join(%q, %q) = %q, want %q", tc.root, tc.elem, got, tc.want)
+		}
+	}
+}
+
+func TestGCSThroughFaults(t *testing.T) {
+	srv := gcstest.Start(t, "bkt")
+	stats := gcstest.FaultyProxy(t, srv, gcstest.Faults{FirstUnavailable: 3, CutEvery: 4})
+	s := storage.New()
+	s.InitialBackoff = time.Millisecond
+	defer s.Close()
+	ctx := context.Background()
+	for i := 0; i < 12; i++ {
+		uri := fmt.Sprintf("gs://bkt/f/%02d.txt", i)
+		if err := s.WriteFile(ctx, uri, []byte(uri)); err != nil {
+			t.Fatalf("write %s: %v", uri, err)
+		}
+	}
+	uris, err := s.List(ctx, "gs://bkt/f", "*.txt")
+	if err != nil || len(uris) != 12 {
+		t.Fatalf("list: %d objects, %v", len(uris), err)
+	}
+	for _, u := range uris {
+		b, err := s.ReadFile(ctx, u, 0)
+		if err != nil || string(b) != u {
+			t.Fatalf("read %s = %q, %v", u, b, err)
+		}
+	}
+	un, cut := stats()
+	if un != 3 || cut == 0 || s.Retries() == 0 {
+		t.Errorf("faults: %d unavailable, %d cut; %d retries", un, cut, s.Retries())
+	}
+	// A permanent error is not retried.
+	before := s.Retries()
+	if _, err := s.ReadFile(ctx, "gs://bkt/f/missing.txt", 0); !errors.Is(err, storage.ErrNotExist) {
+		t.Errorf("missing object: %v", err)
+	}
+	if s.Retries() != before {
+		t.Errorf("a 404 was retried")
+	}
+}
+
+func TestTransient(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("read gs://b/x: %w", &googleapi.Error{Code: 503}), true},
+		{&googleapi.Error{Code: 429}, true},
+		{&googleapi.Error{Code: 403}, false},
+		{&googleapi.Error{Code: 404}, false},
+		{fmt.Errorf("x: %w", io.ErrUnexpectedEOF), true},
+		{errors.New("read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer"), true},
+		{storage.ErrNotExist, false},
+		{context.Canceled, false},
+		{errors.New("bad request"), false},
+	} {
+		if got := storage.Transient(tc.err); got != tc.want {
+			t.Errorf("Transient(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
