@@ -127,7 +127,14 @@ type Label struct {
 	Overwrite        bool   `yaml:"overwrite"`
 	// InProcess runs the stages without Beam (debugging).
 	InProcess bool `yaml:"in_process"`
-	BatchSize int  `yaml:"batch_size"` // inference batch
+	// Incremental labels only the images without a label from this model
+	// artifact (by sha256): for scheduled runs over growing datasets.
+	Incremental bool `yaml:"incremental"`
+	// MaxFailures makes the run fail (exit 1) when its dead letters exceed
+	// a count ("10"), a fraction ("0.01") or a percentage ("1%"). Empty:
+	// no limit.
+	MaxFailures string `yaml:"max_failures"`
+	BatchSize   int    `yaml:"batch_size"` // inference batch
 	// ChunkSize splits a job on a local runner (prism, direct), which keeps
 	// every stage's output in memory, into jobs of this many images, so
 	// that memory stays flat as the dataset grows. 0 = one job.

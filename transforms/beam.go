@@ -31,7 +31,15 @@ const (
 	MetricBatchSize       = "inference_batch_size"
 	MetricLabels          = "labels_written"
 	MetricFallback        = "saliency_fallback"
+	MetricStorageRetries  = "storage_retries"
 )
+
+// counted returns ctx under which storage retries increment the
+// storage_retries metric.
+func counted(ctx context.Context) context.Context {
+	c := beam.NewCounter(MetricsNamespace, MetricStorageRetries)
+	return storage.WithRetryHook(ctx, func(string, string, error) { c.Inc(ctx, 1) })
+}
 
 func init() {
 	beam.RegisterType(reflect.TypeOf((*dataset.Record)(nil)).Elem())
@@ -70,7 +78,7 @@ type loadFn struct {
 }
 
 func (f *loadFn) ProcessElement(ctx context.Context, rec dataset.Record, emit func(Image), dead func(DeadLetter)) {
-	img, err := LoadImage(ctx, SharedStore(), rec, f.MaxPixels)
+	img, err := LoadImage(counted(ctx), SharedStore(), rec, f.MaxPixels)
 	if err != nil {
 		failed(StageLoad).Inc(ctx, 1)
 		dead(DeadLetter{ID: rec.ID, Stage: StageLoad, Reason: err.Error()})
@@ -119,7 +127,7 @@ type saliencyFn struct {
 }
 
 func (f *saliencyFn) ProcessElement(ctx context.Context, img Image, emit func(string, ImageMeta)) {
-	meta := LookupSaliency(ctx, SharedStore(), img, f.Needed, f.MaxPixels)
+	meta := LookupSaliency(counted(ctx), SharedStore(), img, f.Needed, f.MaxPixels)
 	switch meta.SalStatus {
 	case SalNone, SalMissing:
 		beam.NewCounter(MetricsNamespace, MetricSaliencyMissing).Inc(ctx, 1)
@@ -273,7 +281,7 @@ type writeFn struct {
 }
 
 func (f *writeFn) ProcessElement(ctx context.Context, lab Label, dead func(DeadLetter)) {
-	if err := WriteLabel(ctx, SharedStore(), f.Out, lab); err != nil {
+	if err := WriteLabel(counted(ctx), SharedStore(), f.Out, lab); err != nil {
 		failed(StageWrite).Inc(ctx, 1)
 		dead(DeadLetter{ID: lab.ID, Stage: StageWrite, Reason: err.Error()})
 		return
@@ -297,7 +305,7 @@ type deadLetterFn struct {
 }
 
 func (f *deadLetterFn) ProcessElement(ctx context.Context, d DeadLetter) error {
-	return WriteDeadLetter(ctx, SharedStore(), f.Out, d)
+	return WriteDeadLetter(counted(ctx), SharedStore(), f.Out, d)
 }
 
 // DeadLetterURI is where one dead letter is kept until the run merges them

@@ -40,6 +40,8 @@ func labelCommand() *command {
 			fs.IntVar(&l.BatchSize, "batch-size", l.BatchSize, "views a CAM inference batch")
 			fs.IntVar(&l.ChunkSize, "chunk-size", l.ChunkSize, "on prism/direct, run jobs of this many images (0: one job)")
 			fs.BoolVar(&l.InProcess, "in-process", l.InProcess, "run the stages without Beam (debugging)")
+			fs.BoolVar(&l.Incremental, "incremental", l.Incremental, "label only images without a label from this model (scheduled runs)")
+			fs.StringVar(&l.MaxFailures, "max-failures", l.MaxFailures, "exit 1 when dead letters exceed N, a fraction (0.01) or a percentage (1%)")
 			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
 			fs.BoolVar(&cfg.Runner.Verbose, "verbose", cfg.Runner.Verbose, "show the Beam runner's own log lines")
 		},

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
 	"github.com/l2gflow/l2gflow/config"
 )
 
@@ -61,10 +63,31 @@ func commands() []*command {
 }
 
 func main() {
+	if workerMode(os.Args[1:]) {
+		// Started by a Beam runner as a worker (e.g. on Dataflow, with
+		// --worker and endpoint flags): serve the harness, then exit.
+		flag.Parse()
+		beam.Init()
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// workerMode reports whether the process was started as a Beam worker
+// harness: no command, and a --worker flag.
+func workerMode(args []string) bool {
+	if len(args) == 0 || !strings.HasPrefix(args[0], "-") {
+		return false
+	}
+	for _, a := range args {
+		if a == "--worker" || a == "-worker" || strings.HasPrefix(a, "--worker=") || strings.HasPrefix(a, "-worker=") {
+			return true
+		}
+	}
+	return false
 }
 
 func topUsage(w io.Writer) {

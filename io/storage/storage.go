@@ -151,9 +151,15 @@ func scheme(uri string) string {
 
 func (s *Store) fsFor(ctx context.Context, uri string) (filesystem.Interface, error) {
 	sch := scheme(uri)
+	key := sch
+	if sch == "gs" {
+		// A client binds the emulator address when created; tests start
+		// several emulators in one process.
+		key += "\x00" + os.Getenv("STORAGE_EMULATOR_HOST")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f, ok := s.fss[sch]; ok {
+	if f, ok := s.fss[key]; ok {
 		return f, nil
 	}
 	if sch != "" && sch != "gs" {
@@ -163,7 +169,7 @@ func (s *Store) fsFor(ctx context.Context, uri string) (filesystem.Interface, er
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", uri, err)
 	}
-	s.fss[sch] = f
+	s.fss[key] = f
 	return f, nil
 }
 

@@ -8,11 +8,14 @@ package label
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -61,8 +64,9 @@ type Counts struct {
 	SaliencyBad     int64 `json:"saliency_unusable"`
 	Fallback        int64 `json:"saliency_fallback"`
 	// Failed counts dead letters per stage.
-	Failed      map[string]int64 `json:"failed"`
-	DeadLetters int              `json:"dead_letters"`
+	Failed         map[string]int64 `json:"failed"`
+	DeadLetters    int              `json:"dead_letters"`
+	StorageRetries int64            `json:"storage_retries"`
 }
 
 // BatchStats summarises inference batches.
@@ -146,7 +150,11 @@ func Build(s beam.Scope, recs []dataset.Record, o Options, m *model.Model) {
 // OUT/_run.json.
 func Run(ctx context.Context, o Options) (*RunRecord, error) {
 	rec := &RunRecord{Started: time.Now().UTC(), Producer: o.Producer, Dataset: o.Dataset, Config: o.Label}
-	st := transforms.SharedStore()
+	// The launcher's own client: its retries add to the workers' (counted
+	// by the storage_retries metric) without being counted twice when the
+	// workers run in this process.
+	st := storage.New()
+	defer st.Close()
 	ds, err := dataset.Open(ctx, st, o.Dataset.Root, o.Dataset.Split, o.Dataset.Manifest)
 	if err != nil {
 		return nil, err
@@ -165,7 +173,12 @@ func Run(ctx context.Context, o Options) (*RunRecord, error) {
 	rec.Model = ModelInfo{URI: o.Label.Model, SHA256: m.SHA256, Manifest: m.Manifest}
 	rec.Counts.Listed = len(ds.Records)
 
-	todo, skipped, err := pending(ctx, st, ds.Records, o.Label.Out, o.Label.Overwrite)
+	if _, _, err := failureLimit(o.Label.MaxFailures, 0); err != nil {
+		return nil, err
+	}
+	retries0 := st.Retries()
+	runID := rec.Started.Format("20060102T150405.000000000Z")
+	todo, skipped, err := pending(ctx, st, ds.Records, o, m.SHA256)
 	if err != nil {
 		return nil, err
 	}
@@ -173,8 +186,12 @@ func Run(ctx context.Context, o Options) (*RunRecord, error) {
 	if err := clearDeadLetterParts(ctx, st, o.Label.Out); err != nil {
 		return nil, err
 	}
-	o.logf("label: %d images listed, %d already labelled (skipped), %d to do; model %s (%s, sha256 %s)",
-		len(ds.Records), skipped, len(todo), o.Label.Model, m.Manifest.Method, m.SHA256[:12])
+	what := "already labelled"
+	if o.Label.Incremental {
+		what = "labelled by this model"
+	}
+	o.logf("label: %d images listed, %d %s (skipped), %d to do; model %s (%s, sha256 %s)",
+		len(ds.Records), skipped, what, len(todo), o.Label.Model, m.Manifest.Method, m.SHA256[:12])
 
 	runner := o.Runner
 	if runner == "" {
@@ -224,41 +241,151 @@ func Run(ctx context.Context, o Options) (*RunRecord, error) {
 			rec.Counts.Failed[d.Stage]++
 		}
 	}
+	if _, err := writeIndex(ctx, st, o.Label.Out, m.SHA256, runID, todo, dead); err != nil {
+		return nil, err
+	}
+	rec.Counts.StorageRetries += st.Retries() - retries0
 	rec.Finished = time.Now().UTC()
 	rec.DurationSec = rec.Finished.Sub(rec.Started).Seconds()
 	if rec.DurationSec > 0 {
 		rec.ImagesPerS = float64(rec.Counts.LabelsWritten) / rec.DurationSec
 	}
 	raw, _ := json.MarshalIndent(rec, "", "  ")
-	if err := st.WriteFile(ctx, storage.Join(o.Label.Out, transforms.RunFile), append(raw, '\n')); err != nil {
-		return nil, err
+	raw = append(raw, '\n')
+	for _, uri := range []string{storage.Join(o.Label.Out, RunsDir, runID+".json"), storage.Join(o.Label.Out, transforms.RunFile)} {
+		if err := st.WriteFile(ctx, uri, raw); err != nil {
+			return nil, err
+		}
 	}
 	o.summary(rec)
+	if limit, ok, _ := failureLimit(o.Label.MaxFailures, len(todo)); ok && rec.Counts.DeadLetters > limit {
+		return rec, fmt.Errorf("%w: %d dead letters, more than the %d allowed (--max-failures %s); see %s",
+			ErrTooManyFailures, rec.Counts.DeadLetters, limit, o.Label.MaxFailures, storage.Join(o.Label.Out, transforms.ErrorsFile))
+	}
 	return rec, nil
 }
 
-// pending lists OUT once and returns the records without a label.
-func pending(ctx context.Context, st *storage.Store, recs []dataset.Record, out string, overwrite bool) ([]dataset.Record, int, error) {
-	if overwrite {
+// IndexDir holds, per model artifact sha256, the ids each run labelled
+// with it: OUT/_index/<sha256>/<run>.txt. Incremental runs use it to tell
+// labels of this model from labels of another.
+const IndexDir = "_index"
+
+// RunsDir accumulates one run record per run: OUT/_runs/<run>.json.
+const RunsDir = "_runs"
+
+// outputState is what one listing of OUT tells.
+type outputState struct {
+	labels map[string]bool // ids with OUT/<id>.png
+	index  []string        // index parts of the model in use
+}
+
+// listOutput lists OUT once (recursively) and sorts what it finds.
+func listOutput(ctx context.Context, st *storage.Store, out, modelSHA string) (outputState, error) {
+	uris, err := st.List(ctx, out, "*")
+	if err != nil {
+		return outputState{}, err
+	}
+	s := outputState{labels: map[string]bool{}}
+	root := strings.TrimSuffix(out, "/")
+	idxDir := storage.Join(out, IndexDir, modelSHA)
+	for _, u := range uris {
+		dir := strings.TrimSuffix(storage.Dir(u), "/")
+		switch {
+		case dir == root && strings.HasSuffix(u, transforms.LabelSuffix):
+			s.labels[strings.TrimSuffix(storage.Base(u), transforms.LabelSuffix)] = true
+		case dir == strings.TrimSuffix(idxDir, "/") && strings.HasSuffix(u, ".txt"):
+			s.index = append(s.index, u)
+		}
+	}
+	return s, nil
+}
+
+// pending chooses the records to label: all with overwrite; without a
+// label of this model (recorded in the index) when incremental; else
+// without a label.
+func pending(ctx context.Context, st *storage.Store, recs []dataset.Record, o Options, modelSHA string) ([]dataset.Record, int, error) {
+	if o.Label.Overwrite {
 		return recs, 0, nil
 	}
-	uris, err := st.List(ctx, out, "*"+transforms.LabelSuffix)
+	state, err := listOutput(ctx, st, o.Label.Out, modelSHA)
 	if err != nil {
 		return nil, 0, err
 	}
-	have := map[string]bool{}
-	for _, u := range uris {
-		if storage.Dir(u) == strings.TrimSuffix(out, "/") || storage.Dir(u) == out {
-			have[strings.TrimSuffix(storage.Base(u), transforms.LabelSuffix)] = true
+	done := state.labels
+	if o.Label.Incremental {
+		done = map[string]bool{}
+		for _, part := range state.index {
+			raw, err := st.ReadFile(ctx, part, 1<<30)
+			if err != nil {
+				return nil, 0, err
+			}
+			for _, id := range strings.Fields(string(raw)) {
+				if state.labels[id] {
+					done[id] = true
+				}
+			}
 		}
 	}
 	var todo []dataset.Record
 	for _, r := range recs {
-		if !have[r.ID] {
+		if !done[r.ID] {
 			todo = append(todo, r)
 		}
 	}
 	return todo, len(recs) - len(todo), nil
+}
+
+// writeIndex records the ids this run labelled with the model.
+func writeIndex(ctx context.Context, st *storage.Store, out, modelSHA, runID string, todo []dataset.Record, dead []transforms.DeadLetter) (int, error) {
+	failed := map[string]bool{}
+	for _, d := range dead {
+		failed[d.ID] = true
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range todo {
+		if !failed[r.ID] {
+			b.WriteString(r.ID)
+			b.WriteByte('\n')
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	return n, st.WriteFile(ctx, storage.Join(out, IndexDir, modelSHA, runID+".txt"), []byte(b.String()))
+}
+
+// ErrTooManyFailures is returned (wrapped) when a run's dead letters
+// exceed Label.MaxFailures; the labels and records are written first.
+var ErrTooManyFailures = errors.New("too many failed images")
+
+// failureLimit parses Label.MaxFailures ("" = no limit, "N" a count, "F"
+// with a decimal point or "P%" a share of the submitted images).
+func failureLimit(spec string, submitted int) (int, bool, error) {
+	spec = strings.TrimSpace(spec)
+	if spec == "" {
+		return 0, false, nil
+	}
+	if p, ok := strings.CutSuffix(spec, "%"); ok {
+		f, err := strconv.ParseFloat(p, 64)
+		if err != nil || f < 0 || f > 100 {
+			return 0, false, fmt.Errorf("max failures %q: want a count, a fraction or a percentage", spec)
+		}
+		return int(math.Floor(f / 100 * float64(submitted))), true, nil
+	}
+	if strings.Contains(spec, ".") {
+		f, err := strconv.ParseFloat(spec, 64)
+		if err != nil || f < 0 || f > 1 {
+			return 0, false, fmt.Errorf("max failures %q: a fraction must be in [0, 1]", spec)
+		}
+		return int(math.Floor(f * float64(submitted))), true, nil
+	}
+	n, err := strconv.Atoi(spec)
+	if err != nil || n < 0 {
+		return 0, false, fmt.Errorf("max failures %q: want a count, a fraction or a percentage", spec)
+	}
+	return n, true, nil
 }
 
 func clearDeadLetterParts(ctx context.Context, st *storage.Store, out string) error {
@@ -402,6 +529,8 @@ func readMetrics(r metrics.Results, rec *RunRecord) {
 			c.SaliencyBad += v
 		case name == transforms.MetricFallback:
 			c.Fallback += v
+		case name == transforms.MetricStorageRetries:
+			c.StorageRetries += v
 		case strings.HasPrefix(name, transforms.MetricFailedPrefix):
 			c.Failed[strings.TrimPrefix(name, transforms.MetricFailedPrefix)] += v
 		}
@@ -546,7 +675,7 @@ func (o Options) summary(r *RunRecord) {
 	for _, s := range stages {
 		rows = append(rows, [2]string{"failed at " + s, fmt.Sprint(c.Failed[s])})
 	}
-	rows = append(rows, [2]string{"dead letters", fmt.Sprint(c.DeadLetters)})
+	rows = append(rows, [2]string{"dead letters", fmt.Sprint(c.DeadLetters)}, [2]string{"storage retries", fmt.Sprint(c.StorageRetries)})
 	if r.Inference.Batches > 0 {
 		rows = append(rows, [2]string{"inference batches", fmt.Sprintf("%d (mean size %.1f, mean %.0f ms, max %d ms)",
 			r.Inference.Batches, r.Inference.MeanSize, r.Inference.MeanMs, r.Inference.MaxMs)})

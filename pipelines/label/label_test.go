@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
 	"github.com/l2gflow/l2gflow/config"
+	"github.com/l2gflow/l2gflow/io/artifact"
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/imagefile"
 	"github.com/l2gflow/l2gflow/io/storage"
@@ -249,5 +251,98 @@ func TestChunkedJobsCountEverything(t *testing.T) {
 	}
 	if got := len(readLabels(t, o.Label.Out)); got != int(n) {
 		t.Errorf("%d labels on disk, want %d", got, n)
+	}
+}
+
+func TestIncrementalRuns(t *testing.T) {
+	root, modelPath, ds := fixture(t, 24)
+	ctx := context.Background()
+	list := filepath.Join(root, "train_cls.txt")
+	full, err := os.ReadFile(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(strings.TrimSpace(string(full)), "\n")
+	n := len(lines)
+	// Start with all but the last 5 images listed.
+	if err := os.WriteFile(list, []byte(strings.Join(lines[:n-5], "")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	o := options(root, modelPath, out)
+	o.Label.Incremental = true
+	rec, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Counts.LabelsWritten != int64(n-5) {
+		t.Fatalf("first run wrote %d, want %d", rec.Counts.LabelsWritten, n-5)
+	}
+	// Unchanged dataset: no inference, nothing written.
+	rec, err = Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Counts.Submitted != 0 || rec.Counts.ViewsInferred != 0 || rec.Counts.LabelsWritten != 0 || rec.Counts.SkippedExisting != n-5 {
+		t.Errorf("unchanged re-run counts %+v: want nothing done", rec.Counts)
+	}
+	// Five more images listed: exactly those are processed.
+	if err := os.WriteFile(list, full, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec, err = Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Counts.Submitted != 5 || rec.Counts.LabelsWritten != 5 || rec.Counts.ViewsInferred != 5*8 {
+		t.Errorf("after adding 5 images: %+v", rec.Counts)
+	}
+	// A different model artifact relabels everything.
+	other := filepath.Join(t.TempDir(), "other.l2g")
+	data, _ := os.ReadFile(modelPath)
+	m, _ := model.LoadModel(data)
+	m.Manifest.Producer = "another build" // same weights, another artifact
+	var ts []artifact.Tensor
+	for i, s := range m.Params.Specs {
+		ts = append(ts, artifact.Tensor{Name: s.Name, Shape: s.Shape, Data: m.Params.Values[i]})
+	}
+	raw, _ := artifact.Marshal(m.Manifest, ts)
+	os.WriteFile(other, raw, 0o644)
+	o.Label.Model = other
+	rec, err = Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Counts.LabelsWritten != int64(len(ds.Records)) {
+		t.Errorf("new model relabelled %d of %d", rec.Counts.LabelsWritten, len(ds.Records))
+	}
+	runs, _ := filepath.Glob(filepath.Join(out, RunsDir, "*.json"))
+	if len(runs) != 4 {
+		t.Errorf("%d run records in %s, want 4", len(runs), RunsDir)
+	}
+}
+
+func TestMaxFailures(t *testing.T) {
+	root, modelPath, ds := fixture(t, 16)
+	os.WriteFile(ds.Records[0].Image, []byte("junk"), 0o644)
+	os.WriteFile(ds.Records[1].Image, []byte("junk"), 0o644)
+	for _, tc := range []struct {
+		limit string
+		fail  bool
+	}{{"1", true}, {"2", false}, {"0.1", true}, {"20%", false}, {"", false}} {
+		o := options(root, modelPath, t.TempDir())
+		o.Label.MaxFailures = tc.limit
+		rec, err := Run(context.Background(), o)
+		if tc.fail != errors.Is(err, ErrTooManyFailures) {
+			t.Errorf("max failures %q: err = %v", tc.limit, err)
+		}
+		if rec == nil || rec.Counts.DeadLetters != 2 {
+			t.Errorf("max failures %q: run record %+v", tc.limit, rec)
+		}
+	}
+	o := options(root, modelPath, t.TempDir())
+	o.Label.MaxFailures = "lots"
+	if _, err := Run(context.Background(), o); err == nil {
+		t.Error("max failures \"lots\": want an error")
 	}
 }

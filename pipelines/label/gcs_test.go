@@ -1,0 +1,159 @@
+package label
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/l2gflow/l2gflow/config"
+	"github.com/l2gflow/l2gflow/io/dataset"
+	"github.com/l2gflow/l2gflow/io/imagefile"
+	"github.com/l2gflow/l2gflow/io/storage"
+	"github.com/l2gflow/l2gflow/io/storage/gcstest"
+	"github.com/l2gflow/l2gflow/io/synth"
+	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/pipelines/eval"
+	"github.com/l2gflow/l2gflow/transforms"
+)
+
+// gcsFixture puts a synthetic dataset and a briefly trained model (trained
+// from the bucket) into the emulator.
+func gcsFixture(t *testing.T, bucket string, images int) (*storage.Store, *dataset.Dataset, string) {
+	t.Helper()
+	ctx := context.Background()
+	st := storage.New()
+	t.Cleanup(func() { st.Close() })
+	root := "gs://" + bucket + "/data"
+	if _, err := synth.Write(ctx, st, root, synth.Options{Images: images, Size: 64, Classes: 3, Seed: 21,
+		ValFraction: 0.1, NoSaliencyFraction: 0.2}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := dataset.Load(ctx, st, root, "train")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := config.Default().Train
+	c.Out, c.Method, c.ImageSize, c.ViewSize, c.Views = "gs://"+bucket+"/models/m.l2g", "l2g", 64, 48, 4
+	c.Steps, c.Optimizer, c.LR, c.BatchSize, c.CheckpointEv = 6, "adam", 0.002, 8, 3
+	if _, err := model.Train(ctx, model.TrainOptions{Config: c, Data: ds, Store: st}); err != nil {
+		t.Fatal(err)
+	}
+	return st, ds, c.Out
+}
+
+func TestTrainLabelEvalOnGCS(t *testing.T) {
+	gcstest.Start(t, "e2e")
+	st, ds, modelURI := gcsFixture(t, "e2e", 20)
+	ctx := context.Background()
+	o := options("gs://e2e/data", modelURI, "gs://e2e/labels")
+	o.Label.KeepCAMs = true
+	rec, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Counts.LabelsWritten != int64(len(ds.Records)) || rec.Counts.DeadLetters != 0 {
+		t.Fatalf("counts %+v", rec.Counts)
+	}
+	e := config.Default().Eval
+	e.Labels, e.Report = "gs://e2e/labels", "gs://e2e/report"
+	d := config.Default().Dataset
+	d.Root = "gs://e2e/data"
+	m, eds, err := eval.Run(ctx, eval.Options{Dataset: d, Eval: e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eval.WriteReport(ctx, st, e.Report, m, eds, 3); err != nil {
+		t.Fatal(err)
+	}
+	if m.Scored != int64(len(ds.Records)) || m.Best == nil {
+		t.Errorf("eval scored %d, best %+v", m.Scored, m.Best)
+	}
+	want := []string{"gs://e2e/models/m.l2g", "gs://e2e/labels/_run.json", "gs://e2e/labels/_errors.jsonl",
+		"gs://e2e/report/metrics.json", "gs://e2e/report/report.html"}
+	for _, r := range ds.Records {
+		want = append(want, transforms.LabelURI("gs://e2e/labels", r.ID), transforms.CAMURI("gs://e2e/labels", r.ID))
+	}
+	for _, uri := range want {
+		if ok, err := st.Exists(ctx, uri); !ok || err != nil {
+			t.Errorf("%s missing (%v)", uri, err)
+		}
+	}
+	for _, prefix := range []string{"gs://e2e/labels/" + RunsDir, "gs://e2e/labels/" + IndexDir} {
+		if l, _ := st.List(ctx, prefix, "*"); len(l) != 1 {
+			t.Errorf("%s holds %v, want one object", prefix, l)
+		}
+	}
+	if ok, _ := st.Exists(ctx, model.CheckpointURI("gs://e2e/models/m.l2g")); ok {
+		t.Error("the finished training left its checkpoint")
+	}
+}
+
+func TestLabelThroughStorageFaults(t *testing.T) {
+	srv := gcstest.Start(t, "flaky")
+	_, ds, modelURI := gcsFixture(t, "flaky", 16)
+	// From here on every request goes through a proxy that answers the
+	// first requests 503 and cuts one connection in 7.
+	stats := gcstest.FaultyProxy(t, srv, gcstest.Faults{FirstUnavailable: 5, CutEvery: 7})
+	ctx := context.Background()
+	o := options("gs://flaky/data", modelURI, "gs://flaky/labels")
+	rec, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unavailable, cut := stats()
+	t.Logf("faults: %d answered 503, %d connections cut; %d storage retries", unavailable, cut, rec.Counts.StorageRetries)
+	if unavailable != 5 || cut == 0 || rec.Counts.StorageRetries == 0 {
+		t.Errorf("the faults did not happen or were not retried: %d 503s, %d cuts, %d retries", unavailable, cut, rec.Counts.StorageRetries)
+	}
+	if rec.Counts.LabelsWritten != int64(len(ds.Records)) || rec.Counts.DeadLetters != 0 {
+		t.Errorf("counts %+v: want every image labelled", rec.Counts)
+	}
+	// Every label exists exactly once, whole, and nothing else is there.
+	st := storage.New()
+	defer st.Close()
+	objs, err := st.List(ctx, "gs://flaky/labels", "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, u := range objs {
+		name := strings.TrimPrefix(u, "gs://flaky/labels/")
+		if strings.Contains(name, "/") || strings.HasPrefix(name, "_") {
+			continue
+		}
+		seen[name]++
+		raw, err := st.ReadFile(ctx, u, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := imagefile.DecodeLabel(raw, 0); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+	for _, r := range ds.Records {
+		if seen[r.ID+".png"] != 1 {
+			t.Errorf("%s.png present %d times", r.ID, seen[r.ID+".png"])
+		}
+		delete(seen, r.ID+".png")
+	}
+	if len(seen) != 0 {
+		t.Errorf("unexpected objects: %v", seen)
+	}
+}
+
+func TestPermanentModelErrorStopsEarly(t *testing.T) {
+	gcstest.Start(t, "nomodel")
+	ctx := context.Background()
+	st := storage.New()
+	defer st.Close()
+	if _, err := synth.Write(ctx, st, "gs://nomodel/data", synth.Options{Images: 4, Size: 64, Classes: 3, Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Run(ctx, options("gs://nomodel/data", "gs://nomodel/missing.l2g", "gs://nomodel/labels"))
+	if err == nil || !strings.Contains(err.Error(), "gs://nomodel/missing.l2g") || !strings.Contains(err.Error(), "not exist") {
+		t.Errorf("err = %v, want one naming the missing model", err)
+	}
+	if l, _ := st.List(ctx, "gs://nomodel/labels", "*"); len(l) != 0 {
+		t.Errorf("a failed start wrote %v", l)
+	}
+}
