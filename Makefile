@@ -10,10 +10,14 @@ GO ?= go
 BIN := bin/l2gflow
 DEMO_OUT ?= demo-out
 
-.PHONY: build test fmt-check vet unit demo bench clean
+.PHONY: build worker test fmt-check vet unit demo bench clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/l2gflow
+
+# The linux/amd64 binary Dataflow workers run (pass it with --worker_binary).
+worker:
+	GOOS=linux GOARCH=amd64 CGO_ENABLED=0 $(GO) build -o bin/l2gflow-linux-amd64 ./cmd/l2gflow
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
