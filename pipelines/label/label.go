@@ -511,28 +511,23 @@ func readMetrics(r metrics.Results, rec *RunRecord) {
 	if c.Failed == nil {
 		c.Failed = map[string]int64{}
 	}
+	fields := map[string]*int64{
+		transforms.MetricImagesRead:      &c.ImagesRead,
+		transforms.MetricViews:           &c.ViewsInferred,
+		transforms.MetricLabels:          &c.LabelsWritten,
+		transforms.MetricSaliencyMissing: &c.SaliencyMissing,
+		transforms.MetricSaliencyBad:     &c.SaliencyBad,
+		transforms.MetricFallback:        &c.Fallback,
+		transforms.MetricStorageRetries:  &c.StorageRetries,
+	}
 	for _, cr := range r.AllMetrics().Counters() {
 		if cr.Namespace() != transforms.MetricsNamespace {
 			continue
 		}
-		v := cr.Result()
-		switch name := cr.Name(); {
-		case name == transforms.MetricImagesRead:
-			c.ImagesRead += v
-		case name == transforms.MetricViews:
-			c.ViewsInferred += v
-		case name == transforms.MetricLabels:
-			c.LabelsWritten += v
-		case name == transforms.MetricSaliencyMissing:
-			c.SaliencyMissing += v
-		case name == transforms.MetricSaliencyBad:
-			c.SaliencyBad += v
-		case name == transforms.MetricFallback:
-			c.Fallback += v
-		case name == transforms.MetricStorageRetries:
-			c.StorageRetries += v
-		case strings.HasPrefix(name, transforms.MetricFailedPrefix):
-			c.Failed[strings.TrimPrefix(name, transforms.MetricFailedPrefix)] += v
+		if f, ok := fields[cr.Name()]; ok {
+			*f += cr.Result()
+		} else if stage, ok := strings.CutPrefix(cr.Name(), transforms.MetricFailedPrefix); ok {
+			c.Failed[stage] += cr.Result()
 		}
 	}
 	for _, d := range r.AllMetrics().Distributions() {
