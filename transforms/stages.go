@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"sync"
 
@@ -254,13 +255,34 @@ func Fuse(meta ImageMeta, cams []ViewCAM, classes int, o FuseOptions) (Label, er
 	if o.LocalCombine == "max" {
 		combine = maps.Max
 	}
+	// Decoding and resizing the views is most of the work: do it on every
+	// core (the Beam runner gives fusion fewer bundles than cores), then
+	// add the results in view order, so that sums are bit-identical.
+	restored := make([]*maps.Map, len(cams))
+	errs := make([]error, len(cams))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i, c := range cams {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			m, err := DecodeMap(c.Data)
+			if err != nil {
+				errs[i] = fmt.Errorf("view %d: %w", c.Spec.Index, err)
+				return
+			}
+			restored[i] = model.RestoreView(m, c.Spec, meta.H, meta.W)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return Label{}, err
+	}
 	f := model.NewFuser(meta.H, meta.W, classes, combine)
-	for _, c := range cams {
-		m, err := DecodeMap(c.Data)
-		if err != nil {
-			return Label{}, fmt.Errorf("view %d: %w", c.Spec.Index, err)
-		}
-		if err := f.Add(c.Spec, model.RestoreView(m, c.Spec, meta.H, meta.W)); err != nil {
+	for i, c := range cams {
+		if err := f.Add(c.Spec, restored[i]); err != nil {
 			return Label{}, err
 		}
 	}
