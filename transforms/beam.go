@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -153,6 +155,21 @@ type inferFn struct {
 
 	engine  *model.Engine
 	pending map[string][]View // by input shape
+
+	// Batches run on a small pool of goroutines, so that one bundle keeps
+	// every core busy whatever number of bundles the runner gives the
+	// stage; results are emitted from the DoFn's own goroutine.
+	slots    chan struct{}
+	inflight sync.WaitGroup
+	mu       sync.Mutex
+	done     []inferResult
+}
+
+type inferResult struct {
+	views   []View
+	cams    []ViewCAM
+	err     error
+	elapsed time.Duration
 }
 
 func (f *inferFn) Setup(ctx context.Context) error {
@@ -166,6 +183,7 @@ func (f *inferFn) Setup(ctx context.Context) error {
 
 func (f *inferFn) StartBundle(ctx context.Context, emit func(string, ViewCAM), dead func(DeadLetter)) {
 	f.pending = map[string][]View{}
+	f.slots = make(chan struct{}, runtime.GOMAXPROCS(0))
 }
 
 func shapeKey(v View) string {
@@ -176,37 +194,60 @@ func (f *inferFn) ProcessElement(ctx context.Context, v View, emit func(string, 
 	k := shapeKey(v)
 	f.pending[k] = append(f.pending[k], v)
 	if len(f.pending[k]) >= max(1, f.BatchSize) {
-		f.flush(ctx, k, emit, dead)
+		f.submit(k)
 	}
+	f.drain(ctx, emit, dead)
 }
 
-func (f *inferFn) flush(ctx context.Context, k string, emit func(string, ViewCAM), dead func(DeadLetter)) {
+// submit starts a batch on the pool (waiting for a free slot).
+func (f *inferFn) submit(k string) {
 	views := f.pending[k]
 	delete(f.pending, k)
 	if len(views) == 0 {
 		return
 	}
-	start := time.Now()
-	cams, err := InferViews(f.engine, views, f.BatchSize)
-	if err != nil {
-		failed(StageInfer).Inc(ctx, int64(len(views)))
-		for _, v := range views {
-			dead(DeadLetter{ID: v.ID, Stage: StageInfer, Reason: fmt.Sprintf("view %d: %v", v.Spec.Index, err)})
+	f.slots <- struct{}{}
+	f.inflight.Add(1)
+	go func() {
+		defer f.inflight.Done()
+		start := time.Now()
+		cams, err := InferViews(f.engine, views, f.BatchSize)
+		f.mu.Lock()
+		f.done = append(f.done, inferResult{views: views, cams: cams, err: err, elapsed: time.Since(start)})
+		f.mu.Unlock()
+		<-f.slots
+	}()
+}
+
+// drain emits the finished batches.
+func (f *inferFn) drain(ctx context.Context, emit func(string, ViewCAM), dead func(DeadLetter)) {
+	f.mu.Lock()
+	done := f.done
+	f.done = nil
+	f.mu.Unlock()
+	for _, r := range done {
+		if r.err != nil {
+			failed(StageInfer).Inc(ctx, int64(len(r.views)))
+			for _, v := range r.views {
+				dead(DeadLetter{ID: v.ID, Stage: StageInfer, Reason: fmt.Sprintf("view %d: %v", v.Spec.Index, r.err)})
+			}
+			continue
 		}
-		return
-	}
-	beam.NewDistribution(MetricsNamespace, MetricBatchLatency).Update(ctx, time.Since(start).Milliseconds())
-	beam.NewDistribution(MetricsNamespace, MetricBatchSize).Update(ctx, int64(len(views)))
-	beam.NewCounter(MetricsNamespace, MetricViews).Inc(ctx, int64(len(views)))
-	for _, c := range cams {
-		emit(c.ID, c)
+		beam.NewDistribution(MetricsNamespace, MetricBatchLatency).Update(ctx, r.elapsed.Milliseconds())
+		beam.NewDistribution(MetricsNamespace, MetricBatchSize).Update(ctx, int64(len(r.views)))
+		beam.NewCounter(MetricsNamespace, MetricViews).Inc(ctx, int64(len(r.views)))
+		for _, c := range r.cams {
+			emit(c.ID, c)
+		}
 	}
 }
 
 func (f *inferFn) FinishBundle(ctx context.Context, emit func(string, ViewCAM), dead func(DeadLetter)) {
 	for k := range f.pending {
-		f.flush(ctx, k, emit, dead)
+		f.submit(k)
 	}
+	f.inflight.Wait()
+	f.drain(ctx, emit, dead)
 }
 
 // InferCAMs runs the model on the views in batches of same-shaped views.
