@@ -39,8 +39,7 @@ type sampleRow struct {
 
 type bar struct {
 	Name  string
-	Value float64 // 0..1, NaN shown as "-"
-	Label string
+	Label string // the IoU in percent, "-" where undefined
 	Width float64
 	Y     int
 }
@@ -97,9 +96,9 @@ func WriteReport(ctx context.Context, st *storage.Store, report string, m *Metri
 		d.Summary = append(d.Summary, [2]string{"best sweep", fmt.Sprintf("mIoU %.2f at background threshold %.2f (%d images)", 100*m.Best.MIoU, m.Best.Threshold, m.SweepImages)})
 	}
 	for i, c := range m.Classes {
-		b := bar{Name: c.Name, Value: math.NaN(), Label: "-", Y: 22 * i}
+		b := bar{Name: c.Name, Label: "-", Y: 22 * i}
 		if c.IoU != nil {
-			b.Value, b.Label, b.Width = *c.IoU, fmt.Sprintf("%.1f", 100**c.IoU), 400**c.IoU
+			b.Label, b.Width = fmt.Sprintf("%.1f", 100**c.IoU), 400**c.IoU
 		}
 		d.Bars = append(d.Bars, b)
 	}
