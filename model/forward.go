@@ -39,7 +39,15 @@ func NewForward(backend compute.Backend, net *Net, params *Params, prefix string
 		if !slices.Equal(params.Specs[i].Shape, s.Shape) {
 			return nil, fmt.Errorf("parameter %s has shape %v, the architecture needs %v", s.Name, params.Specs[i].Shape, s.Shape)
 		}
-		f.params = append(f.params, tensors.FromFlatDataAndDimensions(slices.Clone(params.Values[i]), s.Shape...))
+		t := tensors.FromFlatDataAndDimensions(slices.Clone(params.Values[i]), s.Shape...)
+		// Move the weights to the backend now, before any concurrent Run:
+		// the first use of a tensor changes its storage, and several
+		// executions starting at once on fresh tensors failed with "Tensor
+		// has no local or on-device representation".
+		if err := t.MaterializeOnDevice(backend, backend.HasSharedBuffers(), 0); err != nil {
+			return nil, fmt.Errorf("parameter %s: %w", s.Name, err)
+		}
+		f.params = append(f.params, t)
 	}
 	f.exec, err = graph.NewExec(backend, func(g *graph.Graph, inputs []*Node) []*Node {
 		ps := &paramSource{g: g, nodes: bindParams(specs, inputs)}
