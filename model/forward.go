@@ -69,6 +69,9 @@ func (f *Forward) Run(x []float32, n, h, w int) (cam []float32, dims []int, logi
 		return nil, nil, nil, fmt.Errorf("input has %d values, want %d", len(x), n*h*w*3)
 	}
 	in := tensors.FromFlatDataAndDimensions(x, n, h, w, 3)
+	// Release the input's backend buffer now rather than at garbage
+	// collection: with shared buffers it would otherwise pile up.
+	defer in.FinalizeAll()
 	args := make([]any, 0, len(f.params)+1)
 	for _, p := range f.params {
 		args = append(args, p)

@@ -295,6 +295,7 @@ func (s *Stepper) Step(params, slots []*tensors.Tensor, b *Batch, lr float64, st
 	for _, d := range data {
 		args = append(args, d)
 	}
+	defer finalize(data)
 	args = append(args, tensors.FromScalar(float32(lr)), tensors.FromScalar(float32(step)))
 	outs, err := s.exec.Exec(args...)
 	if err != nil {

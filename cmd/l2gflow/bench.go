@@ -86,7 +86,7 @@ func runBench(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 		}
 	}
 	var results []label.Measure
-	fmt.Fprintf(env.stdout, "%-7s %-11s %8s %9s %6s %10s %10s\n", "images", "mode", "seconds", "images/s", "cores", "peak heap", "peak RSS")
+	fmt.Fprintf(env.stdout, "%-7s %-11s %8s %9s %6s %10s %10s %10s\n", "images", "mode", "seconds", "images/s", "cores", "peak live", "peak heap", "peak RSS")
 	for _, n := range sizes {
 		manifest := filepath.Join(bf.out, fmt.Sprintf("first-%d.jsonl", n))
 		if err := writeManifestPrefix(ctx, st, data, manifest, n); err != nil {
@@ -103,7 +103,7 @@ func runBench(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 					return err
 				}
 				results = append(results, m)
-				fmt.Fprintf(env.stdout, "%-7d %-11s %8.1f %9.1f %6.2f %8.0fMB %8.0fMB\n", n, m.Mode, m.Seconds, m.ImagesPerSec, m.Cores, m.PeakHeapMB, m.PeakRSSMB)
+				fmt.Fprintf(env.stdout, "%-7d %-11s %8.1f %9.1f %6.2f %8.0fMB %8.0fMB %8.0fMB\n", n, m.Mode, m.Seconds, m.ImagesPerSec, m.Cores, m.PeakLiveMB, m.PeakHeapMB, m.PeakRSSMB)
 			}
 		}
 	}

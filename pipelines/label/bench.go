@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,7 +19,8 @@ type Measure struct {
 	Seconds      float64 `json:"seconds"`
 	ImagesPerSec float64 `json:"images_per_sec"`
 	Cores        float64 `json:"cores"`        // CPU time / wall time
-	PeakHeapMB   float64 `json:"peak_heap_mb"` // sampled Go heap in use
+	PeakHeapMB   float64 `json:"peak_heap_mb"` // sampled Go heap in use (live data and garbage)
+	PeakLiveMB   float64 `json:"peak_live_mb"` // sampled live heap as of each GC
 	PeakRSSMB    float64 `json:"peak_rss_mb"`  // sampled resident set
 	StartRSSMB   float64 `json:"start_rss_mb"` // resident set before the run
 }
@@ -43,9 +45,14 @@ func Measured(ctx context.Context, o Options) (Measure, error) {
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		var ms runtime.MemStats
+		live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 		for {
 			runtime.ReadMemStats(&ms)
 			m.PeakHeapMB = max(m.PeakHeapMB, float64(ms.HeapInuse)/(1<<20))
+			metrics.Read(live)
+			if live[0].Value.Kind() == metrics.KindUint64 {
+				m.PeakLiveMB = max(m.PeakLiveMB, float64(live[0].Value.Uint64())/(1<<20))
+			}
 			m.PeakRSSMB = max(m.PeakRSSMB, rssMB())
 			select {
 			case <-done:
