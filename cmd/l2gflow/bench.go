@@ -85,6 +85,20 @@ func runBench(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 			return err
 		}
 	}
+	// Warm up: load the model and compile every inference shape once (on
+	// both paths), so that no measured run pays for it.
+	warm := filepath.Join(bf.out, "first-8.jsonl")
+	if err := writeManifestPrefix(ctx, st, data, warm, 8); err != nil {
+		return err
+	}
+	for _, inProcess := range []bool{true, false} {
+		o := label.Options{Dataset: config.Dataset{Manifest: warm, MaxPixels: config.Default().Dataset.MaxPixels},
+			Label: config.Default().Label, Backend: env.cfg.Runner.Backend, InProcess: inProcess}
+		o.Label.Model, o.Label.Out = modelURI, filepath.Join(bf.out, "labels-warmup")
+		if _, err := label.Measured(ctx, o); err != nil {
+			return err
+		}
+	}
 	var results []label.Measure
 	fmt.Fprintf(env.stdout, "%-7s %-11s %8s %9s %6s %10s %10s %10s\n", "images", "mode", "seconds", "images/s", "cores", "peak live", "peak heap", "peak RSS")
 	for _, n := range sizes {
