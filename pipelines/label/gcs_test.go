@@ -20,25 +20,10 @@ import (
 // from the bucket) into the emulator.
 func gcsFixture(t *testing.T, bucket string, images int) (*storage.Store, *dataset.Dataset, string) {
 	t.Helper()
-	ctx := context.Background()
 	st := storage.New()
 	t.Cleanup(func() { st.Close() })
-	root := "gs://" + bucket + "/data"
-	if _, err := synth.Write(ctx, st, root, synth.Options{Images: images, Size: 64, Classes: 3, Seed: 21,
-		ValFraction: 0.1, NoSaliencyFraction: 0.2}); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := dataset.Load(ctx, st, root, "train")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := config.Default().Train
-	c.Out, c.Method, c.ImageSize, c.ViewSize, c.Views = "gs://"+bucket+"/models/m.l2g", "l2g", 64, 48, 4
-	c.Steps, c.Optimizer, c.LR, c.BatchSize, c.CheckpointEv = 6, "adam", 0.002, 8, 3
-	if _, err := model.Train(ctx, model.TrainOptions{Config: c, Data: ds, Store: st}); err != nil {
-		t.Fatal(err)
-	}
-	return st, ds, c.Out
+	modelURI := "gs://" + bucket + "/models/m.l2g"
+	return st, dataAndModel(t, st, "gs://"+bucket+"/data", modelURI, "l2g", images, 6, 3, 21), modelURI
 }
 
 func TestTrainLabelEvalOnGCS(t *testing.T) {

@@ -27,14 +27,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fixture makes a small synthetic dataset and a briefly trained model.
-func fixture(t *testing.T, images int) (root, modelPath string, ds *dataset.Dataset) {
+// dataAndModel writes a small synthetic dataset under root and trains a
+// model on it briefly (checkpointing every ckpt steps, 0 never).
+func dataAndModel(t *testing.T, st *storage.Store, root, modelURI, method string, images, steps, ckpt int, seed int64) *dataset.Dataset {
 	t.Helper()
-	st := storage.New()
-	t.Cleanup(func() { st.Close() })
-	root = t.TempDir()
 	ctx := context.Background()
-	if _, err := synth.Write(ctx, st, root, synth.Options{Images: images, Size: 64, Classes: 3, Seed: 11,
+	if _, err := synth.Write(ctx, st, root, synth.Options{Images: images, Size: 64, Classes: 3, Seed: seed,
 		ValFraction: 0.1, NoSaliencyFraction: 0.2}); err != nil {
 		t.Fatal(err)
 	}
@@ -43,12 +41,21 @@ func fixture(t *testing.T, images int) (root, modelPath string, ds *dataset.Data
 		t.Fatal(err)
 	}
 	c := config.Default().Train
-	c.Out, c.Method, c.ImageSize, c.ViewSize, c.Views = filepath.Join(t.TempDir(), "m.l2g"), "cam", 64, 48, 4
-	c.Steps, c.Optimizer, c.LR, c.BatchSize, c.CheckpointEv = 20, "adam", 0.002, 8, 0
+	c.Out, c.Method, c.ImageSize, c.ViewSize, c.Views = modelURI, method, 64, 48, 4
+	c.Steps, c.Optimizer, c.LR, c.BatchSize, c.CheckpointEv = steps, "adam", 0.002, 8, ckpt
 	if _, err := model.Train(ctx, model.TrainOptions{Config: c, Data: ds, Store: st}); err != nil {
 		t.Fatal(err)
 	}
-	return root, c.Out, ds
+	return ds
+}
+
+// fixture makes a small local dataset and a briefly trained model.
+func fixture(t *testing.T, images int) (root, modelPath string, ds *dataset.Dataset) {
+	t.Helper()
+	st := storage.New()
+	t.Cleanup(func() { st.Close() })
+	root, modelPath = t.TempDir(), filepath.Join(t.TempDir(), "m.l2g")
+	return root, modelPath, dataAndModel(t, st, root, modelPath, "cam", images, 20, 0, 11)
 }
 
 func options(root, modelPath, out string) Options {
