@@ -1,7 +1,8 @@
 # The Go toolchain and GOMLX's SIMD kernels need these on every build:
 # - GOTOOLCHAIN: gomlx v0.28 needs Go 1.27; the machine's Go is older and set
 #   to GOTOOLCHAIN=local, so name the toolchain (the Go proxy serves it).
-# - GOEXPERIMENT=simd: the pure-Go backend's AVX2/AVX-512 kernels (4-9x faster).
+# - GOEXPERIMENT=simd: the pure-Go backend's AVX2/AVX-512 kernels (4-9x faster per
+#   the toolchain notes).
 export GOTOOLCHAIN := go1.27.4
 export GOEXPERIMENT := simd
 export GOFLAGS := -buildvcs=false
