@@ -215,9 +215,6 @@ func NewEngine(backend compute.Backend, m *Model) (*Engine, error) {
 	return e, nil
 }
 
-// Classes is the number of foreground classes.
-func (e *Engine) Classes() int { return e.classes }
-
 // Normalize converts an RGB image with the model's normalisation.
 func (e *Engine) Normalize(img *imagefile.RGB) *maps.Map {
 	m := maps.New(img.H, img.W, 3)

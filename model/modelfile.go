@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/l2gflow/l2gflow/io/artifact"
 )
@@ -47,7 +48,7 @@ func LoadModel(data []byte) (*Model, error) {
 	}
 	p := &Params{}
 	for _, t := range ts {
-		if len(t.Name) < len(GlobalPrefix) || t.Name[:len(GlobalPrefix)] != GlobalPrefix {
+		if !strings.HasPrefix(t.Name, GlobalPrefix) {
 			continue
 		}
 		p.Specs = append(p.Specs, ParamSpec{Name: t.Name, Shape: slices.Clone(t.Shape)})

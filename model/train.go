@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gomlx/gomlx/core/tensors"
@@ -262,7 +263,7 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 	m.Training, _ = json.Marshal(c)
 	var ts []artifact.Tensor
 	for i, s := range params.Specs {
-		if len(s.Name) >= len(GlobalPrefix) && s.Name[:len(GlobalPrefix)] == GlobalPrefix {
+		if strings.HasPrefix(s.Name, GlobalPrefix) {
 			ts = append(ts, artifact.Tensor{Name: s.Name, Shape: s.Shape, Data: params.Values[i]})
 		}
 	}
@@ -309,7 +310,7 @@ func localDesc(c config.Train, specs []ParamSpec) string {
 func countTrainable(specs []ParamSpec, prefix string) int {
 	n := 0
 	for _, s := range specs {
-		if !s.State && len(s.Name) >= len(prefix) && s.Name[:len(prefix)] == prefix {
+		if !s.State && strings.HasPrefix(s.Name, prefix) {
 			n += s.Size()
 		}
 	}

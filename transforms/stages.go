@@ -13,6 +13,7 @@ import (
 	"math"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -328,6 +329,22 @@ func LabelURI(out, id string) string { return storage.Join(out, id+LabelSuffix) 
 
 // CAMURI is where an image's fused CAM goes.
 func CAMURI(out, id string) string { return storage.Join(out, CAMsDir, id+".cam") }
+
+// idIn returns the id of uri when it is dir/<id><suffix>.
+func idIn(dir, uri, suffix string) (string, bool) {
+	if strings.TrimSuffix(storage.Dir(uri), "/") != strings.TrimSuffix(dir, "/") || !strings.HasSuffix(uri, suffix) {
+		return "", false
+	}
+	return strings.TrimSuffix(storage.Base(uri), suffix), true
+}
+
+// LabelID returns the image id of uri when it is a label, OUT/<id>.png
+// (not an object in a sub-folder), as found by listing OUT.
+func LabelID(out, uri string) (string, bool) { return idIn(out, uri, LabelSuffix) }
+
+// CAMID returns the image id of uri when it is a stored fused CAM,
+// OUT/_cams/<id>.cam.
+func CAMID(out, uri string) (string, bool) { return idIn(storage.Join(out, CAMsDir), uri, ".cam") }
 
 // WriteLabel writes a label (and its CAM, if kept) atomically. Writing the
 // same label twice gives the same bytes, so retries are harmless.

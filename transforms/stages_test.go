@@ -125,3 +125,27 @@ func TestFuse(t *testing.T) {
 		t.Errorf("saliency rule: %v %q", err, lab.Rule)
 	}
 }
+
+func TestOutputIDs(t *testing.T) {
+	for _, tc := range []struct {
+		out, uri   string
+		label, cam string
+	}{
+		{"gs://b/out", "gs://b/out/syn_1.png", "syn_1", ""},
+		{"gs://b/out/", "gs://b/out/syn_1.png", "syn_1", ""},
+		{"gs://b/out", "gs://b/out/_cams/syn_1.cam", "", "syn_1"},
+		{"gs://b/out", "gs://b/out/sub/syn_1.png", "", ""},
+		{"gs://b/out", "gs://b/out/_run.json", "", ""},
+		{"/tmp/out", "/tmp/out/a.png", "a", ""},
+		{"/tmp/out", "/tmp/out/_cams/a.cam", "", "a"},
+	} {
+		id, ok := LabelID(tc.out, tc.uri)
+		if ok != (tc.label != "") || id != tc.label {
+			t.Errorf("LabelID(%s, %s) = %q, %v", tc.out, tc.uri, id, ok)
+		}
+		id, ok = CAMID(tc.out, tc.uri)
+		if ok != (tc.cam != "") || id != tc.cam {
+			t.Errorf("CAMID(%s, %s) = %q, %v", tc.out, tc.uri, id, ok)
+		}
+	}
+}

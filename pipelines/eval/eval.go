@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -310,25 +309,19 @@ func ptr(v float64) *float64 {
 }
 
 // Plan lists the items to score, and the ids without a label or ground
-// truth. It lists the label prefix once.
+// truth. It lists the label prefix once (labels and stored CAMs).
 func Plan(ctx context.Context, st *storage.Store, ds *dataset.Dataset, labels string) (items []Item, missingLabel, missingGT []string, err error) {
-	pngs, err := st.List(ctx, labels, "*"+transforms.LabelSuffix)
+	uris, err := st.List(ctx, labels, "*")
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	have := map[string]string{}
-	for _, u := range pngs {
-		if strings.TrimSuffix(storage.Dir(u), "/") == strings.TrimSuffix(labels, "/") {
-			have[strings.TrimSuffix(storage.Base(u), transforms.LabelSuffix)] = u
+	have, haveCAM := map[string]string{}, map[string]string{}
+	for _, u := range uris {
+		if id, ok := transforms.LabelID(labels, u); ok {
+			have[id] = u
+		} else if id, ok := transforms.CAMID(labels, u); ok {
+			haveCAM[id] = u
 		}
-	}
-	cams, err := st.List(ctx, storage.Join(labels, transforms.CAMsDir), "*.cam")
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	haveCAM := map[string]string{}
-	for _, u := range cams {
-		haveCAM[strings.TrimSuffix(storage.Base(u), ".cam")] = u
 	}
 	for _, r := range ds.Records {
 		switch {

@@ -286,14 +286,11 @@ func listOutput(ctx context.Context, st *storage.Store, out, modelSHA string) (o
 		return outputState{}, err
 	}
 	s := outputState{labels: map[string]bool{}}
-	root := strings.TrimSuffix(out, "/")
-	idxDir := storage.Join(out, IndexDir, modelSHA)
+	idxDir := strings.TrimSuffix(storage.Join(out, IndexDir, modelSHA), "/")
 	for _, u := range uris {
-		dir := strings.TrimSuffix(storage.Dir(u), "/")
-		switch {
-		case dir == root && strings.HasSuffix(u, transforms.LabelSuffix):
-			s.labels[strings.TrimSuffix(storage.Base(u), transforms.LabelSuffix)] = true
-		case dir == strings.TrimSuffix(idxDir, "/") && strings.HasSuffix(u, ".txt"):
+		if id, ok := transforms.LabelID(out, u); ok {
+			s.labels[id] = true
+		} else if strings.TrimSuffix(storage.Dir(u), "/") == idxDir && strings.HasSuffix(u, ".txt") {
 			s.index = append(s.index, u)
 		}
 	}
