@@ -137,6 +137,7 @@ type layerBuilder struct {
 	ps       *paramSource
 	prefix   string
 	training bool
+	frozenBN bool // batch norm uses and keeps its running statistics
 	group    Group
 }
 
@@ -154,13 +155,14 @@ func (b *layerBuilder) conv(name string, x *Node, k, cout, stride, dilation int)
 // Written by hand: the Go backend's batch-norm ops are not usable here.
 func (b *layerBuilder) batchNorm(name string, x *Node) *Node {
 	c := x.Shape().Dimensions[3]
-	gamma := b.ps.get(ParamSpec{Name: b.name(name + "/gamma"), Shape: []int{c}, Init: InitOnes, Group: b.group})
-	beta := b.ps.get(ParamSpec{Name: b.name(name + "/beta"), Shape: []int{c}, Init: InitZeros, Group: b.group, Bias: true})
+	// Frozen scales and shifts are state: kept, not trained.
+	gamma := b.ps.get(ParamSpec{Name: b.name(name + "/gamma"), Shape: []int{c}, Init: InitOnes, Group: b.group, State: b.frozenBN})
+	beta := b.ps.get(ParamSpec{Name: b.name(name + "/beta"), Shape: []int{c}, Init: InitZeros, Group: b.group, Bias: true, State: b.frozenBN})
 	rmName, rvName := b.name(name+"/mean"), b.name(name+"/var")
 	rm := b.ps.get(ParamSpec{Name: rmName, Shape: []int{c}, Init: InitZeros, Group: b.group, State: true})
 	rv := b.ps.get(ParamSpec{Name: rvName, Shape: []int{c}, Init: InitOnes, Group: b.group, State: true})
 	var mean, variance *Node
-	if b.training {
+	if b.training && !b.frozenBN {
 		mean = graph.ReduceMean(x, 0, 1, 2)
 		variance = graph.ReduceMean(graph.Square(graph.Sub(x, graph.Reshape(mean, 1, 1, 1, c))), 0, 1, 2)
 		m := graph.ConstAs(mean, bnMomentum)

@@ -94,6 +94,10 @@ type Net struct {
 	// Refine is the place for an optional refinement of the final
 	// features (the reference's PCM); nil means none.
 	Refine func(b *layerBuilder, feats *Node) *Node
+	// FrozenBN freezes batch normalisation while training, as the
+	// reference does with its pretrained backbone: running statistics
+	// are used and kept, scales and shifts are not trained.
+	FrozenBN bool
 }
 
 // Output of a network on a batch.
@@ -104,26 +108,7 @@ type Output struct {
 
 // forward builds the network on x [N,H,W,3] (normalised RGB).
 func (n *Net) forward(b *layerBuilder, x *Node) Output {
-	a := n.Arch
-	y := b.convBN("stem", x, a.StemKernel, a.StemWidth, 2, 1, true)
-	if a.StemPool {
-		y = graph.MaxPool(y).Window(3).Strides(2).PadSame().Done()
-	}
-	strides, dils := a.stageStrides()
-	for s, depth := range a.Depths {
-		for k := 0; k < depth; k++ {
-			stride := 1
-			if k == 0 {
-				stride = strides[s]
-			}
-			name := fmt.Sprintf("stage%d/block%d", s+1, k+1)
-			if a.Bottleneck {
-				y = b.bottleneck(name, y, a.Widths[s], stride, dils[s])
-			} else {
-				y = b.basic(name, y, a.Widths[s], stride, dils[s])
-			}
-		}
-	}
+	y := n.backbone(b, x)
 	if n.Refine != nil {
 		y = n.Refine(b, y)
 	}
@@ -134,6 +119,39 @@ func (n *Net) forward(b *layerBuilder, x *Node) Output {
 	cam := Conv2D(y, w, 1, 1)
 	fg := graph.Slice(cam, graph.AxisRange(), graph.AxisRange(), graph.AxisRange(), graph.AxisRange(0, n.Classes))
 	return Output{CAM: cam, Logits: graph.ReduceMean(fg, 1, 2)}
+}
+
+// backbone builds the feature extractor: stem and stages, [N,h,w,C].
+func (n *Net) backbone(b *layerBuilder, x *Node) *Node {
+	a := n.Arch
+	b.frozenBN = n.FrozenBN
+	y := b.convBN("stem", x, a.StemKernel, a.StemWidth, 2, 1, true)
+	if a.StemPool {
+		// PyTorch's MaxPool2d(3, stride 2, padding 1); inputs are >= 0
+		// after the ReLU, so padding cannot win the max.
+		y = graph.MaxPool(y).Window(3).Strides(2).PaddingPerDim([][2]int{{1, 1}, {1, 1}}).Done()
+	}
+	strides, dils := a.stageStrides()
+	for s, depth := range a.Depths {
+		for k := 0; k < depth; k++ {
+			stride, dil := 1, dils[s]
+			if k == 0 {
+				// As torchvision's replace_stride_with_dilation: the first
+				// block of a dilated stage keeps the previous dilation.
+				stride, dil = strides[s], 1
+				if s > 0 {
+					dil = dils[s-1]
+				}
+			}
+			name := fmt.Sprintf("stage%d/block%d", s+1, k+1)
+			if a.Bottleneck {
+				y = b.bottleneck(name, y, a.Widths[s], stride, dil)
+			} else {
+				y = b.basic(name, y, a.Widths[s], stride, dil)
+			}
+		}
+	}
+	return y
 }
 
 func (b *layerBuilder) basic(name string, x *Node, width, stride, dil int) *Node {
