@@ -98,6 +98,17 @@ type Train struct {
 	Workers      int     `yaml:"workers"`          // input decoding goroutines, 0 = number of CPUs
 	CheckpointEv int     `yaml:"checkpoint_every"` // steps between checkpoints, 0 = only at the end
 	Resume       bool    `yaml:"resume"`
+	// Pretrained is an ImageNet-pretrained torchvision / timm ResNet
+	// weights file (safetensors or ONNX, local or gs://) that both
+	// networks start from; empty starts from random weights.
+	Pretrained string `yaml:"pretrained"`
+	// PretrainedStrict refuses a file with missing, unexpected or
+	// mis-shaped tensors (default); false skips and lists them.
+	PretrainedStrict bool `yaml:"pretrained_strict"`
+	// FreezeBN keeps batch normalisation fixed while training (running
+	// statistics used and kept, scales and shifts not trained), as the
+	// reference does with its pretrained backbone.
+	FreezeBN bool `yaml:"freeze_bn"`
 }
 
 // Label configures the pseudo-labeling pipeline.
@@ -171,7 +182,8 @@ func Default() Config {
 			ImageSize: 128, ViewSize: 96, Views: 6, ViewMode: "corners+random",
 			BgThr: 0.001, Transfer: "mse", KDWeight: 10, Optimizer: "sgd", LR: 0.01,
 			Momentum: 0.9, WeightDecay: 5e-4, NewLayerLRx: 10, Schedule: "step",
-			StepEpochs: 5, BatchSize: 8, Epochs: 10, Seed: 1, CheckpointEv: 200},
+			StepEpochs: 5, BatchSize: 8, Epochs: 10, Seed: 1, CheckpointEv: 200,
+			PretrainedStrict: true},
 		Label: Label{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true, LocalViews: "none",
 			LocalCombine: "sum", Background: "threshold", BgThreshold: 0.25,
 			SaliencyThreshold: 0.2, CAMThreshold: 0.1, SaliencyFallback: "threshold", BatchSize: 8,

@@ -131,6 +131,13 @@ func (cfg *Config) Validate(sections Section) error {
 		}
 		c.intRange("train.workers", t.Workers, 0, 256)
 		c.intRange("train.checkpoint_every", t.CheckpointEv, 0, 1<<31-1)
+		if t.Pretrained != "" {
+			for _, k := range [][2]string{{"train.arch", t.Arch}, {"train.local_arch", t.LocalArch}} {
+				if k[1] == "tiny" {
+					c.failf(k[0], "tiny has no pretrained counterpart; with train.pretrained use resnet18, resnet34 or resnet50")
+				}
+			}
+		}
 	}
 	if sections&SectionLabel != 0 {
 		l := cfg.Label

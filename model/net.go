@@ -22,6 +22,12 @@ type Arch struct {
 	// OutputStride is the total stride of the feature map: 8 or 16. Stages
 	// that would go beyond it keep stride 1 and dilate instead.
 	OutputStride int `json:"output_stride"`
+	// TorchvisionDilation gives the first block of a dilated stage the
+	// previous stage's dilation, as torchvision's
+	// replace_stride_with_dilation does (the ResNet presets, so that
+	// pretrained weights compute the same features); otherwise every block
+	// of the stage uses the new dilation.
+	TorchvisionDilation bool `json:"torchvision_dilation,omitempty"`
 }
 
 // Preset returns a named backbone: tiny (trains on 2 CPU cores in
@@ -44,6 +50,7 @@ func Preset(name string, outputStride int) (Arch, error) {
 		return Arch{}, fmt.Errorf("unknown architecture %q (want tiny, resnet18, resnet34 or resnet50)", name)
 	}
 	a.Name, a.OutputStride = name, outputStride
+	a.TorchvisionDilation = name != "tiny"
 	return a, nil
 }
 
@@ -136,11 +143,12 @@ func (n *Net) backbone(b *layerBuilder, x *Node) *Node {
 		for k := 0; k < depth; k++ {
 			stride, dil := 1, dils[s]
 			if k == 0 {
-				// As torchvision's replace_stride_with_dilation: the first
-				// block of a dilated stage keeps the previous dilation.
-				stride, dil = strides[s], 1
-				if s > 0 {
-					dil = dils[s-1]
+				stride = strides[s]
+				if a.TorchvisionDilation {
+					dil = 1
+					if s > 0 {
+						dil = dils[s-1]
+					}
 				}
 			}
 			name := fmt.Sprintf("stage%d/block%d", s+1, k+1)

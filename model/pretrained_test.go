@@ -1,9 +1,11 @@
 package model
 
 import (
+	"context"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -94,14 +96,18 @@ func TestPretrainedParity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := map[string]string{"safetensors": "resnet18.safetensors.zst", "onnx": "resnet18.onnx.zst"}
+	files := map[string]string{"safetensors": "resnet18.safetensors.zst", "onnx": "resnet18.onnx.zst", "onnx-unfolded": ""}
 	for format, name := range files {
-		f, err := weights.Parse(readFixture(t, name))
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if string(f.Format) != format {
-			t.Fatalf("%s detected as %s", name, f.Format)
+		var f *weights.File
+		if name != "" {
+			if f, err = weights.Parse(readFixture(t, name)); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if string(f.Format) != format {
+				t.Fatalf("%s detected as %s", name, f.Format)
+			}
+		} else {
+			f = unfoldedONNX(t)
 		}
 		for _, os := range []int{16, 8} {
 			arch, err := Preset("resnet18", os)
@@ -148,4 +154,193 @@ func TestPretrainedParity(t *testing.T) {
 			}
 		}
 	}
+}
+
+// fixtureStateDict reads the fixture's resnet18 state dict.
+func fixtureStateDict(t *testing.T) map[string]weights.Tensor {
+	t.Helper()
+	ts, err := weights.ReadSafetensors(readFixture(t, "resnet18.safetensors.zst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+func TestLoadPretrainedReports(t *testing.T) {
+	base := fixtureStateDict(t)
+	with := func(edit func(m map[string]weights.Tensor)) *weights.File {
+		m := make(map[string]weights.Tensor, len(base))
+		for k, v := range base {
+			m[k] = v
+		}
+		edit(m)
+		return &weights.File{Name: "w.safetensors", Format: weights.Safetensors, Tensors: m}
+	}
+	tests := []struct {
+		name    string
+		arch    string
+		file    *weights.File
+		want    []string // in the strict error and in the lenient report
+		loaded  int      // parameters loaded when not strict
+		noError bool     // strict loading succeeds
+	}{
+		{"exact", "resnet18", with(func(map[string]weights.Tensor) {}), nil, 100, true},
+		{"DataParallel prefix", "resnet18", with(func(m map[string]weights.Tensor) {
+			renamed := map[string]weights.Tensor{}
+			for k, v := range m {
+				renamed["module."+k] = v
+			}
+			clear(m)
+			for k, v := range renamed {
+				m[k] = v
+			}
+		}), nil, 100, true},
+		{"missing", "resnet18", with(func(m map[string]weights.Tensor) { delete(m, "layer2.1.bn1.running_var") }),
+			[]string{"missing: stage2/block2/conv1/bn/var"}, 99, false},
+		{"unexpected", "resnet18", with(func(m map[string]weights.Tensor) {
+			m["layer5.0.conv1.weight"] = weights.Tensor{Shape: []int{1}, Data: []float32{1}}
+		}), []string{"unexpected: layer5.0.conv1.weight"}, 100, false},
+		{"mis-shaped", "resnet18", with(func(m map[string]weights.Tensor) {
+			m["layer1.0.bn2.weight"] = weights.Tensor{Shape: []int{32}, Data: make([]float32, 32)}
+		}), []string{"shape: layer1.0.bn2.weight is [32]", "wants [64]"}, 99, false},
+		{"deeper network", "resnet34", with(func(map[string]weights.Tensor) {}),
+			[]string{"missing: stage1/block3/conv1/w", "missing: stage3/block6/conv2/bn/gamma"}, 100, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			arch, _ := Preset(tc.arch, 16)
+			net := &Net{Arch: arch, Classes: 2}
+			specs, err := net.ParamSpecs(testBackend(t), LocalPrefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = net.LoadPretrained(InitParams(specs, 1), LocalPrefix, tc.file, true)
+			if (err == nil) != tc.noError {
+				t.Fatalf("strict: error %v, want error: %v", err, !tc.noError)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("strict error does not name %q:\n%v", w, err)
+				}
+			}
+			rep, err := net.LoadPretrained(InitParams(specs, 1), LocalPrefix, tc.file, false)
+			if err != nil {
+				t.Fatalf("lenient: %v", err)
+			}
+			if rep.Loaded != tc.loaded {
+				t.Errorf("lenient: loaded %d, want %d", rep.Loaded, tc.loaded)
+			}
+			skipped := strings.Join(rep.Skipped, "\n")
+			for _, w := range tc.want {
+				if !strings.Contains(skipped, w) {
+					t.Errorf("lenient report does not list %q:\n%s", w, skipped)
+				}
+			}
+			if len(tc.want) == 0 && len(rep.Skipped) > 0 {
+				t.Errorf("skipped %v, want none", rep.Skipped)
+			}
+		})
+	}
+	// The tiny preset has no counterpart.
+	arch, _ := Preset("tiny", 8)
+	net := &Net{Arch: arch, Classes: 2}
+	specs, _ := net.ParamSpecs(testBackend(t), GlobalPrefix)
+	if _, err := net.LoadPretrained(InitParams(specs, 1), GlobalPrefix, with(func(map[string]weights.Tensor) {}), false); err == nil || !strings.Contains(err.Error(), "no torchvision counterpart") {
+		t.Errorf("tiny: %v, want a refusal", err)
+	}
+}
+
+// TestTrainFromPretrained trains a few L2G steps of resnet18 from the
+// fixture file with frozen batch normalisation: both networks start from
+// it, the batch-norm tensors stay the file's, the convolutions move, and
+// the artifact names the file and its sha256.
+func TestTrainFromPretrained(t *testing.T) {
+	st, ds := tinyData(t, 12, 48, 3)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "resnet18.safetensors")
+	if err := os.WriteFile(file, readFixture(t, "resnet18.safetensors.zst"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := weights.Open(context.Background(), st, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tinyTrainConfig(filepath.Join(dir, "model.l2g"), "l2g")
+	c.Arch, c.Pretrained, c.FreezeBN = "resnet18", file, true
+	c.ImageSize, c.ViewSize, c.Views, c.BatchSize, c.Steps = 32, 24, 4, 2, 2
+	var log logBuffer
+	res, err := Train(context.Background(), TrainOptions{Config: c, Data: ds, Log: &log, Store: st})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.b.String())
+	}
+	p := res.Manifest.Pretrained
+	if p == nil || p.Name != "resnet18.safetensors" || p.SHA256 != f.SHA256 || p.Format != "safetensors" || p.Loaded != 100 {
+		t.Fatalf("artifact records pretrained %+v, want resnet18.safetensors with sha256 %s", p, f.SHA256)
+	}
+	if !strings.Contains(log.b.String(), "pretrained resnet18.safetensors (safetensors") {
+		t.Errorf("log does not report the pretrained file:\n%s", log.b.String())
+	}
+	data, err := st.ReadFile(context.Background(), c.Out, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := LoadModel(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileVar := f.Tensors["layer3.1.bn2.running_var"].Data
+	fileGamma := f.Tensors["layer3.1.bn2.weight"].Data
+	gotVar := m.Params.Values[m.Params.Index("global/stage3/block2/conv2/bn/var")]
+	gotGamma := m.Params.Values[m.Params.Index("global/stage3/block2/conv2/bn/gamma")]
+	for i := range fileVar {
+		if gotVar[i] != fileVar[i] || gotGamma[i] != fileGamma[i] {
+			t.Fatalf("frozen batch norm changed: var %g -> %g, gamma %g -> %g", fileVar[i], gotVar[i], fileGamma[i], gotGamma[i])
+		}
+	}
+	conv, err := convWeight(f.Tensors["layer4.1.conv2.weight"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := m.Params.Values[m.Params.Index("global/stage4/block2/conv2/w")]
+	var moved, diff float64
+	for i := range got {
+		d := math.Abs(float64(got[i] - conv.data[i]))
+		diff = max(diff, d)
+		if d > 0 {
+			moved++
+		}
+	}
+	if moved == 0 || diff > 0.1 {
+		t.Errorf("conv weights after 2 steps: %v changed, max change %g; want small non-zero changes from the file's", moved, diff)
+	}
+}
+
+// unfoldedONNX is the fixture's network as an ONNX graph that keeps its
+// BatchNormalization nodes (an export in training-preserving mode), with
+// a convolution bias and another epsilon that the mapping must absorb.
+func unfoldedONNX(t *testing.T) *weights.File {
+	sd := fixtureStateDict(t)
+	arch, _ := Preset("resnet18", 16)
+	convs, err := torchvisionConvs(arch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &weights.Graph{}
+	for _, c := range convs {
+		w := sd[c.module+".weight"]
+		out := w.Shape[0]
+		bias := weights.Tensor{Shape: []int{out}, Data: make([]float32, out)}
+		mean := slices.Clone(sd[c.bn+".running_mean"].Data)
+		variance := slices.Clone(sd[c.bn+".running_var"].Data)
+		for j := range out {
+			bias.Data[j] = 0.01 * float32(j%7)
+			mean[j] += bias.Data[j] // BN(conv + b) with mean + b is BN(conv) with mean
+			variance[j] -= 1e-3 - 1e-5
+		}
+		g.Convs = append(g.Convs, weights.Conv{Node: "/" + c.module + "/Conv", Weight: w, Bias: &bias, Group: 1,
+			BN: &weights.BatchNorm{Scale: sd[c.bn+".weight"], Bias: sd[c.bn+".bias"], Mean: weights.Tensor{Shape: []int{out}, Data: mean},
+				Var: weights.Tensor{Shape: []int{out}, Data: variance}, Epsilon: 1e-3}})
+	}
+	g.Unused = []string{"fc.weight", "fc.bias"}
+	return &weights.File{Name: "unfolded.onnx", Format: weights.ONNX, Graph: g}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/artifact"
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/storage"
+	"github.com/l2gflow/l2gflow/io/weights"
 )
 
 // ErrInterrupted is returned when training stopped on a signal after
@@ -52,6 +53,8 @@ type resumeState struct {
 	Elapsed   float64       `json:"elapsed_sec"`
 	Images    int64         `json:"images"`
 	Signature stepSignature `json:"signature"`
+	// Pretrained is the weights file the run started from.
+	Pretrained *artifact.Pretrained `json:"pretrained,omitempty"`
 }
 
 // stepSignature lists what must match for a checkpoint to be resumed.
@@ -61,12 +64,14 @@ type stepSignature struct {
 	Stride                                       int
 	Seed                                         int64
 	Fingerprint                                  string
+	FreezeBN                                     bool
 }
 
 func signature(c config.Train, classes int, fingerprint string) stepSignature {
 	return stepSignature{Method: c.Method, Arch: c.Arch, LocalArch: localArch(c), ViewMode: c.ViewMode,
 		Optimizer: c.Optimizer, Classes: classes, Batch: c.BatchSize, ImageSize: c.ImageSize,
-		ViewSize: c.ViewSize, Views: c.Views, Stride: c.OutputStride, Seed: c.Seed, Fingerprint: fingerprint}
+		ViewSize: c.ViewSize, Views: c.Views, Stride: c.OutputStride, Seed: c.Seed, Fingerprint: fingerprint,
+		FreezeBN: c.FreezeBN}
 }
 
 func localArch(c config.Train) string {
@@ -92,11 +97,18 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Read a pretrained file first: a wrong path fails before compiling.
+	var pretrained *weights.File
+	if c.Pretrained != "" && !c.Resume {
+		if pretrained, err = weights.Open(ctx, o.Store, c.Pretrained); err != nil {
+			return nil, fmt.Errorf("pretrained: %w", err)
+		}
+	}
 	garch, err := Preset(c.Arch, c.OutputStride)
 	if err != nil {
 		return nil, err
 	}
-	global := &Net{Arch: garch, Classes: classes}
+	global := &Net{Arch: garch, Classes: classes, FrozenBN: c.FreezeBN}
 	specs, err := global.ParamSpecs(backend, GlobalPrefix)
 	if err != nil {
 		return nil, err
@@ -107,7 +119,7 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		local = &Net{Arch: larch, Classes: classes}
+		local = &Net{Arch: larch, Classes: classes, FrozenBN: c.FreezeBN}
 		lspecs, err := local.ParamSpecs(backend, LocalPrefix)
 		if err != nil {
 			return nil, err
@@ -147,6 +159,13 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 	sig := signature(c, classes, o.Data.Fingerprint)
 
 	params := InitParams(specs, uint64(c.Seed))
+	var source *artifact.Pretrained
+	if pretrained != nil {
+		if source, err = loadPretrained(pretrained, c.PretrainedStrict, params, global, local, logf); err != nil {
+			return nil, err
+		}
+		pretrained = nil // its tensors are copied; let them go
+	}
 	paramT := params.Tensors()
 	slotT := zeroSlots(stepper.SlotShapes())
 	start := 0
@@ -159,6 +178,7 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 			return nil, err
 		}
 		paramT, slotT, start, images, prevElapsed = st.params, st.slots, st.pos.Step, st.pos.Images, time.Duration(st.pos.Elapsed*float64(time.Second))
+		source = st.pos.Pretrained
 		logf("resuming from %s at step %d", ckpt, start)
 	}
 	logf("train %s: %s global (%d parameters)%s, %d images, %d classes, %d steps (%d a epoch), batch %d, backend %s",
@@ -166,7 +186,7 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 		total, spe, c.BatchSize, backendName(o.Backend))
 
 	save := func(step int, elapsed time.Duration) error {
-		st := resumeState{Step: step, Elapsed: elapsed.Seconds(), Images: images, Signature: sig}
+		st := resumeState{Step: step, Elapsed: elapsed.Seconds(), Images: images, Signature: sig, Pretrained: source}
 		return saveCheckpoint(ctx, o.Store, ckpt, specs, paramT, slotT, st)
 	}
 
@@ -253,8 +273,9 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 	m := &artifact.Manifest{
 		Kind: artifact.KindModel, Created: time.Now().UTC(), Producer: o.Producer, Method: c.Method,
 		Classes: o.Data.Classes, Networks: map[string]json.RawMessage{},
-		Input:   artifact.Input{Size: c.ImageSize, Mean: f64(ImageMean[:]), Std: f64(ImageStd[:])},
-		Dataset: artifact.Dataset{Source: o.Data.Source, Fingerprint: o.Data.Fingerprint, Images: len(o.Data.Records)},
+		Input:      artifact.Input{Size: c.ImageSize, Mean: f64(ImageMean[:]), Std: f64(ImageStd[:])},
+		Dataset:    artifact.Dataset{Source: o.Data.Source, Fingerprint: o.Data.Fingerprint, Images: len(o.Data.Records)},
+		Pretrained: source,
 		Metrics: artifact.Metrics{Steps: step, Epochs: float64(step) / float64(spe), Images: images,
 			DurationSec: dur.Seconds(), ImagesPerSec: float64(images) / dur.Seconds(), StoppedBy: stoppedBy,
 			FinalLosses: map[string]float64{"total": last.Total, "cls": last.Cls, "transfer": last.Transfer, "global_cls": last.GlobalCls}},
@@ -283,6 +304,37 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 	logf("trained %d steps (%.2f epochs, %d images) in %s, %.1f img/s; stopped by %s; wrote %s",
 		step, m.Metrics.Epochs, images, dur.Round(time.Second), m.Metrics.ImagesPerSec, stoppedBy, c.Out)
 	return &TrainResult{Manifest: m, ArtifactSHA256: artifact.SHA256(data)}, nil
+}
+
+// loadPretrained starts both networks from a pretrained weights file and
+// describes the file for the artifact.
+func loadPretrained(f *weights.File, strict bool, params *Params, global, local *Net, logf func(string, ...any)) (*artifact.Pretrained, error) {
+	var err error
+	nets := map[string]*Net{GlobalPrefix: global, LocalPrefix: local}
+	var rep *ImportReport
+	for _, prefix := range []string{GlobalPrefix, LocalPrefix} {
+		if nets[prefix] == nil {
+			continue // the cam method has no local network
+		}
+		if rep, err = nets[prefix].LoadPretrained(params, prefix, f, strict); err != nil {
+			return nil, fmt.Errorf("pretrained %s network: %w", strings.TrimSuffix(prefix, "/"), err)
+		}
+	}
+	logf("pretrained %s (%s, sha256 %.12s): %d tensors into each network; %d ignored (%s); %d skipped",
+		f.Name, f.Format, f.SHA256, rep.Loaded, len(rep.Ignored), ignoredDesc(rep.Ignored), len(rep.Skipped))
+	for _, s := range rep.Skipped {
+		logf("  skipped %s", s)
+	}
+	return &artifact.Pretrained{Name: f.Name, URI: f.URI, SHA256: f.SHA256, Format: string(f.Format),
+		Loaded: rep.Loaded, Skipped: rep.Skipped}, nil
+}
+
+// ignoredDesc shortens a list of ignored tensor names for a log line.
+func ignoredDesc(names []string) string {
+	if len(names) <= 3 {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:3], ", ") + ", ..."
 }
 
 func totalDesc(total int) string {

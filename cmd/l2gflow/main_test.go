@@ -38,6 +38,8 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{"file values used", []string{"synth", "-config", okCfg, "--out", out}, 0, []string{"wrote 3 images", "48x48"}},
 		{"missing config file", []string{"synth", "--config", filepath.Join(dir, "nope.yaml")}, 2, []string{"nope.yaml"}},
 		{"version", []string{"version"}, 0, []string{Version}},
+		{"pretrained needs a resnet", []string{"train", "--data", out, "--backbone", "tiny", "--pretrained", "w.safetensors", "--out", filepath.Join(dir, "m.l2g")}, 2, []string{"train.arch", "tiny has no pretrained counterpart"}},
+		{"missing pretrained file", []string{"train", "--data", out, "--backbone", "resnet18", "--pretrained", filepath.Join(dir, "none.safetensors"), "--out", filepath.Join(dir, "m.l2g"), "--steps", "1"}, 1, []string{"pretrained", "none.safetensors"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -24,7 +24,7 @@ func trainCommand() *command {
 	return &command{
 		name:     "train",
 		summary:  "train the L2G (or CAM baseline) classifiers into a model artifact",
-		usage:    "--data ROOT --split train --out model.l2g [--method l2g|cam] [--steps N | --epochs N | --time-budget D]",
+		usage:    "--data ROOT --split train --out model.l2g [--method l2g|cam] [--backbone resnet50 --pretrained FILE] [--steps N | --epochs N | --time-budget D]",
 		sections: config.SectionDataset | config.SectionTrain | config.SectionRunner,
 		bind: func(fs *flag.FlagSet, cfg *config.Config) {
 			bindDataset(fs, &cfg.Dataset)
@@ -32,6 +32,10 @@ func trainCommand() *command {
 			fs.StringVar(&t.Out, "out", t.Out, "model artifact `uri` to write")
 			fs.StringVar(&t.Method, "method", t.Method, "l2g (local-to-global transfer) or cam (baseline)")
 			fs.StringVar(&t.Arch, "arch", t.Arch, "global backbone: tiny, resnet18, resnet34, resnet50")
+			fs.StringVar(&t.Arch, "backbone", t.Arch, "same as --arch")
+			fs.StringVar(&t.Pretrained, "pretrained", t.Pretrained, "start both networks from torchvision/timm ResNet weights: a .safetensors or .onnx `file` (local or gs://)")
+			fs.BoolVar(&t.PretrainedStrict, "pretrained-strict", t.PretrainedStrict, "refuse a pretrained file with missing, unexpected or mis-shaped tensors (false: skip and list them)")
+			fs.BoolVar(&t.FreezeBN, "freeze-bn", t.FreezeBN, "keep batch normalisation fixed while training (the reference's choice with pretrained weights)")
 			fs.StringVar(&t.LocalArch, "local-arch", t.LocalArch, "local backbone (default: --arch)")
 			fs.IntVar(&t.OutputStride, "output-stride", t.OutputStride, "backbone output stride: 8 or 16")
 			fs.IntVar(&t.ImageSize, "image-size", t.ImageSize, "training image side (reference 448)")

@@ -84,6 +84,18 @@ type Metrics struct {
 	StoppedBy    string             `json:"stopped_by"` // steps, epochs, time_budget, interrupt
 }
 
+// Pretrained identifies the weights file a model started from.
+type Pretrained struct {
+	Name   string `json:"name"` // base name of the file
+	URI    string `json:"uri"`
+	SHA256 string `json:"sha256"`
+	Format string `json:"format"` // safetensors or onnx
+	// Loaded counts the parameters of each network set from the file;
+	// Skipped lists what was not (non-strict loading only).
+	Loaded  int      `json:"loaded"`
+	Skipped []string `json:"skipped,omitempty"`
+}
+
 // Manifest describes an artifact.
 type Manifest struct {
 	FormatVersion int       `json:"format_version"`
@@ -99,7 +111,9 @@ type Manifest struct {
 	// Training is the effective training configuration.
 	Training json.RawMessage `json:"training,omitempty"`
 	Dataset  Dataset         `json:"dataset"`
-	Metrics  Metrics         `json:"metrics"`
+	// Pretrained is the weights file training started from, if any.
+	Pretrained *Pretrained `json:"pretrained,omitempty"`
+	Metrics    Metrics     `json:"metrics"`
 	// Resume holds a checkpoint's position (model artifacts leave it empty).
 	Resume json.RawMessage `json:"resume,omitempty"`
 
