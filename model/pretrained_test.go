@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -343,4 +344,42 @@ func unfoldedONNX(t *testing.T) *weights.File {
 	}
 	g.Unused = []string{"fc.weight", "fc.bias"}
 	return &weights.File{Name: "unfolded.onnx", Format: weights.ONNX, Graph: g}
+}
+
+// TestTorchvisionNamesAndShapes loads state dicts with torchvision's exact
+// tensor names and shapes (listed by make_fixture.py) into each ResNet
+// preset, strictly: every backbone parameter is found, nothing is left
+// over but the classifier and BatchNorm counters.
+func TestTorchvisionNamesAndShapes(t *testing.T) {
+	var shapes map[string]map[string][]int
+	if err := json.Unmarshal(readFixture(t, "torchvision_shapes.json"), &shapes); err != nil {
+		t.Fatal(err)
+	}
+	for _, arch := range []string{"resnet18", "resnet34", "resnet50"} {
+		ts := map[string]weights.Tensor{}
+		for name, shape := range shapes[arch] {
+			ts[name] = weights.Tensor{Shape: shape, Data: make([]float32, weights.Size(shape))}
+		}
+		a, err := Preset(arch, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		net := &Net{Arch: a, Classes: 20}
+		specs, err := net.ParamSpecs(testBackend(t), GlobalPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := net.LoadPretrained(InitParams(specs, 1), GlobalPrefix, &weights.File{Name: arch, Format: weights.Safetensors, Tensors: ts}, true)
+		if err != nil {
+			t.Fatalf("%s: %v", arch, err)
+		}
+		if want := len(specs) - 1; rep.Loaded != want { // all but the classifier
+			t.Errorf("%s: loaded %d of %d backbone parameters", arch, rep.Loaded, want)
+		}
+		for _, name := range rep.Ignored {
+			if !strings.HasPrefix(name, "fc.") && !strings.HasSuffix(name, "num_batches_tracked") {
+				t.Errorf("%s: ignored %s", arch, name)
+			}
+		}
+	}
 }

@@ -13,6 +13,8 @@ It writes, from one torchvision resnet18 with random weights:
   features.safetensors      fixed inputs and the feature extractor's outputs
                             (everything before avgpool) at output stride 16
                             and 8, float32, NCHW
+  torchvision_shapes.json   tensor names and shapes of torchvision's
+                            resnet18, resnet34 and resnet50 state dicts
 
 The weights are sparse ternary values times a per-layer scale so that the
 committed files compress to about a megabyte; BatchNorm statistics are
@@ -121,5 +123,11 @@ with torch.no_grad():
         out[f"os{os_}"] = features(net, inputs)
         out[f"os{os_}_odd"] = features(net, odd)
 save_safetensors("features.safetensors", out)
+shapes = {}
+for arch in ("resnet18", "resnet34", "resnet50"):
+    sd = getattr(torchvision.models, arch)().state_dict()
+    shapes[arch] = {k: list(v.shape) for k, v in sd.items()}
+with open("torchvision_shapes.json", "w") as f:
+    json.dump(shapes, f, indent=0, sort_keys=True)
 for f in ("resnet18.safetensors", "resnet18.onnx"):
     subprocess.run(["zstd", "-19", "-f", "--rm", "-q", f], check=True)
