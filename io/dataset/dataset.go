@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"path"
 	"path/filepath"
 	"slices"
@@ -55,22 +57,34 @@ type Dataset struct {
 	Fingerprint string
 }
 
-// lines splits text into lines, tolerating a UTF-8 BOM and CRLF endings.
-// Each returned line keeps its 1-based number.
-func lines(data []byte) []numberedLine {
-	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
-	var out []numberedLine
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
-	for n := 1; sc.Scan(); n++ {
-		out = append(out, numberedLine{n, strings.TrimRight(sc.Text(), "\r")})
-	}
-	return out
-}
+// MaxLineBytes bounds one line of a tag list, class list or manifest.
+const MaxLineBytes = 1 << 20
 
-type numberedLine struct {
-	n    int
-	text string
+// eachLine streams r line by line, calling fn with each line's 1-based
+// number and text. It tolerates a UTF-8 byte-order mark and CRLF endings,
+// and fails on a line longer than MaxLineBytes rather than cutting the
+// list short.
+func eachLine(name string, r io.Reader, fn func(n int, text string) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), MaxLineBytes)
+	n := 0
+	for sc.Scan() {
+		n++
+		text := sc.Text()
+		if n == 1 {
+			text = strings.TrimPrefix(text, "\ufeff")
+		}
+		if err := fn(n, strings.TrimRight(text, "\r")); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return fmt.Errorf("%s:%d: line longer than %d bytes", name, n+1, MaxLineBytes)
+		}
+		return fmt.Errorf("%s:%d: %w", name, n+1, err)
+	}
+	return nil
 }
 
 // ValidateID checks that an id can be used as a file name in every layout.
@@ -98,19 +112,23 @@ func ValidateID(id string) error {
 func ParseClasses(name string, data []byte) ([]string, error) {
 	var classes []string
 	seen := map[string]int{}
-	for _, l := range lines(data) {
-		c := strings.TrimSpace(l.text)
+	err := eachLine(name, bytes.NewReader(data), func(n int, text string) error {
+		c := strings.TrimSpace(text)
 		if c == "" {
-			continue
+			return nil
 		}
 		if strings.ContainsAny(c, " \t") {
-			return nil, fmt.Errorf("%s:%d: class name %q contains a space", name, l.n, c)
+			return fmt.Errorf("%s:%d: class name %q contains a space", name, n, c)
 		}
 		if prev, ok := seen[c]; ok {
-			return nil, fmt.Errorf("%s:%d: class %q already named on line %d", name, l.n, c, prev)
+			return fmt.Errorf("%s:%d: class %q already named on line %d", name, n, c, prev)
 		}
-		seen[c] = l.n
+		seen[c] = n
 		classes = append(classes, c)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(classes) == 0 {
 		return nil, fmt.Errorf("%s: no class names", name)
@@ -128,36 +146,44 @@ type TagEntry struct {
 }
 
 // ParseTagList parses "<id> <class_index>..." lines with 0-based
-// foreground class indices below numClasses.
-func ParseTagList(name string, data []byte, numClasses int) ([]TagEntry, error) {
+// foreground class indices below numClasses, streaming from r. A list with
+// no entries is an error.
+func ParseTagList(name string, r io.Reader, numClasses int) ([]TagEntry, error) {
 	var out []TagEntry
 	seen := map[string]int{}
-	for _, l := range lines(data) {
-		fields := strings.Fields(l.text)
+	err := eachLine(name, r, func(n int, text string) error {
+		fields := strings.Fields(text)
 		if len(fields) == 0 {
-			continue
+			return nil
 		}
 		id := fields[0]
 		if err := ValidateID(id); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", name, l.n, err)
+			return fmt.Errorf("%s:%d: %w", name, n, err)
 		}
 		if prev, ok := seen[id]; ok {
-			return nil, fmt.Errorf("%s:%d: duplicate id %q (first on line %d)", name, l.n, id, prev)
+			return fmt.Errorf("%s:%d: duplicate id %q (first on line %d)", name, n, id, prev)
 		}
-		seen[id] = l.n
+		seen[id] = n
 		var tags []int
 		for _, f := range fields[1:] {
 			k, err := strconv.Atoi(f)
 			if err != nil {
-				return nil, fmt.Errorf("%s:%d: class index %q of %s is not an integer", name, l.n, f, id)
+				return fmt.Errorf("%s:%d: class index %q of %s is not an integer", name, n, f, id)
 			}
 			if k < 0 || k >= numClasses {
-				return nil, fmt.Errorf("%s:%d: class index %d of %s is outside 0..%d", name, l.n, k, id, numClasses-1)
+				return fmt.Errorf("%s:%d: class index %d of %s is outside 0..%d", name, n, k, id, numClasses-1)
 			}
 			tags = append(tags, k)
 		}
 		slices.Sort(tags)
 		out = append(out, TagEntry{ID: id, Tags: slices.Compact(tags)})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no images listed", name)
 	}
 	return out, nil
 }
@@ -171,63 +197,94 @@ type manifestLine struct {
 }
 
 // ParseManifest parses a JSON Lines manifest of
-// {"id","image","tags":[names],"saliency","gt"} objects. Relative URIs are
-// resolved against base (the manifest's directory).
-func ParseManifest(name string, data []byte, classes []string, base string) ([]Record, error) {
+// {"id","image","tags":[names],"saliency","gt"} objects, streaming from r.
+// Relative paths are resolved against base (the manifest's directory) and
+// may not lead out of it; absolute paths and gs:// URIs are taken as
+// given. A manifest with no entries is an error.
+func ParseManifest(name string, r io.Reader, classes []string, base string) ([]Record, error) {
 	index := map[string]int{}
 	for i, c := range classes {
 		index[c] = i
 	}
 	var out []Record
 	seen := map[string]int{}
-	for _, l := range lines(data) {
-		if strings.TrimSpace(l.text) == "" {
-			continue
+	err := eachLine(name, r, func(n int, text string) error {
+		if strings.TrimSpace(text) == "" {
+			return nil
 		}
 		var m manifestLine
-		dec := json.NewDecoder(strings.NewReader(l.text))
+		dec := json.NewDecoder(strings.NewReader(text))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&m); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", name, l.n, err)
+			return fmt.Errorf("%s:%d: %w", name, n, err)
 		}
 		if err := ValidateID(m.ID); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", name, l.n, err)
+			return fmt.Errorf("%s:%d: %w", name, n, err)
 		}
 		if prev, ok := seen[m.ID]; ok {
-			return nil, fmt.Errorf("%s:%d: duplicate id %q (first on line %d)", name, l.n, m.ID, prev)
+			return fmt.Errorf("%s:%d: duplicate id %q (first on line %d)", name, n, m.ID, prev)
 		}
-		seen[m.ID] = l.n
+		seen[m.ID] = n
 		if m.Image == "" {
-			return nil, fmt.Errorf("%s:%d: %s has no image", name, l.n, m.ID)
+			return fmt.Errorf("%s:%d: %s has no image", name, n, m.ID)
 		}
 		var tags []int
 		for _, t := range m.Tags {
 			k, ok := index[t]
 			if !ok {
-				return nil, fmt.Errorf("%s:%d: unknown class %q of %s (known: %s)", name, l.n, t, m.ID, strings.Join(classes, ", "))
+				return fmt.Errorf("%s:%d: unknown class %q of %s (known: %s)", name, n, t, m.ID, strings.Join(classes, ", "))
 			}
 			tags = append(tags, k)
 		}
 		slices.Sort(tags)
-		out = append(out, Record{ID: m.ID, Image: resolve(base, m.Image), Tags: slices.Compact(tags),
-			Saliency: resolve(base, m.Saliency), GT: resolve(base, m.GT)})
+		rec := Record{ID: m.ID, Tags: slices.Compact(tags)}
+		for _, f := range []struct {
+			field string
+			uri   string
+			dst   *string
+		}{{"image", m.Image, &rec.Image}, {"saliency", m.Saliency, &rec.Saliency}, {"gt", m.GT, &rec.GT}} {
+			u, err := resolve(base, f.uri)
+			if err != nil {
+				return fmt.Errorf("%s:%d: %s of %s: %w", name, n, f.field, m.ID, err)
+			}
+			*f.dst = u
+		}
+		out = append(out, rec)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no images listed", name)
 	}
 	return out, nil
 }
 
-func resolve(base, uri string) string {
-	if uri == "" || base == "" || storage.IsRemote(uri) || filepath.IsAbs(uri) {
-		return uri
+// resolve makes a manifest path a URI: absolute paths and remote URIs are
+// explicit and kept; relative ones are joined to base and must stay
+// inside it.
+func resolve(base, uri string) (string, error) {
+	if uri == "" || storage.IsRemote(uri) || filepath.IsAbs(uri) {
+		return uri, nil
 	}
-	return storage.Join(base, uri)
+	clean := path.Clean(filepath.ToSlash(uri))
+	if clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", fmt.Errorf("relative path %q leads outside the manifest's directory (give an absolute path or a gs:// URI to read from elsewhere)", uri)
+	}
+	if base == "" {
+		return clean, nil
+	}
+	return storage.Join(base, clean), nil
 }
 
-func fingerprint(classes []string, data []byte) string {
+// newFingerprint starts the hash identifying a dataset: the class names,
+// then the bytes of its tag list or manifest.
+func newFingerprint(classes []string) hash.Hash {
 	h := sha256.New()
 	h.Write([]byte(strings.Join(classes, "\n")))
 	h.Write([]byte{0})
-	h.Write(data)
-	return hex.EncodeToString(h.Sum(nil))
+	return h
 }
 
 // loadClasses reads classes.txt in dir, or returns the VOC classes when
@@ -262,13 +319,13 @@ func Load(ctx context.Context, st *storage.Store, root, split string) (*Dataset,
 		return nil, err
 	}
 	listURI := TagListURI(root, split)
-	data, err := st.ReadFile(ctx, listURI, 1<<30)
+	var entries []TagEntry
+	fp, err := streamList(ctx, st, listURI, classes, func(r io.Reader) (err error) {
+		entries, err = ParseTagList(listURI, r, len(classes))
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("tag list of split %q: %w", split, err)
-	}
-	entries, err := ParseTagList(listURI, data, len(classes))
-	if err != nil {
-		return nil, err
 	}
 	images, err := byID(ctx, st, storage.Join(root, ImageDir), ".jpg", ".jpeg", ".png")
 	if err != nil {
@@ -282,7 +339,7 @@ func Load(ctx context.Context, st *storage.Store, root, split string) (*Dataset,
 	if err != nil {
 		return nil, err
 	}
-	ds := &Dataset{Classes: classes, Source: listURI, Fingerprint: fingerprint(classes, data)}
+	ds := &Dataset{Classes: classes, Source: listURI, Fingerprint: fp}
 	for _, e := range entries {
 		img, ok := images[e.ID]
 		if !ok {
@@ -328,15 +385,35 @@ func LoadManifest(ctx context.Context, st *storage.Store, uri string) (*Dataset,
 	if err != nil {
 		return nil, err
 	}
-	data, err := st.ReadFile(ctx, uri, 1<<30)
+	var recs []Record
+	fp, err := streamList(ctx, st, uri, classes, func(r io.Reader) (err error) {
+		recs, err = ParseManifest(uri, r, classes, dir)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
-	recs, err := ParseManifest(uri, data, classes, dir)
+	return &Dataset{Classes: classes, Records: recs, Source: uri, Fingerprint: fp}, nil
+}
+
+// streamList opens a list file and parses it as it is read, hashing the
+// bytes on the way for the dataset fingerprint: a long list is never held
+// in memory whole.
+func streamList(ctx context.Context, st *storage.Store, uri string, classes []string, parse func(io.Reader) error) (string, error) {
+	rc, err := st.Open(ctx, uri)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	return &Dataset{Classes: classes, Records: recs, Source: uri, Fingerprint: fingerprint(classes, data)}, nil
+	defer rc.Close()
+	h := newFingerprint(classes)
+	if err := parse(io.TeeReader(rc, h)); err != nil {
+		return "", err
+	}
+	// Hash what the parser did not need to read (nothing, normally).
+	if _, err := io.Copy(h, rc); err != nil {
+		return "", fmt.Errorf("read %s: %w", uri, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Open loads a dataset from a manifest when one is given, else from the

@@ -1,6 +1,7 @@
 package dataset
 
 import (
+	"bytes"
 	"context"
 	"reflect"
 	"strings"
@@ -12,7 +13,7 @@ import (
 
 func TestParseTagList(t *testing.T) {
 	data := "\xef\xbb\xbfa 2 0\r\n\r\nb\n  c 1 1 \n"
-	got, err := ParseTagList("train_cls.txt", []byte(data), 3)
+	got, err := ParseTagList("train_cls.txt", strings.NewReader(data), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,7 +21,7 @@ func TestParseTagList(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
-	if back, _ := ParseTagList("x", FormatTagList(got), 3); !reflect.DeepEqual(back, want) {
+	if back, _ := ParseTagList("x", bytes.NewReader(FormatTagList(got)), 3); !reflect.DeepEqual(back, want) {
 		t.Errorf("FormatTagList round trip: %+v", back)
 	}
 }
@@ -38,10 +39,13 @@ func TestParseTagListErrors(t *testing.T) {
 		{"backslash", `x\y 0` + "\n", []string{"path separator"}},
 		{"dot dot", "..secret 0\n", []string{"list.txt:1", ".."}},
 		{"reserved", "_run 0\n", []string{"reserved"}},
+		{"empty file", "", []string{"list.txt", "no images"}},
+		{"only blank lines", "\r\n  \n", []string{"list.txt", "no images"}},
+		{"line too long", "a 0\nb " + strings.Repeat("1 ", MaxLineBytes) + "\n", []string{"list.txt:2", "longer than"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseTagList("list.txt", []byte(tc.data), 3)
+			_, err := ParseTagList("list.txt", strings.NewReader(tc.data), 3)
 			if err == nil {
 				t.Fatal("want an error")
 			}
@@ -74,7 +78,7 @@ func TestParseManifest(t *testing.T) {
 	classes := []string{"cat", "dog"}
 	data := `{"id":"a","image":"img/a.jpg","tags":["dog","cat"],"saliency":"gs://b/s/a.png"}` + "\r\n\n" +
 		`{"id":"b","image":"/abs/b.png","tags":[],"gt":"gt/b.png"}` + "\n"
-	got, err := ParseManifest("m.jsonl", []byte(data), classes, "/data")
+	got, err := ParseManifest("m.jsonl", strings.NewReader(data), classes, "/data")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,9 +100,12 @@ func TestParseManifest(t *testing.T) {
 		{"empty id", `{"id":"","image":"x"}`, []string{"m.jsonl:1", "empty id"}},
 		{"duplicate", "{\"id\":\"a\",\"image\":\"x\"}\n{\"id\":\"a\",\"image\":\"y\"}", []string{"m.jsonl:2", "duplicate"}},
 		{"traversal", `{"id":"../a","image":"x"}`, []string{"m.jsonl:1"}},
+		{"image outside", `{"id":"a","image":"../../etc/x.jpg"}`, []string{"m.jsonl:1", "image of a", "outside"}},
+		{"saliency outside", `{"id":"a","image":"x.jpg","saliency":"s/../../y.png"}`, []string{"m.jsonl:1", "saliency of a", "outside"}},
+		{"empty", "\n", []string{"m.jsonl", "no images"}},
 	}
 	for _, tc := range bad {
-		_, err := ParseManifest("m.jsonl", []byte(tc.data), classes, "")
+		_, err := ParseManifest("m.jsonl", strings.NewReader(tc.data), classes, "")
 		if err == nil {
 			t.Errorf("%s: want an error", tc.name)
 			continue

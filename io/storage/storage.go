@@ -206,8 +206,12 @@ func notExist(err error) bool {
 }
 
 func wrap(op, uri string, err error) error {
-	if notExist(err) && !errors.Is(err, ErrNotExist) {
-		return fmt.Errorf("%s %s: %w (%v)", op, uri, ErrNotExist, err)
+	if notExist(err) {
+		return fmt.Errorf("%s %s: %w", op, uri, ErrNotExist)
+	}
+	// A local file's error repeats the operation and path: keep its cause.
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+		err = pe.Err
 	}
 	return fmt.Errorf("%s %s: %w", op, uri, err)
 }
