@@ -200,9 +200,9 @@ func TestBadInputCorpus(t *testing.T) {
 		t.Fatalf("eval: exit %d\n%s", code, out)
 	}
 	var metrics struct {
-		MissingLabels []string               `json:"missing_labels"`
+		MissingLabels []string                `json:"missing_labels"`
 		Errors        []transforms.DeadLetter `json:"errors"`
-		Images        int                    `json:"images"`
+		Images        int                     `json:"images"`
 	}
 	raw, _ := os.ReadFile(filepath.Join(report, "metrics.json"))
 	if err := json.Unmarshal(raw, &metrics); err != nil {
@@ -336,4 +336,3 @@ func countExpect(cases map[string]synth.ImageCase, o synth.Outcome) int {
 	}
 	return n
 }
-
