@@ -20,6 +20,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -306,7 +307,9 @@ func writeLocal(name string, fill func(io.Writer) error) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return wrap("write", name, err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp-*")
+	// The writer's process id in the name tells a stale temporary file
+	// (its writer was killed) from one being written: see CleanStaleTemps.
+	tmp, err := os.CreateTemp(dir, fmt.Sprintf(".%s.tmp-%d-*", filepath.Base(name), os.Getpid()))
 	if err != nil {
 		return wrap("write", name, err)
 	}
@@ -447,4 +450,48 @@ func (s *Store) Remove(ctx context.Context, uri string) error {
 		return wrap("remove", uri, err)
 	}
 	return nil
+}
+
+// CleanStaleTemps removes the temporary files that local atomic writes left
+// under dir (and its subdirectories, two levels down) when their process
+// was killed before renaming them: files named .<name>.tmp-<pid>-* whose
+// process no longer runs. Remote URIs have no such files (an upload
+// appears whole or not at all) and are left alone. It returns how many
+// files it removed.
+func CleanStaleTemps(dir string) (int, error) {
+	if IsRemote(dir) {
+		return 0, nil
+	}
+	removed := 0
+	for _, pattern := range []string{".*.tmp-*", "*/.*.tmp-*", "*/*/.*.tmp-*"} {
+		matches, err := filepath.Glob(filepath.Join(dir, pattern))
+		if err != nil {
+			return removed, err
+		}
+		for _, m := range matches {
+			base := filepath.Base(m)
+			rest := base[strings.LastIndex(base, ".tmp-")+len(".tmp-"):]
+			pidText, _, ok := strings.Cut(rest, "-")
+			pid, err := strconv.Atoi(pidText)
+			if !ok || err != nil || pid == os.Getpid() || processRuns(pid) {
+				continue
+			}
+			if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return removed, wrap("remove", m, err)
+			}
+			removed++
+		}
+	}
+	return removed, nil
+}
+
+// processRuns reports whether a process with this id exists on this
+// machine (signal 0 checks without signalling).
+func processRuns(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	err = p.Signal(syscall.Signal(0))
+	return err == nil || errors.Is(err, syscall.EPERM)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -208,5 +209,47 @@ func TestTransient(t *testing.T) {
 		if got := storage.Transient(tc.err); got != tc.want {
 			t.Errorf("Transient(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+func TestCleanStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	// A process that has ended: its pid is free (or reused, which only
+	// keeps the file).
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := cmd.Process.Pid
+	files := map[string]bool{ // name -> removed
+		fmt.Sprintf(".a.png.tmp-%d-123", dead):       true,
+		fmt.Sprintf("_cams/.b.cam.tmp-%d-9", dead):   true,
+		fmt.Sprintf(".c.png.tmp-%d-5", os.Getpid()):  false, // being written by this process
+		fmt.Sprintf(".d.png.tmp-%d-5", os.Getppid()): false, // a running process
+		".e.png.tmp-123456":                          false, // not our pattern
+		"f.png":                                      false,
+	}
+	for name := range files {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := storage.CleanStaleTemps(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Errorf("removed %d, want 2", n)
+	}
+	for name, gone := range files {
+		_, err := os.Stat(filepath.Join(dir, name))
+		if gone != os.IsNotExist(err) {
+			t.Errorf("%s: removed %v, want %v", name, os.IsNotExist(err), gone)
+		}
+	}
+	if n, err := storage.CleanStaleTemps("gs://bucket/out"); n != 0 || err != nil {
+		t.Errorf("remote: %d, %v", n, err)
 	}
 }

@@ -177,6 +177,13 @@ func Run(ctx context.Context, o Options) (*RunRecord, error) {
 		return nil, err
 	}
 	retries0 := st.Retries()
+	n, err := storage.CleanStaleTemps(o.Label.Out)
+	if err != nil {
+		return nil, fmt.Errorf("clean up after an interrupted run: %w", err)
+	}
+	if n > 0 {
+		o.logf("label: removed %d temporary files left by an interrupted run", n)
+	}
 	runID := rec.Started.Format("20060102T150405.000000000Z")
 	todo, skipped, err := pending(ctx, st, ds.Records, o, m.SHA256)
 	if err != nil {
