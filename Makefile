@@ -11,7 +11,7 @@ GO ?= go
 BIN := bin/l2gflow
 DEMO_OUT ?= demo-out
 
-.PHONY: build worker test fmt-check vet unit demo bench clean
+.PHONY: build worker test fmt-check vet unit demo bench fuzz clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/l2gflow
@@ -37,6 +37,20 @@ demo: build
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+# Each fuzz target for FUZZTIME (the seeds alone run in `make test`).
+FUZZTIME ?= 20s
+FUZZ_TARGETS := \
+	./io/dataset:FuzzParseTagList ./io/dataset:FuzzParseManifest ./io/dataset:FuzzParseClasses \
+	./io/imagefile:FuzzDecodeRGB ./io/imagefile:FuzzDecodeLabel \
+	./io/artifact:FuzzDecode ./io/weights:FuzzParse
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 clean:
 	rm -rf bin $(DEMO_OUT)

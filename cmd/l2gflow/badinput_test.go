@@ -327,6 +327,52 @@ func TestBadInputCorpus(t *testing.T) {
 	}
 }
 
+// TestCredentialsNeverPrinted gives label a manifest with a signed URL
+// holding a password, a signature and a credential: the image is
+// dead-lettered (unsupported scheme) and no output, log or file of the
+// run shows the secrets.
+func TestCredentialsNeverPrinted(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "data")
+	writeDataset(t, root)
+	modelPath := filepath.Join(dir, "m.l2g")
+	if code, out := cli(t, "train", "--data", root, "--method", "cam", "--steps", "1", "--image-size", "48", "--view-size", "32",
+		"--views", "4", "--batch-size", "4", "--checkpoint-every", "0", "--out", modelPath); code != 0 {
+		t.Fatalf("train: exit %d\n%s", code, out)
+	}
+	good := synth.Generate(corpusOptions, 0)
+	secrets := []string{"hunter2", "SECRETSIG", "svc-account"}
+	manifest := filepath.Join(root, "signed.jsonl")
+	text := `{"id":"a","image":"JPEGImages/` + good.ID + `.jpg","tags":["red"]}` + "\n" +
+		`{"id":"s","image":"https://user:hunter2@storage.example.com/b/s.jpg?X-Goog-Signature=SECRETSIG&X-Goog-Credential=svc-account","tags":["red"]}` + "\n"
+	if err := os.WriteFile(manifest, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "labels")
+	code, msg := cli(t, "label", "--model", modelPath, "--out", out, "--manifest", manifest, "--verbose")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, msg)
+	}
+	if d := deadLetters(t, out)["s"]; !strings.Contains(d.Reason, "unsupported scheme") || !strings.Contains(d.Reason, "REDACTED") {
+		t.Errorf("dead letter %+v: want the unsupported scheme, redacted", d)
+	}
+	texts := map[string]string{"output": msg}
+	filepath.WalkDir(out, func(p string, e os.DirEntry, err error) error {
+		if err == nil && !e.IsDir() && !strings.HasSuffix(p, ".png") {
+			b, _ := os.ReadFile(p)
+			texts[p] = string(b)
+		}
+		return nil
+	})
+	for name, text := range texts {
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Errorf("%s shows the secret %q:\n%s", name, s, text)
+			}
+		}
+	}
+}
+
 func countExpect(cases map[string]synth.ImageCase, o synth.Outcome) int {
 	n := 0
 	for _, c := range cases {

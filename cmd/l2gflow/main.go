@@ -100,6 +100,12 @@ func topUsage(w io.Writer) {
 
 // run executes one command line and returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// Nothing l2gflow prints may show credentials (signed URLs, user
+	// info, tokens) that reached it in a path or an error.
+	rout, rerr := newRedactingWriter(stdout), newRedactingWriter(stderr)
+	defer rout.Flush()
+	defer rerr.Flush()
+	stdout, stderr = rout, rerr
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		topUsage(stderr)
 		if len(args) == 0 {

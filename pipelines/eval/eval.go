@@ -154,7 +154,7 @@ func NewSum(k, t int) *Sum {
 // AddImage merges one image into the sum.
 func (s *Sum) AddImage(e ImageEval) {
 	if e.Err != "" {
-		s.Errors = append(s.Errors, transforms.DeadLetter{ID: e.ID, Stage: "eval", Reason: e.Err})
+		s.Errors = append(s.Errors, transforms.DeadLetter{ID: e.ID, Stage: "eval", Reason: storage.Redact(e.Err)})
 		return
 	}
 	s.Images++

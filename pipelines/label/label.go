@@ -584,7 +584,7 @@ func runInProcess(ctx context.Context, st *storage.Store, todo []dataset.Record,
 			for r := range jobs {
 				img, err := transforms.LoadImage(ctx, st, r, o.Dataset.MaxPixels)
 				if err != nil {
-					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageLoad, Reason: err.Error()})
+					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageLoad, Reason: storage.Redact(err.Error())})
 					continue
 				}
 				meta := transforms.LookupSaliency(ctx, st, img, o.Label.Background == "saliency", o.Dataset.MaxPixels)
@@ -594,7 +594,7 @@ func runInProcess(ctx context.Context, st *storage.Store, todo []dataset.Record,
 				for _, v := range views {
 					vc, err := transforms.InferViews(e, []transforms.View{v}, 1)
 					if err != nil {
-						dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageInfer, Reason: fmt.Sprintf("view %d: %v", v.Spec.Index, err)})
+						dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageInfer, Reason: storage.Redact(fmt.Sprintf("view %d: %v", v.Spec.Index, err))})
 						ok = false
 						break
 					}
@@ -615,11 +615,11 @@ func runInProcess(ctx context.Context, st *storage.Store, todo []dataset.Record,
 				}
 				lab, err := transforms.Fuse(meta, cams, classes, fopts)
 				if err != nil {
-					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageFuse, Reason: err.Error()})
+					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageFuse, Reason: storage.Redact(err.Error())})
 					continue
 				}
 				if err := transforms.WriteLabel(ctx, st, o.Label.Out, lab); err != nil {
-					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageWrite, Reason: err.Error()})
+					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageWrite, Reason: storage.Redact(err.Error())})
 					continue
 				}
 				count(func() {
