@@ -21,6 +21,9 @@ type ViewSpec struct {
 	Y0    int     `json:"y,omitempty"` // local crop box
 	X0    int     `json:"x,omitempty"`
 	Size  int     `json:"n,omitempty"`
+	// Of is the number of views of the image: fusion refuses an image
+	// some of whose views are missing rather than label it from fewer.
+	Of int `json:"o,omitempty"`
 }
 
 // ViewOptions chooses an image's inference views.
@@ -36,6 +39,14 @@ type ViewOptions struct {
 
 // Views lists the views of an h x w image.
 func (o ViewOptions) Views(h, w int) []ViewSpec {
+	out := o.views(h, w)
+	for i := range out {
+		out[i].Of = len(out)
+	}
+	return out
+}
+
+func (o ViewOptions) views(h, w int) []ViewSpec {
 	var out []ViewSpec
 	for _, s := range o.Scales {
 		out = append(out, ViewSpec{Index: len(out), Scale: s})

@@ -252,6 +252,11 @@ func Fuse(meta ImageMeta, cams []ViewCAM, classes int, o FuseOptions) (Label, er
 			return Label{}, fmt.Errorf("view %d twice", cams[i].Spec.Index)
 		}
 	}
+	// A label from some of the views would differ from the one a clean run
+	// gives: refuse it (the failed views have their own dead letters).
+	if want := cams[0].Spec.Of; want > 0 && len(cams) != want {
+		return Label{}, fmt.Errorf("only %d of %d views inferred", len(cams), want)
+	}
 	combine := maps.Sum
 	if o.LocalCombine == "max" {
 		combine = maps.Max

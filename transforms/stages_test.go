@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/l2gflow/l2gflow/io/imagefile"
@@ -109,6 +110,12 @@ func TestFuse(t *testing.T) {
 	}
 	if _, err := Fuse(meta, nil, 1, o); err == nil {
 		t.Error("no views: want an error")
+	}
+	// Views that know their count: one of three missing is refused.
+	v0, v2 := camOf(0, 1), camOf(2, 1)
+	v0.Spec.Of, v2.Spec.Of = 3, 3
+	if _, err := Fuse(meta, []ViewCAM{v0, v2}, 1, o); err == nil || !strings.Contains(err.Error(), "2 of 3 views") {
+		t.Errorf("missing view: err = %v, want 2 of 3 views", err)
 	}
 	// Saliency rule without saliency: fallback or skip.
 	o.Background = "saliency"

@@ -78,6 +78,9 @@ func TestDataflowDryRun(t *testing.T) {
 			t.Errorf("the dry-run job does not mention %q", want)
 		}
 	}
+	if !strings.Contains(stdout.String(), "without waiting") || strings.Contains(stdout.String(), "labels written") {
+		t.Errorf("a dry run must not claim labels: %q", stdout.String())
+	}
 	if t.Failed() {
 		t.Logf("stdout:\n%s\nstderr:\n%s", stdout.String(), log)
 	}

@@ -58,6 +58,10 @@ func runLabel(ctx context.Context, env *cmdEnv) error {
 	if err != nil {
 		return err
 	}
+	if rec.Detached {
+		fmt.Fprintf(env.stdout, "job for %d images handed to %s without waiting; labels go to %s\n", rec.Counts.Submitted, rec.Runner, cfg.Label.Out)
+		return nil
+	}
 	fmt.Fprintf(env.stdout, "%d labels written to %s (%d skipped, %d dead letters)\n", rec.Counts.LabelsWritten,
 		cfg.Label.Out, rec.Counts.SkippedExisting, rec.Counts.DeadLetters)
 	return nil

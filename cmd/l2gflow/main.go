@@ -11,7 +11,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -124,6 +126,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		topUsage(stderr)
 		return 2
 	}
+	// Beam keeps its options in process-wide flags, and runners change
+	// them (prism sets environment_type): put them back afterwards, so
+	// that a command leaves the next one in this process as it found it.
+	saved := map[string]string{}
+	flag.VisitAll(func(f *flag.Flag) { saved[f.Name] = f.Value.String() })
+	defer flag.VisitAll(func(f *flag.Flag) {
+		if v := saved[f.Name]; f.Value.String() != v {
+			f.Value.Set(v)
+		}
+	})
+	// Commands point the default logger at their output, and a prism job's
+	// in-process worker points Beam's logger at its (then closed) log
+	// stream: restore both.
+	defer slog.SetDefault(slog.Default())
+	defer beamlog.SetLogger(&beamlog.Structural{})
 	err := runCommand(ctx, cmd, args[1:], stdout, stderr)
 	switch {
 	case err == nil:

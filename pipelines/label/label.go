@@ -85,7 +85,11 @@ type RunRecord struct {
 	Finished    time.Time               `json:"finished"`
 	DurationSec float64                 `json:"duration_sec"`
 	Runner      string                  `json:"runner"`
-	Producer    string                  `json:"producer"`
+	// Detached is set when the runner returned without running the job
+	// to its end (a dry run, or an asynchronous submission): the labels
+	// and failures are then not known to this run.
+	Detached bool   `json:"detached,omitempty"`
+	Producer string `json:"producer"`
 	Model       ModelInfo               `json:"model"`
 	Dataset     config.Dataset          `json:"dataset"`
 	Config      config.Label            `json:"config"`
@@ -240,14 +244,28 @@ func Run(ctx context.Context, o Options) (*RunRecord, error) {
 	} else {
 		rec.DeadLetters = dead
 	}
-	if rec.Counts.Failed == nil {
-		// No pipeline metrics (in process, or nothing run): count the dead
-		// letters per stage.
-		rec.Counts.Failed = map[string]int64{}
-		for _, d := range dead {
-			rec.Counts.Failed[d.Stage]++
-		}
+	// Images, labels and failures are counted from the outcome, exactly:
+	// the jobs succeeded, so every submitted image ended as a label or as
+	// dead letters. Runner metrics are not used for these: prism drops a
+	// bundle's counters when bundles reporting a metric for the first time
+	// finish together (seen under load), and a count of labels must not
+	// depend on that.
+	rec.Counts.Failed = map[string]int64{}
+	if rec.Detached {
+		todo = nil // nothing is known of the job's outcome here
+		o.logf("label: the runner returned without waiting for the job (dry run or asynchronous): its labels and failures are not counted here")
 	}
+	failedIDs := map[string]bool{}
+	loadFailed := 0
+	for _, d := range dead {
+		rec.Counts.Failed[d.Stage]++
+		if !failedIDs[d.ID] && d.Stage == transforms.StageLoad {
+			loadFailed++
+		}
+		failedIDs[d.ID] = true
+	}
+	rec.Counts.LabelsWritten = int64(len(todo) - len(failedIDs))
+	rec.Counts.ImagesRead = int64(len(todo) - loadFailed)
 	if _, err := writeIndex(ctx, st, o.Label.Out, m.SHA256, runID, todo, dead); err != nil {
 		return nil, err
 	}
@@ -502,23 +520,26 @@ func runBeam(ctx context.Context, todo []dataset.Record, o Options, m *model.Mod
 	}
 	if res == nil {
 		// Dry runs and asynchronous runners return no result.
+		rec.Detached = true
 		return nil
 	}
 	readMetrics(res.Metrics(), rec)
 	return nil
 }
 
-// readMetrics fills the counts from the pipeline's committed (or, where a
-// runner only has those, attempted) metrics, matched by namespace and name.
+// readMetrics adds the counts only the runner knows (views inferred,
+// saliency statuses, storage retries, inference batches) from the
+// pipeline's committed (or, where a runner only has those, attempted)
+// metrics, matched by namespace and name. On prism these can under-count
+// when bundles finish together (see Run); the image and label counts do
+// not come from here.
 func readMetrics(r metrics.Results, rec *RunRecord) {
 	c := &rec.Counts
 	if c.Failed == nil {
 		c.Failed = map[string]int64{}
 	}
 	fields := map[string]*int64{
-		transforms.MetricImagesRead:      &c.ImagesRead,
 		transforms.MetricViews:           &c.ViewsInferred,
-		transforms.MetricLabels:          &c.LabelsWritten,
 		transforms.MetricSaliencyMissing: &c.SaliencyMissing,
 		transforms.MetricSaliencyBad:     &c.SaliencyBad,
 		transforms.MetricFallback:        &c.Fallback,
@@ -528,10 +549,10 @@ func readMetrics(r metrics.Results, rec *RunRecord) {
 		if cr.Namespace() != transforms.MetricsNamespace {
 			continue
 		}
+		// Images read, labels written and failures per stage are counted
+		// exactly from the outcome instead (see Run).
 		if f, ok := fields[cr.Name()]; ok {
 			*f += cr.Result()
-		} else if stage, ok := strings.CutPrefix(cr.Name(), transforms.MetricFailedPrefix); ok {
-			c.Failed[stage] += cr.Result()
 		}
 	}
 	for _, d := range r.AllMetrics().Distributions() {
@@ -655,6 +676,11 @@ func (o Options) summary(r *RunRecord) {
 		return
 	}
 	c := r.Counts
+	if r.Detached {
+		fmt.Fprintf(o.Log, "  runner %s: job for %d images submitted, not waited for (%d listed, %d skipped)\n",
+			r.Runner, c.Submitted, c.Listed, c.SkippedExisting)
+		return
+	}
 	rows := [][2]string{
 		{"runner", r.Runner},
 		{"images listed", fmt.Sprint(c.Listed)},
