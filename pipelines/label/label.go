@@ -81,15 +81,15 @@ type BatchStats struct {
 
 // RunRecord is written to OUT/_run.json after every run.
 type RunRecord struct {
-	Started     time.Time               `json:"started"`
-	Finished    time.Time               `json:"finished"`
-	DurationSec float64                 `json:"duration_sec"`
-	Runner      string                  `json:"runner"`
+	Started     time.Time `json:"started"`
+	Finished    time.Time `json:"finished"`
+	DurationSec float64   `json:"duration_sec"`
+	Runner      string    `json:"runner"`
 	// Detached is set when the runner returned without running the job
 	// to its end (a dry run, or an asynchronous submission): the labels
 	// and failures are then not known to this run.
-	Detached bool   `json:"detached,omitempty"`
-	Producer string `json:"producer"`
+	Detached    bool                    `json:"detached,omitempty"`
+	Producer    string                  `json:"producer"`
 	Model       ModelInfo               `json:"model"`
 	Dataset     config.Dataset          `json:"dataset"`
 	Config      config.Label            `json:"config"`
