@@ -178,7 +178,7 @@ func Encode(w io.Writer, m *Manifest, tensors []Tensor) error {
 // Decode reads and verifies an artifact.
 func Decode(data []byte) (*Manifest, []Tensor, error) {
 	if len(data) < len(Magic) || string(data[:len(Magic)]) != Magic {
-		if len(data) >= 7 && string(data[:7]) == Magic[:7] {
+		if len(data) >= len(Magic) && string(data[:7]) == Magic[:7] {
 			return nil, nil, fmt.Errorf("%w: file layout %d, this l2gflow reads %d", ErrIncompatible, data[7], Magic[7])
 		}
 		return nil, nil, fmt.Errorf("%w: not an l2gflow artifact (bad magic)", ErrCorrupt)
