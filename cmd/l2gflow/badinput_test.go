@@ -30,12 +30,12 @@ func cli(t *testing.T, args ...string) (int, string) {
 // corpusOptions is the small synthetic set the corpus is added to.
 var corpusOptions = synth.Options{Images: 14, Size: 48, Classes: 3, Seed: 4}
 
-// writeDataset writes the synthetic set under root.
-func writeDataset(t *testing.T, root string) {
+// writeSynth writes a synthetic dataset under root.
+func writeSynth(t *testing.T, root string, opts synth.Options) {
 	t.Helper()
 	st := storage.New()
 	defer st.Close()
-	if _, err := synth.Write(context.Background(), st, root, corpusOptions); err != nil {
+	if _, err := synth.Write(context.Background(), st, root, opts); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -136,8 +136,8 @@ func deadLetters(t *testing.T, dir string) map[string]transforms.DeadLetter {
 func TestBadInputCorpus(t *testing.T) {
 	dir := t.TempDir()
 	clean, bad := filepath.Join(dir, "clean"), filepath.Join(dir, "bad")
-	writeDataset(t, clean)
-	writeDataset(t, bad)
+	writeSynth(t, clean, corpusOptions)
+	writeSynth(t, bad, corpusOptions)
 	modelPath := filepath.Join(dir, "m.l2g")
 	train := []string{"train", "--method", "cam", "--steps", "4", "--image-size", "48", "--view-size", "32", "--views", "4",
 		"--batch-size", "4", "--checkpoint-every", "0", "--out", modelPath}
@@ -270,15 +270,9 @@ func TestBadInputCorpus(t *testing.T) {
 		t.Fatal(err)
 	}
 	otherClasses := filepath.Join(dir, "other")
-	writeOther := corpusOptions
-	writeOther.Classes = 4
-	{
-		st := storage.New()
-		if _, err := synth.Write(context.Background(), st, otherClasses, writeOther); err != nil {
-			t.Fatal(err)
-		}
-		st.Close()
-	}
+	fourClasses := corpusOptions
+	fourClasses.Classes = 4
+	writeSynth(t, otherClasses, fourClasses)
 	refusals := []struct {
 		name string
 		args []string
@@ -334,7 +328,7 @@ func TestBadInputCorpus(t *testing.T) {
 func TestCredentialsNeverPrinted(t *testing.T) {
 	dir := t.TempDir()
 	root := filepath.Join(dir, "data")
-	writeDataset(t, root)
+	writeSynth(t, root, corpusOptions)
 	modelPath := filepath.Join(dir, "m.l2g")
 	if code, out := cli(t, "train", "--data", root, "--method", "cam", "--steps", "1", "--image-size", "48", "--view-size", "32",
 		"--views", "4", "--batch-size", "4", "--checkpoint-every", "0", "--out", modelPath); code != 0 {

@@ -18,7 +18,6 @@ import (
 
 	"github.com/l2gflow/l2gflow/io/artifact"
 	"github.com/l2gflow/l2gflow/io/imagefile"
-	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/synth"
 )
 
@@ -167,12 +166,7 @@ func TestLabelSurvivesSIGKILL(t *testing.T) {
 	}
 	dir := t.TempDir()
 	root := filepath.Join(dir, "data")
-	st := storage.New()
-	defer st.Close()
-	opts := synth.Options{Images: 300, Size: 48, Classes: 3, Seed: 8, NoSaliencyFraction: 0.2}
-	if _, err := synth.Write(context.Background(), st, root, opts); err != nil {
-		t.Fatal(err)
-	}
+	writeSynth(t, root, synth.Options{Images: 300, Size: 48, Classes: 3, Seed: 8, NoSaliencyFraction: 0.2})
 	modelPath := filepath.Join(dir, "m.l2g")
 	if code, out := cli(t, "train", "--data", root, "--method", "cam", "--steps", "3", "--image-size", "48", "--view-size", "32",
 		"--views", "4", "--batch-size", "4", "--checkpoint-every", "0", "--out", modelPath); code != 0 {
@@ -248,11 +242,7 @@ func TestTrainResumesAfterSIGKILL(t *testing.T) {
 	}
 	dir := t.TempDir()
 	root := filepath.Join(dir, "data")
-	st := storage.New()
-	defer st.Close()
-	if _, err := synth.Write(context.Background(), st, root, synth.Options{Images: 40, Size: 48, Classes: 3, Seed: 9}); err != nil {
-		t.Fatal(err)
-	}
+	writeSynth(t, root, synth.Options{Images: 40, Size: 48, Classes: 3, Seed: 9})
 	train := func(out string, extra ...string) []string {
 		return append([]string{"train", "--data", root, "--method", "cam", "--steps", "60", "--image-size", "48", "--view-size", "32",
 			"--views", "4", "--batch-size", "4", "--checkpoint-every", "5", "--out", out}, extra...)
