@@ -3,6 +3,7 @@ package model
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -97,17 +98,26 @@ func TestPretrainedParity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := map[string]string{"safetensors": "resnet18.safetensors.zst", "onnx": "resnet18.onnx.zst", "onnx-unfolded": ""}
+	files := map[string]string{"safetensors": "resnet18.safetensors.zst", "onnx": "resnet18.onnx.zst", "onnx-unfolded": "", "onnx-unnamed": ""}
 	for format, name := range files {
 		var f *weights.File
-		if name != "" {
+		switch {
+		case format == "onnx-unnamed":
+			// Node names without module paths: mapped by graph order.
+			if f, err = weights.Parse(readFixture(t, "resnet18.onnx.zst")); err != nil {
+				t.Fatal(err)
+			}
+			for i := range f.Graph.Convs {
+				f.Graph.Convs[i].Module, f.Graph.Convs[i].Node = "", fmt.Sprintf("Conv_%d", i)
+			}
+		case name != "":
 			if f, err = weights.Parse(readFixture(t, name)); err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
 			if string(f.Format) != format {
 				t.Fatalf("%s detected as %s", name, f.Format)
 			}
-		} else {
+		default:
 			f = unfoldedONNX(t)
 		}
 		for _, os := range []int{16, 8} {

@@ -1,7 +1,10 @@
 package weights
 
 import (
+	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"math"
@@ -10,6 +13,9 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/l2gflow/l2gflow/io/storage"
+	"github.com/l2gflow/l2gflow/io/storage/gcstest"
 )
 
 // safetensorsFile builds a safetensors file from a header and data.
@@ -205,5 +211,29 @@ func TestHalfToFloat(t *testing.T) {
 	}
 	if !math.IsNaN(float64(halfToFloat(0x7e00))) {
 		t.Error("0x7e00 is not NaN")
+	}
+}
+
+// TestOpenFromBucket reads a weights file from a gs:// URI (the GCS
+// emulator) and records its name and sha256.
+func TestOpenFromBucket(t *testing.T) {
+	gcstest.Start(t, "w")
+	data := safetensorsFile(map[string]any{"a": map[string]any{"dtype": "F32", "shape": []int{1}, "data_offsets": []int{0, 4}}}, f32bytes(7))
+	ctx := context.Background()
+	st := storage.New()
+	defer st.Close()
+	if err := st.WriteFile(ctx, "gs://w/pretrained/r.safetensors", data); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(ctx, st, "gs://w/pretrained/r.safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	if f.Name != "r.safetensors" || f.SHA256 != hex.EncodeToString(sum[:]) || f.Tensors["a"].Data[0] != 7 {
+		t.Errorf("file %+v", f)
+	}
+	if _, err := Open(ctx, st, "gs://w/pretrained/none.safetensors"); err == nil || !strings.Contains(err.Error(), "none.safetensors") {
+		t.Errorf("missing file: %v", err)
 	}
 }
