@@ -317,6 +317,23 @@ func TestBadInputCorpus(t *testing.T) {
 			if entries, _ := os.ReadDir(out); len(entries) > 0 {
 				t.Errorf("a refused run wrote %d entries to its output", len(entries))
 			}
+			if strings.HasPrefix(tc.name, "model") {
+				return
+			}
+			// Training reads datasets the same way and refuses them alike.
+			trainOut := filepath.Join(t.TempDir(), "m.l2g")
+			code, msg = cli(t, append(append(train[:len(train)-1], trainOut), tc.args...)...)
+			if code == 0 {
+				t.Fatalf("train: exit 0, want a refusal\n%s", msg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("train: message does not contain %q:\n%s", w, msg)
+				}
+			}
+			if _, err := os.Stat(trainOut); err == nil {
+				t.Error("a refused training run wrote a model")
+			}
 		})
 	}
 }
