@@ -126,6 +126,16 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 		}
 		specs = append(specs, lspecs...)
 	}
+	// Initial weights, from a pretrained file when given: a file that does
+	// not fit fails here, before the training step is compiled.
+	params := InitParams(specs, uint64(c.Seed))
+	var source *artifact.Pretrained
+	if pretrained != nil {
+		if source, err = loadPretrained(pretrained, c.PretrainedStrict, params, global, local, logf); err != nil {
+			return nil, err
+		}
+		pretrained = nil // its tensors are copied; let them go
+	}
 	optim := OptimConfig{Kind: c.Optimizer, Momentum: c.Momentum, WeightDecay: c.WeightDecay,
 		HeadMult: c.NewLayerLRx, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}
 	scfg := StepConfig{Method: c.Method, Classes: classes, Batch: c.BatchSize, ImageSize: c.ImageSize,
@@ -158,14 +168,6 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 	}
 	sig := signature(c, classes, o.Data.Fingerprint)
 
-	params := InitParams(specs, uint64(c.Seed))
-	var source *artifact.Pretrained
-	if pretrained != nil {
-		if source, err = loadPretrained(pretrained, c.PretrainedStrict, params, global, local, logf); err != nil {
-			return nil, err
-		}
-		pretrained = nil // its tensors are copied; let them go
-	}
 	paramT := params.Tensors()
 	slotT := zeroSlots(stepper.SlotShapes())
 	start := 0
