@@ -65,14 +65,16 @@ type pretrainedValue struct {
 	source string // name in the file, for messages
 }
 
-// LoadPretrained sets the backbone parameters of n under prefix in params
-// from a torchvision / timm ResNet weights file (safetensors state dict or
-// ONNX export). Convolution weights are converted from PyTorch's OIHW
-// layout; batch normalisation statistics are kept. With strict, any
-// missing, unexpected or mis-shaped tensor is an error naming them all;
-// otherwise they are skipped and listed in the report. The classifier head
-// is left as initialised.
-func (n *Net) LoadPretrained(params *Params, prefix string, f *weights.File, strict bool) (*ImportReport, error) {
+// LoadPretrained sets the backbone parameters of n under each of prefixes
+// in params (networks of n's architecture, e.g. the global and the local
+// one) from a torchvision / timm ResNet weights file (safetensors state
+// dict or ONNX export). The file is mapped once for all of them.
+// Convolution weights are converted from PyTorch's OIHW layout; batch
+// normalisation statistics are kept. With strict, any missing, unexpected
+// or mis-shaped tensor is an error naming them all; otherwise they are
+// skipped and listed in the report. The classifier head is left as
+// initialised. The report counts one network's parameters.
+func (n *Net) LoadPretrained(params *Params, f *weights.File, strict bool, prefixes ...string) (*ImportReport, error) {
 	convs, err := torchvisionConvs(n.Arch)
 	if err != nil {
 		return nil, err
@@ -88,22 +90,31 @@ func (n *Net) LoadPretrained(params *Params, prefix string, f *weights.File, str
 	default:
 		return nil, fmt.Errorf("weights format %q", f.Format)
 	}
-	for i, s := range params.Specs {
-		name, ok := strings.CutPrefix(s.Name, prefix)
-		if !ok || strings.HasPrefix(name, "classifier/") {
-			continue
+	for k, prefix := range prefixes {
+		first := k == 0 // the networks share the architecture: report one
+		for i, s := range params.Specs {
+			name, ok := strings.CutPrefix(s.Name, prefix)
+			if !ok || strings.HasPrefix(name, "classifier/") {
+				continue
+			}
+			v, ok := values[name]
+			if !ok {
+				if first {
+					problems = append(problems, fmt.Sprintf("missing: %s (no tensor in the file for %s)", name, s.Name))
+				}
+				continue
+			}
+			if !slices.Equal(v.shape, s.Shape) {
+				if first {
+					problems = append(problems, fmt.Sprintf("shape: %s is %v in the file, %s wants %v", v.source, v.shape, s.Name, s.Shape))
+				}
+				continue
+			}
+			params.Values[i] = slices.Clone(v.data)
+			if first {
+				rep.Loaded++
+			}
 		}
-		v, ok := values[name]
-		if !ok {
-			problems = append(problems, fmt.Sprintf("missing: %s (no tensor in the file for %s)", name, s.Name))
-			continue
-		}
-		if !slices.Equal(v.shape, s.Shape) {
-			problems = append(problems, fmt.Sprintf("shape: %s is %v in the file, %s wants %v", v.source, v.shape, s.Name, s.Shape))
-			continue
-		}
-		params.Values[i] = slices.Clone(v.data)
-		rep.Loaded++
 	}
 	if len(problems) > 0 && strict {
 		return nil, fmt.Errorf("pretrained %s does not fit %s (%d problems; --pretrained-strict=false loads the rest):\n  %s",

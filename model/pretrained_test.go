@@ -131,7 +131,7 @@ func TestPretrainedParity(t *testing.T) {
 				t.Fatal(err)
 			}
 			params := InitParams(specs, 1)
-			rep, err := net.LoadPretrained(params, GlobalPrefix, f, true)
+			rep, err := net.LoadPretrained(params, f, true, GlobalPrefix)
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
@@ -225,7 +225,7 @@ func TestLoadPretrainedReports(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = net.LoadPretrained(InitParams(specs, 1), LocalPrefix, tc.file, true)
+			_, err = net.LoadPretrained(InitParams(specs, 1), tc.file, true, LocalPrefix)
 			if (err == nil) != tc.noError {
 				t.Fatalf("strict: error %v, want error: %v", err, !tc.noError)
 			}
@@ -234,7 +234,7 @@ func TestLoadPretrainedReports(t *testing.T) {
 					t.Errorf("strict error does not name %q:\n%v", w, err)
 				}
 			}
-			rep, err := net.LoadPretrained(InitParams(specs, 1), LocalPrefix, tc.file, false)
+			rep, err := net.LoadPretrained(InitParams(specs, 1), tc.file, false, LocalPrefix)
 			if err != nil {
 				t.Fatalf("lenient: %v", err)
 			}
@@ -256,7 +256,7 @@ func TestLoadPretrainedReports(t *testing.T) {
 	arch, _ := Preset("tiny", 8)
 	net := &Net{Arch: arch, Classes: 2}
 	specs, _ := net.ParamSpecs(testBackend(t), GlobalPrefix)
-	if _, err := net.LoadPretrained(InitParams(specs, 1), GlobalPrefix, with(func(map[string]weights.Tensor) {}), false); err == nil || !strings.Contains(err.Error(), "no torchvision counterpart") {
+	if _, err := net.LoadPretrained(InitParams(specs, 1), with(func(map[string]weights.Tensor) {}), false, GlobalPrefix); err == nil || !strings.Contains(err.Error(), "no torchvision counterpart") {
 		t.Errorf("tiny: %v, want a refusal", err)
 	}
 }
@@ -379,7 +379,7 @@ func TestTorchvisionNamesAndShapes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rep, err := net.LoadPretrained(InitParams(specs, 1), GlobalPrefix, &weights.File{Name: arch, Format: weights.Safetensors, Tensors: ts}, true)
+		rep, err := net.LoadPretrained(InitParams(specs, 1), &weights.File{Name: arch, Format: weights.Safetensors, Tensors: ts}, true, GlobalPrefix)
 		if err != nil {
 			t.Fatalf("%s: %v", arch, err)
 		}

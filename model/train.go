@@ -311,24 +311,45 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 // loadPretrained starts both networks from a pretrained weights file and
 // describes the file for the artifact.
 func loadPretrained(f *weights.File, strict bool, params *Params, global, local *Net, logf func(string, ...any)) (*artifact.Pretrained, error) {
-	var err error
-	nets := map[string]*Net{GlobalPrefix: global, LocalPrefix: local}
+	// Networks of one architecture take the file mapped once.
+	nets, prefixes := []*Net{global}, [][]string{{GlobalPrefix}}
+	switch {
+	case local == nil: // the cam method has no local network
+	case local.Arch.Name == global.Arch.Name:
+		prefixes[0] = append(prefixes[0], LocalPrefix)
+	default:
+		nets, prefixes = append(nets, local), append(prefixes, []string{LocalPrefix})
+	}
 	var rep *ImportReport
-	for _, prefix := range []string{GlobalPrefix, LocalPrefix} {
-		if nets[prefix] == nil {
-			continue // the cam method has no local network
+	var loaded []string
+	for i, net := range nets {
+		r, err := net.LoadPretrained(params, f, strict, prefixes[i]...)
+		if err != nil {
+			return nil, fmt.Errorf("pretrained, %s network: %w", netNames(prefixes[i]), err)
 		}
-		if rep, err = nets[prefix].LoadPretrained(params, prefix, f, strict); err != nil {
-			return nil, fmt.Errorf("pretrained %s network: %w", strings.TrimSuffix(prefix, "/"), err)
+		loaded = append(loaded, fmt.Sprintf("%d tensors into the %s network", r.Loaded, netNames(prefixes[i])))
+		if rep == nil {
+			rep = r
+		} else {
+			rep.Skipped = append(rep.Skipped, r.Skipped...)
 		}
 	}
-	logf("pretrained %s (%s, sha256 %.12s): %d tensors into each network; %d ignored (%s); %d skipped",
-		f.Name, f.Format, f.SHA256, rep.Loaded, len(rep.Ignored), ignoredDesc(rep.Ignored), len(rep.Skipped))
+	logf("pretrained %s (%s, sha256 %.12s): %s; %d ignored (%s); %d skipped",
+		f.Name, f.Format, f.SHA256, strings.Join(loaded, ", "), len(rep.Ignored), ignoredDesc(rep.Ignored), len(rep.Skipped))
 	for _, s := range rep.Skipped {
 		logf("  skipped %s", s)
 	}
 	return &artifact.Pretrained{Name: f.Name, URI: f.URI, SHA256: f.SHA256, Format: string(f.Format),
 		Loaded: rep.Loaded, Skipped: rep.Skipped}, nil
+}
+
+// netNames names networks by their parameter prefixes: "global and local".
+func netNames(prefixes []string) string {
+	names := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		names[i] = strings.TrimSuffix(p, "/")
+	}
+	return strings.Join(names, " and ")
 }
 
 // ignoredDesc shortens a list of ignored tensor names for a log line.
