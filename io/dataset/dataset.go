@@ -87,6 +87,25 @@ func eachLine(name string, r io.Reader, fn func(n int, text string) error) error
 	return nil
 }
 
+// idLines remembers the line of each id of a list.
+type idLines map[string]int
+
+// add validates an id found on line n of list name and refuses a second
+// use of it, naming both lines.
+func (s idLines) add(name string, n int, id string) error {
+	if err := ValidateID(id); err != nil {
+		return fmt.Errorf("%s:%d: %w", name, n, err)
+	}
+	if prev, ok := s[id]; ok {
+		return fmt.Errorf("%s:%d: duplicate id %q (first on line %d)", name, n, id, prev)
+	}
+	s[id] = n
+	return nil
+}
+
+// errNoImages refuses a tag list or manifest without entries.
+func errNoImages(name string) error { return fmt.Errorf("%s: no images listed", name) }
+
 // ValidateID checks that an id can be used as a file name in every layout.
 func ValidateID(id string) error {
 	switch {
@@ -150,20 +169,16 @@ type TagEntry struct {
 // no entries is an error.
 func ParseTagList(name string, r io.Reader, numClasses int) ([]TagEntry, error) {
 	var out []TagEntry
-	seen := map[string]int{}
+	seen := idLines{}
 	err := eachLine(name, r, func(n int, text string) error {
 		fields := strings.Fields(text)
 		if len(fields) == 0 {
 			return nil
 		}
 		id := fields[0]
-		if err := ValidateID(id); err != nil {
-			return fmt.Errorf("%s:%d: %w", name, n, err)
+		if err := seen.add(name, n, id); err != nil {
+			return err
 		}
-		if prev, ok := seen[id]; ok {
-			return fmt.Errorf("%s:%d: duplicate id %q (first on line %d)", name, n, id, prev)
-		}
-		seen[id] = n
 		var tags []int
 		for _, f := range fields[1:] {
 			k, err := strconv.Atoi(f)
@@ -183,7 +198,7 @@ func ParseTagList(name string, r io.Reader, numClasses int) ([]TagEntry, error) 
 		return nil, err
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no images listed", name)
+		return nil, errNoImages(name)
 	}
 	return out, nil
 }
@@ -207,7 +222,7 @@ func ParseManifest(name string, r io.Reader, classes []string, base string) ([]R
 		index[c] = i
 	}
 	var out []Record
-	seen := map[string]int{}
+	seen := idLines{}
 	err := eachLine(name, r, func(n int, text string) error {
 		if strings.TrimSpace(text) == "" {
 			return nil
@@ -218,13 +233,9 @@ func ParseManifest(name string, r io.Reader, classes []string, base string) ([]R
 		if err := dec.Decode(&m); err != nil {
 			return fmt.Errorf("%s:%d: %w", name, n, err)
 		}
-		if err := ValidateID(m.ID); err != nil {
-			return fmt.Errorf("%s:%d: %w", name, n, err)
+		if err := seen.add(name, n, m.ID); err != nil {
+			return err
 		}
-		if prev, ok := seen[m.ID]; ok {
-			return fmt.Errorf("%s:%d: duplicate id %q (first on line %d)", name, n, m.ID, prev)
-		}
-		seen[m.ID] = n
 		if m.Image == "" {
 			return fmt.Errorf("%s:%d: %s has no image", name, n, m.ID)
 		}
@@ -256,7 +267,7 @@ func ParseManifest(name string, r io.Reader, classes []string, base string) ([]R
 		return nil, err
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no images listed", name)
+		return nil, errNoImages(name)
 	}
 	return out, nil
 }
