@@ -83,7 +83,7 @@ func (f *loadFn) ProcessElement(ctx context.Context, rec dataset.Record, emit fu
 	img, err := LoadImage(counted(ctx), SharedStore(), rec, f.MaxPixels)
 	if err != nil {
 		failed(StageLoad).Inc(ctx, 1)
-		dead(DeadLetter{ID: rec.ID, Stage: StageLoad, Reason: storage.Redact(err.Error())})
+		dead(DeadLetter{ID: rec.ID, Stage: StageLoad, Reason: err.Error()})
 		return
 	}
 	beam.NewCounter(MetricsNamespace, MetricImagesRead).Inc(ctx, 1)
@@ -229,7 +229,7 @@ func (f *inferFn) drain(ctx context.Context, emit func(string, ViewCAM), dead fu
 		if r.err != nil {
 			failed(StageInfer).Inc(ctx, int64(len(r.views)))
 			for _, v := range r.views {
-				dead(DeadLetter{ID: v.ID, Stage: StageInfer, Reason: storage.Redact(fmt.Sprintf("view %d: %v", v.Spec.Index, r.err))})
+				dead(DeadLetter{ID: v.ID, Stage: StageInfer, Reason: fmt.Sprintf("view %d: %v", v.Spec.Index, r.err)})
 			}
 			continue
 		}
@@ -287,7 +287,7 @@ func (f *fuseFn) ProcessElement(ctx context.Context, id string, metas func(*Imag
 	lab, err := Fuse(meta, cams, f.Classes, f.opts)
 	if err != nil {
 		failed(StageFuse).Inc(ctx, 1)
-		dead(DeadLetter{ID: id, Stage: StageFuse, Reason: storage.Redact(err.Error())})
+		dead(DeadLetter{ID: id, Stage: StageFuse, Reason: err.Error()})
 		return
 	}
 	if lab.Rule == "threshold(fallback)" {
@@ -324,7 +324,7 @@ type writeFn struct {
 func (f *writeFn) ProcessElement(ctx context.Context, lab Label, dead func(DeadLetter)) {
 	if err := WriteLabel(counted(ctx), SharedStore(), f.Out, lab); err != nil {
 		failed(StageWrite).Inc(ctx, 1)
-		dead(DeadLetter{ID: lab.ID, Stage: StageWrite, Reason: storage.Redact(err.Error())})
+		dead(DeadLetter{ID: lab.ID, Stage: StageWrite, Reason: err.Error()})
 		return
 	}
 	beam.NewCounter(MetricsNamespace, MetricLabels).Inc(ctx, 1)
@@ -356,8 +356,12 @@ func DeadLetterURI(out string, d DeadLetter) string {
 	return storage.Join(out, ErrorsDir, d.Stage+"-"+d.ID+".json")
 }
 
-// WriteDeadLetter stores one dead letter.
+// WriteDeadLetter stores one dead letter, its reason redacted of any
+// credentials (signed URLs, user info) a failing path or error carried:
+// every dead letter of both the pipeline and the in-process path is
+// written here.
 func WriteDeadLetter(ctx context.Context, st *storage.Store, out string, d DeadLetter) error {
+	d.Reason = storage.Redact(d.Reason)
 	raw, err := json.Marshal(d)
 	if err != nil {
 		return err

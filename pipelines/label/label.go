@@ -535,9 +535,6 @@ func runBeam(ctx context.Context, todo []dataset.Record, o Options, m *model.Mod
 // not come from here.
 func readMetrics(r metrics.Results, rec *RunRecord) {
 	c := &rec.Counts
-	if c.Failed == nil {
-		c.Failed = map[string]int64{}
-	}
 	fields := map[string]*int64{
 		transforms.MetricViews:           &c.ViewsInferred,
 		transforms.MetricSaliencyMissing: &c.SaliencyMissing,
@@ -605,7 +602,7 @@ func runInProcess(ctx context.Context, st *storage.Store, todo []dataset.Record,
 			for r := range jobs {
 				img, err := transforms.LoadImage(ctx, st, r, o.Dataset.MaxPixels)
 				if err != nil {
-					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageLoad, Reason: storage.Redact(err.Error())})
+					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageLoad, Reason: err.Error()})
 					continue
 				}
 				meta := transforms.LookupSaliency(ctx, st, img, o.Label.Background == "saliency", o.Dataset.MaxPixels)
@@ -615,14 +612,13 @@ func runInProcess(ctx context.Context, st *storage.Store, todo []dataset.Record,
 				for _, v := range views {
 					vc, err := transforms.InferViews(e, []transforms.View{v}, 1)
 					if err != nil {
-						dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageInfer, Reason: storage.Redact(fmt.Sprintf("view %d: %v", v.Spec.Index, err))})
+						dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageInfer, Reason: fmt.Sprintf("view %d: %v", v.Spec.Index, err)})
 						ok = false
 						break
 					}
 					cams = append(cams, vc...)
 				}
 				count(func() {
-					c.ImagesRead++
 					c.ViewsInferred += int64(len(cams))
 					switch meta.SalStatus {
 					case transforms.SalNone, transforms.SalMissing:
@@ -636,19 +632,16 @@ func runInProcess(ctx context.Context, st *storage.Store, todo []dataset.Record,
 				}
 				lab, err := transforms.Fuse(meta, cams, classes, fopts)
 				if err != nil {
-					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageFuse, Reason: storage.Redact(err.Error())})
+					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageFuse, Reason: err.Error()})
 					continue
 				}
 				if err := transforms.WriteLabel(ctx, st, o.Label.Out, lab); err != nil {
-					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageWrite, Reason: storage.Redact(err.Error())})
+					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageWrite, Reason: err.Error()})
 					continue
 				}
-				count(func() {
-					c.LabelsWritten++
-					if lab.Rule == "threshold(fallback)" {
-						c.Fallback++
-					}
-				})
+				if lab.Rule == "threshold(fallback)" {
+					count(func() { c.Fallback++ })
+				}
 				transforms.CountWritten()
 			}
 		}()
