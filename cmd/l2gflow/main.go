@@ -11,7 +11,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 	"io"
 	"log/slog"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 
 	"github.com/l2gflow/l2gflow/config"
 )

@@ -244,29 +244,15 @@ func Run(ctx context.Context, o Options) (*RunRecord, error) {
 	} else {
 		rec.DeadLetters = dead
 	}
-	// Images, labels and failures are counted from the outcome, exactly:
-	// the jobs succeeded, so every submitted image ended as a label or as
-	// dead letters. Runner metrics are not used for these: prism drops a
-	// bundle's counters when bundles reporting a metric for the first time
-	// finish together (seen under load), and a count of labels must not
-	// depend on that.
-	rec.Counts.Failed = map[string]int64{}
+	// The images whose outcome this run knows: none when the runner did
+	// not wait for the job.
+	done := todo
 	if rec.Detached {
-		todo = nil // nothing is known of the job's outcome here
+		done = nil
 		o.logf("label: the runner returned without waiting for the job (dry run or asynchronous): its labels and failures are not counted here")
 	}
-	failedIDs := map[string]bool{}
-	loadFailed := 0
-	for _, d := range dead {
-		rec.Counts.Failed[d.Stage]++
-		if !failedIDs[d.ID] && d.Stage == transforms.StageLoad {
-			loadFailed++
-		}
-		failedIDs[d.ID] = true
-	}
-	rec.Counts.LabelsWritten = int64(len(todo) - len(failedIDs))
-	rec.Counts.ImagesRead = int64(len(todo) - loadFailed)
-	if _, err := writeIndex(ctx, st, o.Label.Out, m.SHA256, runID, todo, dead); err != nil {
+	countOutcome(&rec.Counts, len(done), dead)
+	if _, err := writeIndex(ctx, st, o.Label.Out, m.SHA256, runID, done, dead); err != nil {
 		return nil, err
 	}
 	rec.Counts.StorageRetries += st.Retries() - retries0
@@ -527,12 +513,33 @@ func runBeam(ctx context.Context, todo []dataset.Record, o Options, m *model.Mod
 	return nil
 }
 
+// countOutcome counts images read, labels written and failures per stage
+// exactly from the outcome of done images whose jobs succeeded: each ended
+// as a label or as dead letters. Runner metrics are not used for these:
+// prism drops a bundle's counters when bundles reporting a metric for the
+// first time finish together (seen under load), and a count of labels
+// must not depend on that.
+func countOutcome(c *Counts, done int, dead []transforms.DeadLetter) {
+	c.Failed = map[string]int64{}
+	failedIDs := map[string]bool{}
+	loadFailed := 0
+	for _, d := range dead {
+		c.Failed[d.Stage]++
+		if !failedIDs[d.ID] && d.Stage == transforms.StageLoad {
+			loadFailed++
+		}
+		failedIDs[d.ID] = true
+	}
+	c.LabelsWritten = int64(done - len(failedIDs))
+	c.ImagesRead = int64(done - loadFailed)
+}
+
 // readMetrics adds the counts only the runner knows (views inferred,
 // saliency statuses, storage retries, inference batches) from the
 // pipeline's committed (or, where a runner only has those, attempted)
 // metrics, matched by namespace and name. On prism these can under-count
-// when bundles finish together (see Run); the image and label counts do
-// not come from here.
+// when bundles finish together (see countOutcome); the image and label
+// counts do not come from here.
 func readMetrics(r metrics.Results, rec *RunRecord) {
 	c := &rec.Counts
 	fields := map[string]*int64{
@@ -547,7 +554,7 @@ func readMetrics(r metrics.Results, rec *RunRecord) {
 			continue
 		}
 		// Images read, labels written and failures per stage are counted
-		// exactly from the outcome instead (see Run).
+		// exactly from the outcome instead (see countOutcome).
 		if f, ok := fields[cr.Name()]; ok {
 			*f += cr.Result()
 		}
