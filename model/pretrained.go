@@ -232,23 +232,23 @@ func fromONNX(convs []torchConv, g *weights.Graph, rep *ImportReport) (map[strin
 		case c.BN != nil:
 			put("gamma", c.BN.Scale.Data)
 			put("beta", c.BN.Bias.Data)
-			put("mean", c.BN.Mean.Data)
+			mean := c.BN.Mean.Data
+			if c.Bias != nil {
+				// A bias before batch norm shifts the mean it subtracts.
+				mean = slices.Clone(mean)
+				for j := range mean {
+					if j < len(c.Bias.Data) {
+						mean[j] -= c.Bias.Data[j]
+					}
+				}
+			}
+			put("mean", mean)
 			// Keep the file's epsilon: var + eps stays the same.
 			v := slices.Clone(c.BN.Var.Data)
 			for j := range v {
 				v[j] += c.BN.Epsilon - bnEps
 			}
 			put("var", v)
-			if c.Bias != nil {
-				// A bias before batch norm shifts the mean it subtracts.
-				m := slices.Clone(c.BN.Mean.Data)
-				for j := range m {
-					if j < len(c.Bias.Data) {
-						m[j] -= c.Bias.Data[j]
-					}
-				}
-				put("mean", m)
-			}
 		default:
 			ones, zeros, unit := make([]float32, out), make([]float32, out), make([]float32, out)
 			for j := range out {
