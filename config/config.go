@@ -43,7 +43,10 @@ type Dataset struct {
 type Synth struct {
 	Out    string `yaml:"out"`    // output root
 	Images int    `yaml:"images"` // number of images, default 2000
-	Size   int    `yaml:"size"`   // image side in pixels, default 128
+	// Size is the typical long side in pixels (default 128): each image
+	// gets its own size around it, as photos do, unless FixedSize.
+	Size      int  `yaml:"size"`
+	FixedSize bool `yaml:"fixed_size"` // every image Size x Size
 	// Classes is the number of foreground classes (2-20), default 6.
 	Classes int   `yaml:"classes"`
 	Seed    int64 `yaml:"seed"` // default 1
@@ -145,7 +148,22 @@ type Label struct {
 	// a count ("10"), a fraction ("0.01") or a percentage ("1%"). Empty:
 	// no limit.
 	MaxFailures string `yaml:"max_failures"`
-	BatchSize   int    `yaml:"batch_size"` // inference batch
+	// BatchSize is the largest inference batch (views of one bucket).
+	BatchSize int `yaml:"batch_size"`
+	// BatchPixels sets each bucket's batch: the largest power of two of
+	// views whose padded pixels fit, at most BatchSize (default 16384:
+	// views up to about 64x64 run several at a time, larger ones alone,
+	// which measured fastest).
+	BatchPixels int `yaml:"batch_pixels"`
+	// BucketsPerOctave is the number of canonical view sides per doubling
+	// of size: views are padded to the next one (default 8: at most 1/8 of
+	// a side). More buckets pad less and compile more graphs.
+	BucketsPerOctave int `yaml:"buckets_per_octave"`
+	// BucketMaxAspect is the most elongated bucket (default 2).
+	BucketMaxAspect float64 `yaml:"bucket_max_aspect"`
+	// MaxViewPixels scales down any inference view larger than this
+	// (default 1048576 = 1024x1024; a 500x375 image at scale 2 is 750000).
+	MaxViewPixels int `yaml:"max_view_pixels"`
 	// ChunkSize splits a job on a local runner (prism, direct), which keeps
 	// every stage's output in memory, into jobs of this many images, so
 	// that memory stays flat as the dataset grows. 0 = one job.
@@ -187,6 +205,7 @@ func Default() Config {
 		Label: Label{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true, LocalViews: "none",
 			LocalCombine: "sum", Background: "threshold", BgThreshold: 0.25,
 			SaliencyThreshold: 0.2, CAMThreshold: 0.1, SaliencyFallback: "threshold", BatchSize: 8,
+			BatchPixels: 16384, BucketsPerOctave: 8, BucketMaxAspect: 2, MaxViewPixels: 1 << 20,
 			ChunkSize: 500},
 		Eval:   Eval{SweepFrom: 0.05, SweepTo: 0.50, SweepStep: 0.05},
 		Runner: Runner{Backend: "go:parallelism=-1"},

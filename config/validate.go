@@ -160,7 +160,11 @@ func (cfg *Config) Validate(sections Section) error {
 		c.floatRange("label.saliency_threshold", l.SaliencyThreshold, 0, 1)
 		c.floatRange("label.cam_threshold", l.CAMThreshold, 0, 1)
 		c.oneOf("label.saliency_fallback", l.SaliencyFallback, "threshold", "skip")
-		c.intRange("label.batch_size", l.BatchSize, 1, 1024)
+		c.intRange("label.batch_size", l.BatchSize, 1, 256)
+		c.intRange("label.batch_pixels", l.BatchPixels, 1, 1<<30)
+		c.intRange("label.buckets_per_octave", l.BucketsPerOctave, 1, 32)
+		c.floatRange("label.bucket_max_aspect", l.BucketMaxAspect, 1, 8)
+		c.intRange("label.max_view_pixels", l.MaxViewPixels, 4096, 1<<30)
 		c.intRange("label.chunk_size", l.ChunkSize, 0, 1<<30)
 	}
 	if sections&SectionEval != 0 {

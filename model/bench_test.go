@@ -79,7 +79,7 @@ func BenchmarkCAMInference(b *testing.B) {
 	specs, _ := net.ParamSpecs(backend, GlobalPrefix)
 	m := &Model{Net: net, Params: InitParams(specs, 1)}
 	m.Manifest = testManifest(6)
-	e, err := NewEngine(backend, m)
+	e, err := NewEngine(backend, m, EngineOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,9 +1,14 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/gomlx/compute"
 
@@ -21,6 +26,11 @@ type ViewSpec struct {
 	Y0    int     `json:"y,omitempty"` // local crop box
 	X0    int     `json:"x,omitempty"`
 	Size  int     `json:"n,omitempty"`
+	// InH and InW are the view's input size: the image (or crop box) at
+	// Scale, scaled down further when it exceeds the view size limit
+	// (BucketOptions.FitView).
+	InH int `json:"h"`
+	InW int `json:"w"`
 	// Of is the number of views of the image: fusion refuses an image
 	// some of whose views are missing rather than label it from fewer.
 	Of int `json:"o,omitempty"`
@@ -35,6 +45,9 @@ type ViewOptions struct {
 	LocalSize  int // crop side in pixels (default: the model's training view size, else half the image)
 	// LocalCombine merges local crops with the whole-image map: Sum or Max.
 	LocalCombine maps.Combine
+	// Limits caps each view's input size (MaxViewPixels and the longest
+	// bucket side); zero fields take the defaults.
+	Limits BucketOptions
 }
 
 // Views lists the views of an h x w image.
@@ -49,9 +62,10 @@ func (o ViewOptions) Views(h, w int) []ViewSpec {
 func (o ViewOptions) views(h, w int) []ViewSpec {
 	var out []ViewSpec
 	for _, s := range o.Scales {
-		out = append(out, ViewSpec{Index: len(out), Scale: s})
+		vh, vw := o.Limits.FitView(viewSize(h, w, s))
+		out = append(out, ViewSpec{Index: len(out), Scale: s, InH: vh, InW: vw})
 		if o.Flip {
-			out = append(out, ViewSpec{Index: len(out), Scale: s, Flip: true})
+			out = append(out, ViewSpec{Index: len(out), Scale: s, Flip: true, InH: vh, InW: vw})
 		}
 	}
 	if o.LocalViews == "" || o.LocalViews == "none" {
@@ -68,9 +82,10 @@ func (o ViewOptions) views(h, w int) []ViewSpec {
 	default: // grid: overlapping crops covering the image, stride n/2
 		ys, xs = gridStarts(h, n), gridStarts(w, n)
 	}
+	vh, vw := o.Limits.FitView(n, n)
 	for _, y := range ys {
 		for _, x := range xs {
-			out = append(out, ViewSpec{Index: len(out), Local: true, Y0: y, X0: x, Size: n, Scale: 1})
+			out = append(out, ViewSpec{Index: len(out), Local: true, Y0: y, X0: x, Size: n, Scale: 1, InH: vh, InW: vw})
 		}
 	}
 	return out
@@ -90,20 +105,23 @@ func gridStarts(total, n int) []int {
 	}
 }
 
-// viewSize is the input size of a whole-image view at a scale (at least
-// 8 px a side).
+// viewSize is the size of an image at a scale (at least 8 px a side).
 func viewSize(h, w int, scale float64) (int, int) {
 	return max(8, int(math.Round(float64(h)*scale))), max(8, int(math.Round(float64(w)*scale)))
 }
 
-// PrepareView cuts a view's input from the normalised image.
+// PrepareView cuts a view's input from the normalised image: its region
+// (the image or the crop box) resized to the view's input size, mirrored
+// if asked.
 func PrepareView(img *maps.Map, v ViewSpec) *maps.Map {
 	var out *maps.Map
 	if v.Local {
 		out = maps.Crop(img, v.Y0, v.X0, v.Size, v.Size)
+		if v.InH != v.Size || v.InW != v.Size {
+			out = maps.Resize(out, v.InH, v.InW)
+		}
 	} else {
-		h, w := viewSize(img.H, img.W, v.Scale)
-		out = maps.Resize(img, h, w)
+		out = maps.Resize(img, v.InH, v.InW)
 	}
 	if v.Flip {
 		out = maps.FlipH(out)
@@ -203,28 +221,87 @@ func (f *Fuser) Result(tags []int) *maps.Map {
 	return out
 }
 
-// Engine infers CAMs with a loaded model. One compiled executable (per
-// input shape) serves any number of goroutines.
+// EngineOptions configure an inference engine.
+type EngineOptions struct {
+	Buckets BucketOptions
+	// Concurrency is the number of batches run at once in the process
+	// (default GOMAXPROCS): every caller of Infer shares this one limit.
+	Concurrency int
+}
+
+// Engine infers CAMs with a loaded model on views of any size. Each view
+// is padded to its bucket (see Buckets), views of one bucket are batched
+// together, and every bucket shape is compiled when the engine is made,
+// so the number of compiled graphs is set by the options, never by the
+// data. An Engine is safe for concurrent use; it bounds the batches
+// running at once itself.
 type Engine struct {
 	Model   *Model
 	fwd     *Forward
+	buckets *Buckets
+	stride  int
 	mean    [3]float32
 	std     [3]float32
 	classes int
+	slots   chan struct{}
+	stats   engineCounters
 }
 
-// NewEngine compiles inference for a model.
-func NewEngine(backend compute.Backend, m *Model) (*Engine, error) {
+// NewEngine prepares inference for a model: it compiles every bucket's
+// shapes up front.
+func NewEngine(backend compute.Backend, m *Model, o EngineOptions) (*Engine, error) {
+	buckets, err := NewBuckets(o.Buckets)
+	if err != nil {
+		return nil, err
+	}
 	fwd, err := NewForward(backend, m.Net, m.Params, GlobalPrefix)
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{Model: m, fwd: fwd, classes: len(m.Manifest.Classes)}
+	fwd.SetMaxCompiled(buckets.Len() + 16)
+	// Compile on every core: each graph takes about a millisecond.
+	type job struct{ n, h, w int }
+	jobs := make(chan job)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if err := fwd.Compile(j.n, j.h, j.w); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for _, b := range buckets.List() {
+		jobs <- job{b.Batch, b.H, b.W}
+	}
+	close(jobs)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return nil, err
+	default:
+	}
+	conc := o.Concurrency
+	if conc <= 0 {
+		conc = runtime.GOMAXPROCS(0)
+	}
+	e := &Engine{Model: m, fwd: fwd, buckets: buckets, stride: m.Net.Arch.TotalStride(),
+		classes: len(m.Manifest.Classes), slots: make(chan struct{}, conc)}
 	for i := 0; i < 3; i++ {
 		e.mean[i], e.std[i] = float32(m.Manifest.Input.Mean[i]), float32(m.Manifest.Input.Std[i])
 	}
 	return e, nil
 }
+
+// Buckets returns the engine's bucket set.
+func (e *Engine) Buckets() *Buckets { return e.buckets }
 
 // Normalize converts an RGB image with the model's normalisation.
 func (e *Engine) Normalize(img *imagefile.RGB) *maps.Map {
@@ -236,50 +313,169 @@ func (e *Engine) Normalize(img *imagefile.RGB) *maps.Map {
 	return m
 }
 
-// InferBatch runs the network on same-sized views and returns each one's
-// foreground CAMs (the C class maps, background dropped).
-func (e *Engine) InferBatch(views []*maps.Map) ([]*maps.Map, error) {
-	if len(views) == 0 {
-		return nil, nil
+// Infer runs the network on views of any sizes (normalised RGB maps as
+// PrepareView gives) and returns each one's foreground CAM (the C class
+// maps, background dropped) at ceil(size / TotalStride): what an unpadded
+// run of the view alone gives. Views are grouped by bucket into batches,
+// which run concurrently within the engine's limit.
+func (e *Engine) Infer(views []*maps.Map) ([]*maps.Map, error) {
+	type batch struct {
+		b   Bucket
+		idx []int
 	}
-	h, w := views[0].H, views[0].W
-	x := make([]float32, 0, len(views)*h*w*3)
-	for _, v := range views {
-		if v.H != h || v.W != w || v.C != 3 {
-			return nil, fmt.Errorf("batch mixes view sizes %dx%d and %dx%dx%d", h, w, v.H, v.W, v.C)
+	groups := map[[2]int]*batch{}
+	var order [][2]int
+	for i, v := range views {
+		if v.C != 3 || v.H <= 0 || v.W <= 0 {
+			return nil, fmt.Errorf("view %d: %dx%dx%d is not an RGB image", i, v.H, v.W, v.C)
 		}
-		x = append(x, v.Pix...)
+		b, err := e.buckets.For(v.H, v.W)
+		if err != nil {
+			return nil, fmt.Errorf("view %d: %w", i, err)
+		}
+		k := [2]int{b.H, b.W}
+		if groups[k] == nil {
+			groups[k] = &batch{b: b}
+			order = append(order, k)
+		}
+		groups[k].idx = append(groups[k].idx, i)
 	}
-	cam, dims, _, err := e.fwd.Run(x, len(views), h, w)
-	if err != nil {
-		return nil, err
+	var batches []batch
+	for _, k := range order {
+		g := groups[k]
+		for from := 0; from < len(g.idx); from += g.b.Batch {
+			batches = append(batches, batch{b: g.b, idx: g.idx[from:min(len(g.idx), from+g.b.Batch)]})
+		}
 	}
-	ch, cw, k := dims[1], dims[2], dims[3]
 	out := make([]*maps.Map, len(views))
-	for i := range views {
-		m := maps.New(ch, cw, e.classes)
-		for p := 0; p < ch*cw; p++ {
-			copy(m.Pix[p*e.classes:(p+1)*e.classes], cam[(i*ch*cw+p)*k:(i*ch*cw+p)*k+e.classes])
-		}
-		out[i] = m
+	errs := make([]error, len(batches))
+	var wg sync.WaitGroup
+	for bi, bt := range batches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.slots <- struct{}{}
+			defer func() { <-e.slots }()
+			errs[bi] = e.runBatch(bt.b, bt.idx, views, out)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
-// CAM computes an image's fused CAM in process: every view inferred one by
-// one, restored and fused in order. The labeling pipeline does the same
+// runBatch pads views[idx] into one input of bucket b (zeros beyond each
+// view, and zero views up to the bucket's batch size), runs it and stores
+// each view's CAM, cut to its real region, in out.
+func (e *Engine) runBatch(b Bucket, idx []int, views, out []*maps.Map) error {
+	n := b.Batch
+	x := make([]float32, n*b.H*b.W*3)
+	real := make([][2]int, n)
+	var realPx int64
+	for j, i := range idx {
+		v := views[i]
+		base := j * b.H * b.W * 3
+		for y := 0; y < v.H; y++ {
+			copy(x[base+y*b.W*3:base+y*b.W*3+v.W*3], v.Pix[y*v.W*3:(y+1)*v.W*3])
+		}
+		real[j] = [2]int{v.H, v.W}
+		realPx += int64(v.H * v.W)
+	}
+	start := time.Now()
+	cam, dims, _, err := e.fwd.Run(x, n, b.H, b.W, real)
+	if err != nil {
+		return err
+	}
+	e.stats.add(len(idx), realPx, int64(n*b.H*b.W), time.Since(start))
+	ch, cw, k := dims[1], dims[2], dims[3]
+	for j, i := range idx {
+		v := views[i]
+		rh, rw := ceilDiv(v.H, e.stride), ceilDiv(v.W, e.stride)
+		m := maps.New(rh, rw, e.classes)
+		for y := 0; y < rh; y++ {
+			for x := 0; x < rw; x++ {
+				p := (j*ch+y)*cw + x
+				copy(m.Pix[(y*rw+x)*e.classes:(y*rw+x+1)*e.classes], cam[p*k:p*k+e.classes])
+			}
+		}
+		out[i] = m
+	}
+	return nil
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// EngineStats are an engine's counts since it was made.
+type EngineStats struct {
+	Buckets int `json:"buckets"` // bucket shapes, one compiled graph each
+	// Options are the bucket options in effect.
+	Options BucketOptions `json:"options"`
+	Views   int64         `json:"views"`
+	Batches int64         `json:"batches"`
+	// RealPixels are the views' own pixels; InputPixels what the network
+	// ran on (buckets' padding and zero views that fill a batch included).
+	RealPixels  int64   `json:"real_pixels"`
+	InputPixels int64   `json:"input_pixels"`
+	BatchSecs   float64 `json:"batch_secs"` // summed batch run time
+}
+
+// PaddingOverhead is InputPixels / RealPixels (1 = no padding).
+func (s EngineStats) PaddingOverhead() float64 {
+	if s.RealPixels == 0 {
+		return 0
+	}
+	return float64(s.InputPixels) / float64(s.RealPixels)
+}
+
+// Sub returns the counts of s since an earlier snapshot.
+func (s EngineStats) Sub(before EngineStats) EngineStats {
+	s.Views -= before.Views
+	s.Batches -= before.Batches
+	s.RealPixels -= before.RealPixels
+	s.InputPixels -= before.InputPixels
+	s.BatchSecs -= before.BatchSecs
+	return s
+}
+
+type engineCounters struct {
+	views, batches, real, input, nanos atomic.Int64
+}
+
+func (c *engineCounters) add(views int, real, input int64, d time.Duration) {
+	c.views.Add(int64(views))
+	c.batches.Add(1)
+	c.real.Add(real)
+	c.input.Add(input)
+	c.nanos.Add(int64(d))
+}
+
+// Stats returns the engine's counts so far.
+func (e *Engine) Stats() EngineStats {
+	return EngineStats{Buckets: e.buckets.Len(), Options: e.buckets.Options,
+		Views: e.stats.views.Load(), Batches: e.stats.batches.Load(), RealPixels: e.stats.real.Load(),
+		InputPixels: e.stats.input.Load(), BatchSecs: time.Duration(e.stats.nanos.Load()).Seconds()}
+}
+
+// CAM computes an image's fused CAM in process: its views inferred,
+// restored and fused in order. The labeling pipeline does the same
 // steps as separate Beam stages.
 func (e *Engine) CAM(img *imagefile.RGB, tags []int, opts ViewOptions) (*maps.Map, error) {
 	norm := e.Normalize(img)
 	f := NewFuser(img.H, img.W, e.classes, opts.LocalCombine)
 	views := opts.Views(img.H, img.W)
 	slices.SortFunc(views, func(a, b ViewSpec) int { return a.Index - b.Index })
-	for _, v := range views {
-		cams, err := e.InferBatch([]*maps.Map{PrepareView(norm, v)})
-		if err != nil {
-			return nil, err
-		}
-		if err := f.Add(v, RestoreView(cams[0], v, img.H, img.W)); err != nil {
+	inputs := make([]*maps.Map, len(views))
+	for i, v := range views {
+		inputs[i] = PrepareView(norm, v)
+	}
+	cams, err := e.Infer(inputs)
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range views {
+		if err := f.Add(v, RestoreView(cams[i], v, img.H, img.W)); err != nil {
 			return nil, err
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"slices"
 
 	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 )
@@ -20,9 +22,10 @@ type Forward struct {
 	exec   *graph.Exec
 }
 
-// maxCompiledShapes bounds the compiled graphs kept per Forward: one per
-// distinct input shape (batch and image size).
-const maxCompiledShapes = 64
+// defaultMaxCompiled bounds the compiled graphs kept per Forward (one per
+// distinct input shape: batch and image size) unless SetMaxCompiled
+// raises it; the inference engine sets it from its bucket set.
+const defaultMaxCompiled = 64
 
 // NewForward prepares inference of net with the parameters under prefix.
 func NewForward(backend compute.Backend, net *Net, params *Params, prefix string) (*Forward, error) {
@@ -51,32 +54,69 @@ func NewForward(backend compute.Backend, net *Net, params *Params, prefix string
 	}
 	f.exec, err = graph.NewExec(backend, func(g *graph.Graph, inputs []*Node) []*Node {
 		ps := &paramSource{g: g, nodes: bindParams(specs, inputs)}
-		out := net.forward(&layerBuilder{ps: ps, prefix: prefix}, inputs[len(specs)])
+		x, valid := inputs[len(specs)], inputs[len(specs)+1]
+		out := net.forward(&layerBuilder{ps: ps, prefix: prefix, mask: newPadMask(x, valid)}, x)
 		return []*Node{out.CAM, out.Logits}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("compile inference: %w", err)
 	}
-	f.exec.SetMaxCache(maxCompiledShapes)
+	f.exec.SetMaxCache(defaultMaxCompiled)
 	return f, nil
 }
 
-// Run infers a batch x of n normalised h x w RGB images (NHWC). It returns
-// the CAMs [n, h', w', C+1] flat with their dimensions, and the image
-// logits [n, C].
-func (f *Forward) Run(x []float32, n, h, w int) (cam []float32, dims []int, logits []float32, err error) {
+// SetMaxCompiled sets how many input shapes may be compiled.
+func (f *Forward) SetMaxCompiled(n int) { f.exec.SetMaxCache(n) }
+
+// Compile compiles the graph for a batch of n h x w inputs ahead of use.
+func (f *Forward) Compile(n, h, w int) error {
+	in := make([]shapes.Shape, 0, len(f.params)+2)
+	for _, p := range f.params {
+		in = append(in, p.Shape())
+	}
+	in = append(in, shapes.Make(dtypes.Float32, n, h, w, 3), shapes.Make(dtypes.Float32, n, 2))
+	if _, err := f.exec.Compile(in...); err != nil {
+		return fmt.Errorf("compile inference for %d x %dx%d: %w", n, h, w, err)
+	}
+	return nil
+}
+
+// Run infers a batch x of n normalised h x w RGB images (NHWC). Each
+// image may be padded: real gives its real height and width (nil: all are
+// h x w), the padding at its bottom and right must be zeros, and its CAM
+// on the real region is then what an unpadded run gives (see padMask). It
+// returns the CAMs [n, h', w', C+1] flat with their dimensions (each
+// image's real part is its top-left ceil(real/t) corner, t the network's
+// TotalStride), and the image logits [n, C] over the real regions.
+func (f *Forward) Run(x []float32, n, h, w int, real [][2]int) (cam []float32, dims []int, logits []float32, err error) {
 	if len(x) != n*h*w*3 {
 		return nil, nil, nil, fmt.Errorf("input has %d values, want %d", len(x), n*h*w*3)
 	}
+	if real != nil && len(real) != n {
+		return nil, nil, nil, fmt.Errorf("%d real sizes for %d inputs", len(real), n)
+	}
+	sizes := make([]float32, 2*n)
+	for i := range n {
+		rh, rw := h, w
+		if real != nil {
+			rh, rw = real[i][0], real[i][1]
+		}
+		if rh < 0 || rw < 0 || rh > h || rw > w {
+			return nil, nil, nil, fmt.Errorf("input %d: real size %dx%d outside %dx%d", i, rh, rw, h, w)
+		}
+		sizes[2*i], sizes[2*i+1] = float32(rh), float32(rw)
+	}
 	in := tensors.FromFlatDataAndDimensions(x, n, h, w, 3)
-	// Release the input's backend buffer now rather than at garbage
-	// collection: with shared buffers it would otherwise pile up.
+	valid := tensors.FromFlatDataAndDimensions(sizes, n, 2)
+	// Release the inputs' backend buffers now rather than at garbage
+	// collection: with shared buffers they would otherwise pile up.
 	defer in.FinalizeAll()
-	args := make([]any, 0, len(f.params)+1)
+	defer valid.FinalizeAll()
+	args := make([]any, 0, len(f.params)+2)
 	for _, p := range f.params {
 		args = append(args, p)
 	}
-	args = append(args, in)
+	args = append(args, in, valid)
 	outs, err := f.exec.Exec(args...)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("inference: %w", err)

@@ -275,9 +275,15 @@ func (l *Loader) prepare(ctx context.Context, rec dataset.Record, r *rand.Rand) 
 	target := float64(s) * (1 + 0.25*r.Float64())
 	nh := max(s, int(float64(img.H)*target/float64(short)+0.5))
 	nw := max(s, int(float64(img.W)*target/float64(short)+0.5))
-	img = maps.Resize(img, nh, nw)
 	y0, x0 := r.IntN(nh-s+1), r.IntN(nw-s+1)
-	img = maps.Crop(img, y0, x0, s, s)
+	// The s x s crop of the image resized to nh x nw, computed for the
+	// crop alone: the same samples as resizing the whole image and
+	// cropping, without resizing all of a large or elongated photo.
+	fy, fx := float64(img.H)/float64(nh), float64(img.W)/float64(nw)
+	box := func(m *maps.Map) *maps.Map {
+		return maps.CropResize(m, float64(y0)*fy, float64(x0)*fx, float64(s)*fy, float64(s)*fx, s, s)
+	}
+	img = box(img)
 	flip := r.IntN(2) == 1
 	if flip {
 		img = maps.FlipH(img)
@@ -291,7 +297,7 @@ func (l *Loader) prepare(ctx context.Context, rec dataset.Record, r *rand.Rand) 
 		return smp, nil
 	}
 	if sal != nil {
-		sal = maps.Crop(maps.Resize(sal, nh, nw), y0, x0, s, s)
+		sal = box(sal)
 		if flip {
 			sal = maps.FlipH(sal)
 		}

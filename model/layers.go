@@ -139,6 +139,9 @@ type layerBuilder struct {
 	training bool
 	frozenBN bool // batch norm uses and keeps its running statistics
 	group    Group
+	// mask, in padded inference, zeroes the padding before every layer
+	// that reads neighbours (nil: the input is not padded).
+	mask *padMask
 }
 
 func (b *layerBuilder) name(n string) string { return b.prefix + n }
@@ -147,6 +150,9 @@ func (b *layerBuilder) name(n string) string { return b.prefix + n }
 func (b *layerBuilder) conv(name string, x *Node, k, cout, stride, dilation int) *Node {
 	cin := x.Shape().Dimensions[3]
 	w := b.ps.get(ParamSpec{Name: b.name(name + "/w"), Shape: []int{k, k, cin, cout}, Init: InitHe, FanIn: k * k * cin, Group: b.group})
+	if k > 1 {
+		x = b.mask.apply(x)
+	}
 	return Conv2D(x, w, stride, dilation)
 }
 

@@ -133,7 +133,7 @@ func runForward(backend compute.Backend, net *Net, p *Params, prefix string, _ b
 	if err != nil {
 		return forwardOut{}, err
 	}
-	cam, dims, logits, err := f.Run(x, n, h, w)
+	cam, dims, logits, err := f.Run(x, n, h, w, nil)
 	if err != nil {
 		return forwardOut{}, err
 	}

@@ -93,6 +93,20 @@ func (a Arch) Validate() error {
 	return nil
 }
 
+// TotalStride is the ratio of the input size to the feature map's: an h x
+// w input gives a ceil(h/t) x ceil(w/t) CAM.
+func (a Arch) TotalStride() int {
+	t := 2
+	if a.StemPool {
+		t *= 2
+	}
+	strides, _ := a.stageStrides()
+	for _, s := range strides {
+		t *= s
+	}
+	return t
+}
+
 // Net is a CAM classifier: a backbone and a 1x1 convolution to C+1 maps
 // (the last is background).
 type Net struct {
@@ -125,7 +139,7 @@ func (n *Net) forward(b *layerBuilder, x *Node) Output {
 	w := head.ps.get(ParamSpec{Name: head.name("classifier/w"), Shape: []int{1, 1, cin, n.Classes + 1}, Init: InitSmall, FanIn: cin, Group: Head})
 	cam := Conv2D(y, w, 1, 1)
 	fg := graph.Slice(cam, graph.AxisRange(), graph.AxisRange(), graph.AxisRange(), graph.AxisRange(0, n.Classes))
-	return Output{CAM: cam, Logits: graph.ReduceMean(fg, 1, 2)}
+	return Output{CAM: cam, Logits: b.mask.mean(fg)}
 }
 
 // backbone builds the feature extractor: stem and stages, [N,h,w,C].
@@ -136,7 +150,7 @@ func (n *Net) backbone(b *layerBuilder, x *Node) *Node {
 	if a.StemPool {
 		// PyTorch's MaxPool2d(3, stride 2, padding 1); inputs are >= 0
 		// after the ReLU, so padding cannot win the max.
-		y = graph.MaxPool(y).Window(3).Strides(2).PaddingPerDim([][2]int{{1, 1}, {1, 1}}).Done()
+		y = graph.MaxPool(b.mask.apply(y)).Window(3).Strides(2).PaddingPerDim([][2]int{{1, 1}, {1, 1}}).Done()
 	}
 	strides, dils := a.stageStrides()
 	for s, depth := range a.Depths {

@@ -149,9 +149,11 @@ func LookupSaliencyMaps(s beam.Scope, images beam.PCollection, needed bool, maxP
 // --- Inference ---
 
 type inferFn struct {
-	Model     string // artifact URI
-	Backend   string
-	BatchSize int
+	Model   string // artifact URI
+	Backend string
+	// Engine is model.EngineOptions as JSON (DoFn fields must be simple).
+	Engine string
+	opts   model.EngineOptions
 
 	engine  *model.Engine
 	pending map[string][]View // by input shape
@@ -173,7 +175,10 @@ type inferResult struct {
 }
 
 func (f *inferFn) Setup(ctx context.Context) error {
-	e, err := LoadEngine(ctx, f.Model, f.Backend)
+	if err := json.Unmarshal([]byte(f.Engine), &f.opts); err != nil {
+		return err
+	}
+	e, err := LoadEngine(ctx, f.Model, f.Backend, f.opts)
 	if err != nil {
 		return err
 	}
@@ -186,14 +191,16 @@ func (f *inferFn) StartBundle(ctx context.Context, emit func(string, ViewCAM), d
 	f.slots = make(chan struct{}, runtime.GOMAXPROCS(0))
 }
 
-func shapeKey(v View) string {
-	return fmt.Sprintf("%dx%d/%g/%v/%d", v.W, v.H, v.Spec.Scale, v.Spec.Local, v.Spec.Size)
-}
-
 func (f *inferFn) ProcessElement(ctx context.Context, v View, emit func(string, ViewCAM), dead func(DeadLetter)) {
-	k := shapeKey(v)
+	b, err := f.engine.Buckets().For(v.Spec.InH, v.Spec.InW)
+	if err != nil {
+		failed(StageInfer).Inc(ctx, 1)
+		dead(DeadLetter{ID: v.ID, Stage: StageInfer, Reason: fmt.Sprintf("view %d: %v", v.Spec.Index, err)})
+		return
+	}
+	k := fmt.Sprintf("%dx%d", b.H, b.W)
 	f.pending[k] = append(f.pending[k], v)
-	if len(f.pending[k]) >= max(1, f.BatchSize) {
+	if len(f.pending[k]) >= b.Batch {
 		f.submit(k)
 	}
 	f.drain(ctx, emit, dead)
@@ -211,7 +218,7 @@ func (f *inferFn) submit(k string) {
 	go func() {
 		defer f.inflight.Done()
 		start := time.Now()
-		cams, err := InferViews(f.engine, views, f.BatchSize)
+		cams, err := InferViews(f.engine, views)
 		f.mu.Lock()
 		f.done = append(f.done, inferResult{views: views, cams: cams, err: err, elapsed: time.Since(start)})
 		f.mu.Unlock()
@@ -250,12 +257,13 @@ func (f *inferFn) FinishBundle(ctx context.Context, emit func(string, ViewCAM), 
 	f.drain(ctx, emit, dead)
 }
 
-// InferCAMs runs the model on the views in batches of same-shaped views.
-// The model is loaded once per worker process and shared by all bundles.
-// CAMs leave the stage zstd-compressed, keyed by image id.
-func InferCAMs(s beam.Scope, views beam.PCollection, modelURI, backend string, batch int) (cams, dead beam.PCollection) {
+// InferCAMs runs the model on the views in batches of views of one
+// bucket. The model is loaded once per worker process and shared by all
+// bundles. CAMs leave the stage zstd-compressed, keyed by image id.
+func InferCAMs(s beam.Scope, views beam.PCollection, modelURI, backend string, engine model.EngineOptions) (cams, dead beam.PCollection) {
 	s = s.Scope("InferCAMs")
-	return beam.ParDo2(s, &inferFn{Model: modelURI, Backend: backend, BatchSize: batch}, views)
+	raw, _ := json.Marshal(engine)
+	return beam.ParDo2(s, &inferFn{Model: modelURI, Backend: backend, Engine: string(raw)}, views)
 }
 
 // --- Fusion ---

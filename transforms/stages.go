@@ -197,26 +197,21 @@ func LookupSaliency(ctx context.Context, st *storage.Store, img Image, needed bo
 	return meta
 }
 
-// InferViews runs views of the same input shape (same image size and
-// spec scale) through the engine in one batch, padded with copies of the
-// last view up to padTo: every batch size is a separately compiled graph
-// with its own buffers, so a fixed size keeps the compiled graphs (and
-// memory) to one per shape. A view's CAM does not depend on its batch.
-func InferViews(e *model.Engine, views []View, padTo int) ([]ViewCAM, error) {
-	inputs := make([]*maps.Map, len(views), max(len(views), padTo))
+// InferViews runs views of any sizes through the engine, which pads each
+// to its bucket and batches views of one bucket together; a view's CAM
+// does not depend on its batch or padding.
+func InferViews(e *model.Engine, views []View) ([]ViewCAM, error) {
+	inputs := make([]*maps.Map, len(views))
 	for i, v := range views {
 		rgb := &imagefile.RGB{W: v.W, H: v.H, Pix: v.Pix}
 		inputs[i] = model.PrepareView(e.Normalize(rgb), v.Spec)
 	}
-	for len(inputs) < padTo {
-		inputs = append(inputs, inputs[len(views)-1])
-	}
-	cams, err := e.InferBatch(inputs)
+	cams, err := e.Infer(inputs)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]ViewCAM, len(views))
-	for i, c := range cams[:len(views)] {
+	for i, c := range cams {
 		out[i] = ViewCAM{ID: views[i].ID, Spec: views[i].Spec, H: c.H, W: c.W, C: c.C, Data: EncodeMap(c)}
 	}
 	return out, nil
@@ -377,10 +372,10 @@ type engineEntry struct {
 	err  error
 }
 
-// LoadEngine returns the process's engine for a model URI and backend,
-// loading it on first use.
-func LoadEngine(ctx context.Context, uri, backend string) (*model.Engine, error) {
-	key := uri + "\x00" + backend
+// LoadEngine returns the process's engine for a model URI, backend and
+// engine options, loading it on first use.
+func LoadEngine(ctx context.Context, uri, backend string, opts model.EngineOptions) (*model.Engine, error) {
+	key := fmt.Sprintf("%s\x00%s\x00%+v", uri, backend, opts)
 	engines.Lock()
 	ent, ok := engines.m[key]
 	if !ok {
@@ -405,7 +400,7 @@ func LoadEngine(ctx context.Context, uri, backend string) (*model.Engine, error)
 			ent.err = err
 			return
 		}
-		ent.e, ent.err = model.NewEngine(b, m)
+		ent.e, ent.err = model.NewEngine(b, m, opts)
 	})
 	return ent.e, ent.err
 }

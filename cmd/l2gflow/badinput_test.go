@@ -211,7 +211,8 @@ func TestBadInputCorpus(t *testing.T) {
 	if len(metrics.MissingLabels) != countExpect(cases, synth.DeadLetter) {
 		t.Errorf("eval: missing labels %v, want the %d dead-lettered images", metrics.MissingLabels, countExpect(cases, synth.DeadLetter))
 	}
-	if len(metrics.Errors) != 1 || metrics.Errors[0].ID != caseID("ground truth of another size") || !strings.Contains(metrics.Errors[0].Reason, fmt.Sprintf("label is %dx%d, ground truth %dx%d", corpusOptions.Size, corpusOptions.Size, corpusOptions.Size+5, corpusOptions.Size)) {
+	goodImg := synth.Generate(corpusOptions, 0).Image
+	if len(metrics.Errors) != 1 || metrics.Errors[0].ID != caseID("ground truth of another size") || !strings.Contains(metrics.Errors[0].Reason, fmt.Sprintf("label is %dx%d, ground truth %dx%d", goodImg.W, goodImg.H, goodImg.W+5, goodImg.H)) {
 		t.Errorf("eval errors %+v: want the ground truth of another size, with its reason", metrics.Errors)
 	}
 

@@ -25,6 +25,11 @@ type benchFlags struct {
 	sizes  string
 	rounds int
 	model  string
+	// imageSizes runs the image-size benchmark instead: varied against
+	// fixed sizes, each run a fresh label process.
+	imageSizes bool
+	size       int
+	choices    string
 }
 
 func benchCommand() *command {
@@ -32,13 +37,16 @@ func benchCommand() *command {
 	return &command{
 		name:     "bench",
 		summary:  "measure the labeling pipeline on prism against the in-process path (images/s, cores, memory)",
-		usage:    "[--out DIR] [--images 200,2000] [--rounds 2] [--model M]",
+		usage:    "[--out DIR] [--images 200,2000] [--rounds 2] [--model M] | --image-sizes [--images 300] [--size 128] [--buckets-per-octave 4,8,16]",
 		sections: config.SectionRunner,
 		bind: func(fs *flag.FlagSet, cfg *config.Config) {
 			fs.StringVar(&bf.out, "out", "bench-out", "working `dir` (dataset, model, labels, bench.json)")
 			fs.StringVar(&bf.sizes, "images", "200", "comma-separated image counts to measure (e.g. 200,2000 for memory growth)")
 			fs.IntVar(&bf.rounds, "rounds", 2, "alternating rounds of in-process and prism runs")
 			fs.StringVar(&bf.model, "model", "", "model artifact (default: train a small one on the synthetic data)")
+			fs.BoolVar(&bf.imageSizes, "image-sizes", false, "measure labeling megapixels/s on varied against fixed image sizes, each run a new label process")
+			fs.IntVar(&bf.size, "size", 128, "--image-sizes: typical long side of the synthetic images")
+			fs.StringVar(&bf.choices, "buckets-per-octave", "8", "--image-sizes: comma-separated bucket densities to measure on the varied set")
 			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
 		},
 		run: func(ctx context.Context, env *cmdEnv) error { return runBench(ctx, env, bf) },
@@ -46,6 +54,9 @@ func benchCommand() *command {
 }
 
 func runBench(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
+	if bf.imageSizes {
+		return runSizeBench(ctx, env, bf)
+	}
 	quietBeam(env, false)
 	beam.Init()
 	var sizes []int

@@ -15,13 +15,14 @@ func synthCommand() *command {
 	return &command{
 		name:     "synth",
 		summary:  "write the synthetic benchmark (images, ground truth, saliency, tag lists)",
-		usage:    "--out DIR [--images N] [--size S] [--seed K] [--classes C]",
+		usage:    "--out DIR [--images N] [--size S] [--fixed-size] [--seed K] [--classes C]",
 		sections: config.SectionSynth,
 		bind: func(fs *flag.FlagSet, cfg *config.Config) {
 			s := &cfg.Synth
 			fs.StringVar(&s.Out, "out", s.Out, "output dataset root (local `path` or gs://bucket/prefix)")
 			fs.IntVar(&s.Images, "images", s.Images, "number of images")
-			fs.IntVar(&s.Size, "size", s.Size, "image side in pixels")
+			fs.IntVar(&s.Size, "size", s.Size, "typical long side in pixels (each image its own size around it)")
+			fs.BoolVar(&s.FixedSize, "fixed-size", s.FixedSize, "every image size x size (the first benchmark's behaviour)")
 			fs.Int64Var(&s.Seed, "seed", s.Seed, "random seed (same seed, same bytes)")
 			fs.IntVar(&s.Classes, "classes", s.Classes, "number of foreground classes (2-20)")
 			fs.Float64Var(&s.ValFraction, "val-fraction", s.ValFraction, "fraction of images in the val split")
@@ -38,7 +39,7 @@ func runSynth(ctx context.Context, env *cmdEnv) error {
 	start := time.Now()
 	p := newProgress(env.stderr, "synth", s.Images)
 	sum, err := synth.Write(ctx, st, s.Out, synth.Options{
-		Images: s.Images, Size: s.Size, Classes: s.Classes, Seed: s.Seed,
+		Images: s.Images, Size: s.Size, FixedSize: s.FixedSize, Classes: s.Classes, Seed: s.Seed,
 		ValFraction: s.ValFraction, NoSaliencyFraction: s.NoSaliencyFraction,
 		Progress: func(done, total int) { p.update(done) },
 	})
@@ -46,7 +47,11 @@ func runSynth(ctx context.Context, env *cmdEnv) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "wrote %d images (%d train, %d val, %d with saliency), %d classes, %dx%d px, to %s in %s\n",
-		s.Images, sum.Train, sum.Val, sum.WithSaliency, s.Classes, s.Size, s.Size, s.Out, time.Since(start).Round(time.Millisecond))
+	size := fmt.Sprintf("%dx%d px", s.Size, s.Size)
+	if !s.FixedSize {
+		size = fmt.Sprintf("%d sizes, long side %d-%d px", sum.Sizes, sum.MinLong, sum.MaxLong)
+	}
+	fmt.Fprintf(env.stdout, "wrote %d images (%d train, %d val, %d with saliency), %d classes, %s, to %s in %s\n",
+		s.Images, sum.Train, sum.Val, sum.WithSaliency, s.Classes, size, s.Out, time.Since(start).Round(time.Millisecond))
 	return nil
 }

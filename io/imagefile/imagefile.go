@@ -89,9 +89,20 @@ func decode(data []byte, maxPixels int) (image.Image, error) {
 }
 
 // DecodeRGB decodes a JPEG or PNG file (8 or 16 bit, gray, palette, with or
-// without alpha) to 8-bit RGB. Alpha is dropped, keeping the colour values,
-// as PIL's convert("RGB") does. maxPixels <= 0 means DefaultMaxPixels.
+// without alpha) to 8-bit RGB, as displayed: a JPEG's EXIF orientation is
+// applied (a phone photo stored on its side comes out upright, with its
+// displayed width and height). Alpha is dropped, keeping the colour
+// values, as PIL's convert("RGB") does. maxPixels <= 0 means
+// DefaultMaxPixels.
 func DecodeRGB(data []byte, maxPixels int) (*RGB, error) {
+	out, err := decodeRGB(data, maxPixels)
+	if err != nil {
+		return nil, err
+	}
+	return Orient(out, JPEGOrientation(data))
+}
+
+func decodeRGB(data []byte, maxPixels int) (*RGB, error) {
 	img, err := decode(data, maxPixels)
 	if err != nil {
 		return nil, err
@@ -138,7 +149,10 @@ func DecodeRGB(data []byte, maxPixels int) (*RGB, error) {
 }
 
 // DecodeGray decodes an 8-bit grayscale map such as a saliency map. Colour
-// or 16-bit inputs are converted to 8-bit luminance.
+// or 16-bit inputs are converted to 8-bit luminance. Maps are taken as
+// stored: saliency maps and ground truth are in the displayed orientation
+// of their image (annotation tools export them so), and any EXIF
+// orientation they carry is ignored.
 func DecodeGray(data []byte, maxPixels int) (*Gray, error) {
 	img, err := decode(data, maxPixels)
 	if err != nil {

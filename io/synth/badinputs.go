@@ -51,7 +51,7 @@ type ImageCase struct {
 // from a valid sample image of the given size. Every case is generated
 // here, none is a stored binary.
 func BadImages(good Sample) ([]ImageCase, error) {
-	s := good.Image.W
+	w, h := good.Image.W, good.Image.H
 	jpg, err := imagefile.EncodeJPEG(good.Image, 90)
 	if err != nil {
 		return nil, err
@@ -60,14 +60,14 @@ func BadImages(good Sample) ([]ImageCase, error) {
 	if err != nil {
 		return nil, err
 	}
-	gray := image.NewGray(image.Rect(0, 0, s, s))
-	rgba16 := image.NewNRGBA64(image.Rect(0, 0, s, s))
+	gray := image.NewGray(image.Rect(0, 0, w, h))
+	rgba16 := image.NewNRGBA64(image.Rect(0, 0, w, h))
 	pal := color.Palette{color.NRGBA{0, 0, 0, 0}, color.NRGBA{200, 30, 30, 128}, color.NRGBA{30, 200, 30, 255}, color.NRGBA{240, 240, 240, 255}}
-	paletted := image.NewPaletted(image.Rect(0, 0, s, s), pal)
-	for y := 0; y < s; y++ {
-		for x := 0; x < s; x++ {
-			r, g, b := good.Image.Pix[3*(y*s+x)], good.Image.Pix[3*(y*s+x)+1], good.Image.Pix[3*(y*s+x)+2]
-			gray.Pix[y*s+x] = uint8((int(r) + int(g) + int(b)) / 3)
+	paletted := image.NewPaletted(image.Rect(0, 0, w, h), pal)
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			r, g, b := good.Image.Pix[3*(y*w+x)], good.Image.Pix[3*(y*w+x)+1], good.Image.Pix[3*(y*w+x)+2]
+			gray.Pix[y*w+x] = uint8((int(r) + int(g) + int(b)) / 3)
 			rgba16.Set(x, y, color.NRGBA64{uint16(r) * 257, uint16(g) * 257, uint16(b) * 257, 0xffff})
 			paletted.SetColorIndex(x, y, uint8((x/8+y/8)%len(pal)))
 		}
@@ -89,7 +89,7 @@ func BadImages(good Sample) ([]ImageCase, error) {
 	corruptPNG := bytes.Clone(pngData)
 	corruptPNG[len(corruptPNG)-13] ^= 0xff // the last image-data chunk's CRC (before the 12-byte IEND)
 
-	salOther := imagefile.NewGray(s/2+3, s/2+1)
+	salOther := imagefile.NewGray(w/2+3, h/2+1)
 	for i := range salOther.Pix {
 		salOther.Pix[i] = 255
 	}
@@ -97,13 +97,24 @@ func BadImages(good Sample) ([]ImageCase, error) {
 	if err != nil {
 		return nil, err
 	}
-	salZero, err := imagefile.EncodeGray(imagefile.NewGray(s, s))
+	salZero, err := imagefile.EncodeGray(imagefile.NewGray(w, h))
 	if err != nil {
 		return nil, err
 	}
-	gtOther, err := imagefile.EncodeLabel(imagefile.NewGray(s+5, s))
+	gtOther, err := imagefile.EncodeLabel(imagefile.NewGray(w+5, h))
 	if err != nil {
 		return nil, err
+	}
+
+	turned := map[imagefile.Orientation][]byte{}
+	for _, o := range []imagefile.Orientation{3, 6} {
+		g, err := imagefile.OrientGray(good.GT, o)
+		if err != nil {
+			return nil, err
+		}
+		if turned[o], err = imagefile.EncodeLabel(g); err != nil {
+			return nil, err
+		}
 	}
 
 	return []ImageCase{
@@ -116,15 +127,19 @@ func BadImages(good Sample) ([]ImageCase, error) {
 		{Name: "not an image", Image: []byte("<html>404 not found</html>"), Ext: ".jpg", Expect: DeadLetter, Reason: "image header"},
 		{Name: "missing image", Image: nil, Ext: ".jpg", Expect: DeadLetter, Reason: "does not exist"},
 		{Name: "1x1 image", Image: onePNG, Ext: ".png", Expect: Processed, W: 1, H: 1},
-		{Name: "16-bit png", Image: png16, Ext: ".png", Expect: Processed, W: s, H: s},
-		{Name: "gray jpeg", Image: grayJPG, Ext: ".jpg", Expect: Processed, W: s, H: s},
-		{Name: "cmyk jpeg", Image: CMYKJPEG(good.Image), Ext: ".jpg", Expect: Processed, W: s, H: s},
-		{Name: "palette png with alpha", Image: palPNG, Ext: ".png", Expect: Processed, W: s, H: s},
-		{Name: "png named .jpg", Image: pngData, Ext: ".jpg", Expect: Processed, W: s, H: s},
-		{Name: "no tags", Image: jpg, Ext: ".jpg", NoTags: true, Expect: Processed, W: s, H: s},
-		{Name: "saliency of another size", Image: jpg, Ext: ".jpg", Saliency: salOtherPNG, Expect: Processed, W: s, H: s},
-		{Name: "all-zero saliency", Image: jpg, Ext: ".jpg", Saliency: salZero, Expect: Processed, W: s, H: s},
-		{Name: "ground truth of another size", Image: jpg, Ext: ".jpg", GT: gtOther, Expect: Processed, W: s, H: s},
+		{Name: "16-bit png", Image: png16, Ext: ".png", Expect: Processed, W: w, H: h},
+		{Name: "gray jpeg", Image: grayJPG, Ext: ".jpg", Expect: Processed, W: w, H: h},
+		{Name: "cmyk jpeg", Image: CMYKJPEG(good.Image), Ext: ".jpg", Expect: Processed, W: w, H: h},
+		{Name: "palette png with alpha", Image: palPNG, Ext: ".png", Expect: Processed, W: w, H: h},
+		{Name: "png named .jpg", Image: pngData, Ext: ".jpg", Expect: Processed, W: w, H: h},
+		{Name: "no tags", Image: jpg, Ext: ".jpg", NoTags: true, Expect: Processed, W: w, H: h},
+		{Name: "saliency of another size", Image: jpg, Ext: ".jpg", Saliency: salOtherPNG, Expect: Processed, W: w, H: h},
+		{Name: "all-zero saliency", Image: jpg, Ext: ".jpg", Saliency: salZero, Expect: Processed, W: w, H: h},
+		// A phone photo stored on its side and a camera's upside-down
+		// one: labelled as displayed, ground truth in that orientation.
+		{Name: "jpeg turned by EXIF orientation 6", Image: imagefile.SetJPEGOrientation(jpg, 6), Ext: ".jpg", GT: turned[6], Expect: Processed, W: h, H: w},
+		{Name: "jpeg turned by EXIF orientation 3", Image: imagefile.SetJPEGOrientation(jpg, 3), Ext: ".jpg", GT: turned[3], Expect: Processed, W: w, H: h},
+		{Name: "ground truth of another size", Image: jpg, Ext: ".jpg", GT: gtOther, Expect: Processed, W: w, H: h},
 	}, nil
 }
 

@@ -28,8 +28,13 @@ import (
 
 // Options controls the generator.
 type Options struct {
-	Images  int   // number of images
-	Size    int   // image side in pixels
+	Images int // number of images
+	// Size is the typical long side in pixels. Each image gets its own
+	// size, as photos do: long side 0.8 to 1.3 times Size, aspect 1:1 to
+	// 1:1.8, a third of them portrait. FixedSize makes every image Size x
+	// Size (the first generator's behaviour, byte for byte).
+	Size      int
+	FixedSize bool
 	Classes int   // foreground classes, 2..20
 	Seed    int64 // same seed, same bytes
 	// ValFraction of the images are listed in val_cls.txt, the rest in
@@ -106,25 +111,43 @@ func clamp8(v float64) uint8 {
 	return uint8(v + 0.5)
 }
 
+// imageSize returns the width and height of the i-th image. Sizes come
+// from a random stream of their own, so that the fixed-size benchmark is
+// the same byte for byte as before sizes varied.
+func (o Options) imageSize(i int) (int, int) {
+	if o.FixedSize {
+		return o.Size, o.Size
+	}
+	r := rand.New(rand.NewPCG(uint64(o.Seed)^0x517e5, uint64(i)))
+	long := float64(o.Size) * (0.8 + 0.5*r.Float64())
+	short := long / (1 + 0.8*r.Float64())
+	w, h := int(math.Round(long)), max(16, int(math.Round(short)))
+	if r.IntN(3) == 0 {
+		w, h = h, w
+	}
+	return w, h
+}
+
 // Generate makes the i-th sample of a benchmark; it depends only on opts'
-// Size, Classes, Seed and fractions, and i.
+// Size, FixedSize, Classes, Seed and fractions, and i.
 func Generate(opts Options, i int) Sample {
 	r := rand.New(rand.NewPCG(uint64(opts.Seed), uint64(i)))
-	s := opts.Size
-	fs := float64(s)
-	img := imagefile.NewRGB(s, s)
-	lab := make([]uint8, s*s) // class+1 of the visible object, before boundaries
+	sw, sh := opts.imageSize(i)
+	fw, fh := float64(sw), float64(sh)
+	fs := math.Min(fw, fh) // object and clutter sizes follow the short side
+	img := imagefile.NewRGB(sw, sh)
+	lab := make([]uint8, sw*sh) // class+1 of the visible object, before boundaries
 
 	// Background: a desaturated gradient, noise and clutter.
 	base := [3]float64{60 + 120*r.Float64(), 0, 0}
 	base[1] = base[0] + 30*(r.Float64()-0.5)
 	base[2] = base[0] + 30*(r.Float64()-0.5)
 	gx, gy := 40*(r.Float64()-0.5), 40*(r.Float64()-0.5)
-	for y := 0; y < s; y++ {
-		for x := 0; x < s; x++ {
-			g := gx*float64(x)/fs + gy*float64(y)/fs
+	for y := 0; y < sh; y++ {
+		for x := 0; x < sw; x++ {
+			g := gx*float64(x)/fw + gy*float64(y)/fh
 			n := 24 * (r.Float64() - 0.5)
-			p := 3 * (y*s + x)
+			p := 3 * (y*sw + x)
 			for c := 0; c < 3; c++ {
 				img.Pix[p+c] = clamp8(base[c] + g + n)
 			}
@@ -134,26 +157,26 @@ func Generate(opts Options, i int) Sample {
 		lum := 40 + 180*r.Float64()
 		col := [3]float64{lum + 40*(r.Float64()-0.5), lum + 40*(r.Float64()-0.5), lum + 40*(r.Float64()-0.5)}
 		if r.IntN(2) == 0 { // rectangle
-			x0, y0 := r.IntN(s), r.IntN(s)
-			w, h := 3+r.IntN(s/4), 3+r.IntN(s/4)
-			for y := y0; y < min(s, y0+h); y++ {
-				for x := x0; x < min(s, x0+w); x++ {
+			x0, y0 := r.IntN(sw), r.IntN(sh)
+			w, h := 3+r.IntN(max(1, int(fs)/4)), 3+r.IntN(max(1, int(fs)/4))
+			for y := y0; y < min(sh, y0+h); y++ {
+				for x := x0; x < min(sw, x0+w); x++ {
 					for c := 0; c < 3; c++ {
-						img.Pix[3*(y*s+x)+c] = clamp8(col[c])
+						img.Pix[3*(y*sw+x)+c] = clamp8(col[c])
 					}
 				}
 			}
 		} else { // thick line
-			x0, y0 := fs*r.Float64(), fs*r.Float64()
+			x0, y0 := fw*r.Float64(), fh*r.Float64()
 			a := r.Float64() * 2 * math.Pi
 			l, th := fs*(0.2+0.5*r.Float64()), 1+2*r.Float64()
 			for t := 0.0; t < l; t += 0.5 {
 				cx, cy := x0+t*math.Cos(a), y0+t*math.Sin(a)
 				for y := int(cy - th); y <= int(cy+th); y++ {
 					for x := int(cx - th); x <= int(cx+th); x++ {
-						if x >= 0 && y >= 0 && x < s && y < s {
+						if x >= 0 && y >= 0 && x < sw && y < sh {
 							for c := 0; c < 3; c++ {
-								img.Pix[3*(y*s+x)+c] = clamp8(col[c])
+								img.Pix[3*(y*sw+x)+c] = clamp8(col[c])
 							}
 						}
 					}
@@ -165,8 +188,8 @@ func Generate(opts Options, i int) Sample {
 	newBody := func() object {
 		rmax := fs * (0.2 + 0.15*r.Float64())
 		margin := rmax * 0.5
-		cx := margin + r.Float64()*(fs-2*margin)
-		cy := margin + r.Float64()*(fs-2*margin)
+		cx := margin + r.Float64()*(fw-2*margin)
+		cy := margin + r.Float64()*(fh-2*margin)
 		a := r.Float64() * math.Pi
 		rx := rmax * (0.8 + 0.2*r.Float64())
 		o := object{body: ellipse{cx, cy, rx, rx * (0.45 + 0.3*r.Float64()), math.Cos(a), math.Sin(a)},
@@ -176,20 +199,20 @@ func Generate(opts Options, i int) Sample {
 	}
 	paintBody := func(o object, mark uint8, fill []uint8) {
 		sa, ca := math.Sin(o.stripeAngle), math.Cos(o.stripeAngle)
-		for y := 0; y < s; y++ {
-			for x := 0; x < s; x++ {
+		for y := 0; y < sh; y++ {
+			for x := 0; x < sw; x++ {
 				fx, fy := float64(x)+0.5, float64(y)+0.5
 				if o.body.inside(fx, fy) > 1 {
 					continue
 				}
 				stripe := 28 * math.Sin((fx*ca+fy*sa)*2*math.Pi/7)
 				n := 16 * (r.Float64() - 0.5)
-				p := 3 * (y*s + x)
+				p := 3 * (y*sw + x)
 				for c := 0; c < 3; c++ {
 					img.Pix[p+c] = clamp8(o.tint[c] + stripe + n)
 				}
 				if fill != nil {
-					fill[y*s+x] = mark
+					fill[y*sw+x] = mark
 				}
 			}
 		}
@@ -223,8 +246,8 @@ func Generate(opts Options, i int) Sample {
 		paintBody(o, uint8(o.class+1), lab)
 		col := partColours[o.class]
 		pattern := o.class % 3
-		for y := 0; y < s; y++ {
-			for x := 0; x < s; x++ {
+		for y := 0; y < sh; y++ {
+			for x := 0; x < sw; x++ {
 				fx, fy := float64(x)+0.5, float64(y)+0.5
 				if o.part.inside(fx, fy) > 1 || o.body.inside(fx, fy) > 1 {
 					continue
@@ -241,7 +264,7 @@ func Generate(opts Options, i int) Sample {
 					}
 				}
 				n := 10 * (r.Float64() - 0.5)
-				p := 3 * (y*s + x)
+				p := 3 * (y*sw + x)
 				for c := 0; c < 3; c++ {
 					img.Pix[p+c] = clamp8(col[c]*shade + n)
 				}
@@ -251,18 +274,18 @@ func Generate(opts Options, i int) Sample {
 
 	// Ground truth: object pixels next to a different label become 255, a
 	// thin version of VOC's ignored boundary band.
-	gt := imagefile.NewGray(s, s)
-	for y := 0; y < s; y++ {
-		for x := 0; x < s; x++ {
-			v := lab[y*s+x]
-			gt.Pix[y*s+x] = v
+	gt := imagefile.NewGray(sw, sh)
+	for y := 0; y < sh; y++ {
+		for x := 0; x < sw; x++ {
+			v := lab[y*sw+x]
+			gt.Pix[y*sw+x] = v
 			if v == 0 {
 				continue
 			}
 			for _, d := range [][2]int{{1, 0}, {-1, 0}, {0, 1}, {0, -1}} {
 				nx, ny := x+d[0], y+d[1]
-				if nx >= 0 && ny >= 0 && nx < s && ny < s && lab[ny*s+nx] != v {
-					gt.Pix[y*s+x] = imagefile.Ignore
+				if nx >= 0 && ny >= 0 && nx < sw && ny < sh && lab[ny*sw+nx] != v {
+					gt.Pix[y*sw+x] = imagefile.Ignore
 					break
 				}
 			}
@@ -279,70 +302,71 @@ func Generate(opts Options, i int) Sample {
 
 	var sal *imagefile.Gray
 	if r.Float64() >= opts.NoSaliencyFraction {
-		sal = saliency(r, s, lab, distractor)
+		sal = saliency(r, sw, sh, lab, distractor)
 	}
 	return Sample{ID: ID(i), Image: img, GT: gt, Saliency: sal, Tags: tags, Val: r.Float64() < opts.ValFraction}
 }
 
 // saliency makes an imperfect soft saliency map from the object mask.
-func saliency(r *rand.Rand, s int, lab []uint8, distractor *object) *imagefile.Gray {
-	m := make([]float64, s*s)
+func saliency(r *rand.Rand, sw, sh int, lab []uint8, distractor *object) *imagefile.Gray {
+	m := make([]float64, sw*sh)
 	for i, v := range lab {
 		if v != 0 {
 			m[i] = 0.9 + 0.1*r.Float64()
 		}
 	}
-	fs := float64(s)
+	fw, fh := float64(sw), float64(sh)
+	fs := math.Min(fw, fh)
 	fill := func(e ellipse, v float64, add bool) {
-		for y := 0; y < s; y++ {
-			for x := 0; x < s; x++ {
+		for y := 0; y < sh; y++ {
+			for x := 0; x < sw; x++ {
 				if e.inside(float64(x)+0.5, float64(y)+0.5) <= 1 {
 					if add {
-						m[y*s+x] = math.Max(m[y*s+x], v)
+						m[y*sw+x] = math.Max(m[y*sw+x], v)
 					} else {
-						m[y*s+x] = v
+						m[y*sw+x] = v
 					}
 				}
 			}
 		}
 	}
 	if r.Float64() < 0.4 { // a missed region
-		fill(randEllipse(r, fs*r.Float64(), fs*r.Float64(), fs*0.08, fs*0.18), 0.05, false)
+		fill(randEllipse(r, fw*r.Float64(), fh*r.Float64(), fs*0.08, fs*0.18), 0.05, false)
 	}
 	if distractor != nil && r.Float64() < 0.6 { // fooled by the distractor
 		fill(distractor.body, 0.5+0.4*r.Float64(), true)
 	}
 	if r.Float64() < 0.3 { // a stray blob
-		fill(randEllipse(r, fs*r.Float64(), fs*r.Float64(), fs*0.05, fs*0.12), 0.3+0.4*r.Float64(), true)
+		fill(randEllipse(r, fw*r.Float64(), fh*r.Float64(), fs*0.05, fs*0.12), 0.3+0.4*r.Float64(), true)
 	}
-	m = boxBlur(boxBlur(m, s, 2), s, 2)
-	out := imagefile.NewGray(s, s)
+	m = boxBlur(boxBlur(m, sw, sh, 2), sw, sh, 2)
+	out := imagefile.NewGray(sw, sh)
 	for i, v := range m {
 		out.Pix[i] = clamp8(255 * (v + 0.04*(r.Float64()-0.5)))
 	}
 	return out
 }
 
-// boxBlur blurs an s x s map with a (2k+1)^2 box, clamping at the edges.
-func boxBlur(m []float64, s, k int) []float64 {
+// boxBlur blurs a w x h map with a (2k+1)^2 box, clamping at the edges.
+func boxBlur(m []float64, w, h, k int) []float64 {
 	tmp := make([]float64, len(m))
 	out := make([]float64, len(m))
-	for y := 0; y < s; y++ {
-		for x := 0; x < s; x++ {
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
 			var sum float64
 			for d := -k; d <= k; d++ {
-				sum += m[y*s+min(s-1, max(0, x+d))]
+				sum += m[y*w+min(w-1, max(0, x+d))]
 			}
-			tmp[y*s+x] = sum / float64(2*k+1)
+			tmp[y*w+x] = sum / float64(2*k+1)
 		}
 	}
-	for y := 0; y < s; y++ {
-		for x := 0; x < s; x++ {
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
 			var sum float64
 			for d := -k; d <= k; d++ {
-				sum += tmp[min(s-1, max(0, y+d))*s+x]
+				sum += tmp[min(h-1, max(0, y+d))*w+x]
 			}
-			out[y*s+x] = sum / float64(2*k+1)
+			out[y*w+x] = sum / float64(2*k+1)
 		}
 	}
 	return out
@@ -351,6 +375,9 @@ func boxBlur(m []float64, s, k int) []float64 {
 // Summary describes a written benchmark.
 type Summary struct {
 	Train, Val, WithSaliency int
+	// Sizes is the number of distinct image sizes; MinLong and MaxLong
+	// the shortest and longest long side.
+	Sizes, MinLong, MaxLong int
 }
 
 // Write generates the benchmark into the layout under root (local or
@@ -417,6 +444,16 @@ feed:
 	}
 	var train, val []dataset.TagEntry
 	var sum Summary
+	sizes := map[[2]int]bool{}
+	for i := range opts.Images {
+		w, h := opts.imageSize(i)
+		sizes[[2]int{w, h}] = true
+		if l := max(w, h); sum.MinLong == 0 || l < sum.MinLong {
+			sum.MinLong = l
+		}
+		sum.MaxLong = max(sum.MaxLong, w, h)
+	}
+	sum.Sizes = len(sizes)
 	for _, r := range results {
 		if r.val {
 			val = append(val, r.entry)

@@ -1,6 +1,8 @@
 package synth
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"bytes"
 	"context"
 	"os"
@@ -91,7 +93,8 @@ func TestInvariants(t *testing.T) {
 				t.Fatalf("%s: %v", rec.ID, err)
 			}
 			img, err := imagefile.DecodeRGB(imgData, 0)
-			if err != nil || img.W != testOpts.Size || img.H != testOpts.Size {
+			w, h := testOpts.imageSize(idIndex(t, rec.ID))
+			if err != nil || img.W != w || img.H != h {
 				t.Fatalf("%s: image %v, %v", rec.ID, img, err)
 			}
 			if rec.GT == "" {
@@ -99,8 +102,8 @@ func TestInvariants(t *testing.T) {
 			}
 			gtData, _ := os.ReadFile(rec.GT)
 			gt, err := imagefile.DecodeLabel(gtData, 0)
-			if err != nil {
-				t.Fatal(err)
+			if err != nil || gt.W != w || gt.H != h {
+				t.Fatalf("%s: ground truth %dx%d for a %dx%d image, %v", rec.ID, gt.W, gt.H, w, h, err)
 			}
 			present := map[int]bool{}
 			for _, v := range gt.Pix {
@@ -153,7 +156,7 @@ func idIndex(t *testing.T, id string) int {
 // countObjects counts the 4-connected components of object pixels per
 // class, a lower bound on the visible objects.
 func countObjects(s Sample) int {
-	n := s.GT.W
+	n, rows := s.GT.W, s.GT.H
 	seen := make([]bool, len(s.GT.Pix))
 	count := 0
 	for i, v := range s.GT.Pix {
@@ -170,7 +173,7 @@ func countObjects(s Sample) int {
 			for _, d := range [][2]int{{1, 0}, {-1, 0}, {0, 1}, {0, -1}, {1, 1}, {-1, -1}, {1, -1}, {-1, 1}} {
 				nx, ny := x+d[0], y+d[1]
 				q := ny*n + nx
-				if nx >= 0 && ny >= 0 && nx < n && ny < n && !seen[q] && (s.GT.Pix[q] == v || s.GT.Pix[q] == imagefile.Ignore) {
+				if nx >= 0 && ny >= 0 && nx < n && ny < rows && !seen[q] && (s.GT.Pix[q] == v || s.GT.Pix[q] == imagefile.Ignore) {
 					seen[q] = true
 					stack = append(stack, q)
 				}
@@ -187,6 +190,49 @@ func TestWriteRejectsBadOptions(t *testing.T) {
 		if _, err := Write(context.Background(), st, t.TempDir(), o); err == nil {
 			t.Errorf("%+v: want an error", o)
 		}
+	}
+}
+
+// TestSizesVary checks that sizes vary the way photos do by default: each
+// image its own width and height, long side 0.8-1.3x Size, aspect up to
+// 1:1.8, about a third portrait; and that --fixed-size gives the first
+// generator's bytes (hash of its output before sizes varied).
+func TestSizesVary(t *testing.T) {
+	o := Options{Images: 600, Size: 128, Classes: 6, Seed: 1}
+	sizes := map[[2]int]bool{}
+	portrait := 0
+	for i := range o.Images {
+		w, h := o.imageSize(i)
+		sizes[[2]int{w, h}] = true
+		long, short := max(w, h), min(w, h)
+		if long < 102 || long > 167 || float64(long)/float64(short) > 1.81 {
+			t.Fatalf("image %d: %dx%d", i, w, h)
+		}
+		if h > w {
+			portrait++
+		}
+	}
+	if len(sizes) < 400 || portrait < 150 || portrait > 250 {
+		t.Errorf("%d distinct sizes, %d portrait of %d", len(sizes), portrait, o.Images)
+	}
+	smp := Generate(o, 3)
+	if w, h := o.imageSize(3); smp.Image.W != w || smp.Image.H != h || smp.GT.W != w || smp.GT.H != h {
+		t.Errorf("sample 3 is %dx%d (GT %dx%d), want %dx%d", smp.Image.W, smp.Image.H, smp.GT.W, smp.GT.H, w, h)
+	}
+
+	hash := sha256.New()
+	fixed := Options{Size: 64, FixedSize: true, Classes: 5, Seed: 7, ValFraction: 0.25, NoSaliencyFraction: 0.2}
+	for i := 0; i < 6; i++ {
+		s := Generate(fixed, i)
+		hash.Write(s.Image.Pix)
+		hash.Write(s.GT.Pix)
+		if s.Saliency != nil {
+			hash.Write(s.Saliency.Pix)
+		}
+		fmt.Fprint(hash, s.Tags, s.Val)
+	}
+	if got := fmt.Sprintf("%x", hash.Sum(nil)); got != "a7eb6d0cf1986cb5abf023ddaf8a0f9fab3edb6459131b0c39c7e1bc70b34fa3" {
+		t.Errorf("fixed-size samples changed: hash %s", got)
 	}
 }
 

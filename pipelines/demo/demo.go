@@ -85,8 +85,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
 	st := storage.New()
 	defer st.Close()
-	o.logf("demo 1/4: synthesising %d images of %d px (%d classes) in %s", o.Synth.Images, o.Synth.Size, o.Synth.Classes, o.Synth.Out)
-	if _, err := synth.Write(ctx, st, o.Synth.Out, synth.Options{Images: o.Synth.Images, Size: o.Synth.Size,
+	o.logf("demo 1/4: synthesising %d images, long side about %d px (%d classes), in %s", o.Synth.Images, o.Synth.Size, o.Synth.Classes, o.Synth.Out)
+	if _, err := synth.Write(ctx, st, o.Synth.Out, synth.Options{Images: o.Synth.Images, Size: o.Synth.Size, FixedSize: o.Synth.FixedSize,
 		Classes: o.Synth.Classes, Seed: o.Synth.Seed, ValFraction: o.Synth.ValFraction,
 		NoSaliencyFraction: o.Synth.NoSaliencyFraction}); err != nil {
 		return nil, err

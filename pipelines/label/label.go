@@ -95,6 +95,10 @@ type RunRecord struct {
 	Config      config.Label            `json:"config"`
 	Counts      Counts                  `json:"counts"`
 	Inference   BatchStats              `json:"inference"`
+	// Engine is what this process's inference engine did for the run:
+	// its bucket set and padding overhead (local runners and in-process;
+	// a remote runner's workers keep their own).
+	Engine      *model.EngineStats      `json:"engine,omitempty"`
 	ImagesPerS  float64                 `json:"images_per_sec"`
 	DeadLetters []transforms.DeadLetter `json:"dead_letters,omitempty"`
 }
@@ -121,7 +125,14 @@ func (o Options) viewOptions(m *model.Model) model.ViewOptions {
 		local = tc.ViewSize // crops of the size the local network saw (in training pixels)
 	}
 	return model.ViewOptions{Scales: o.Label.Scales, Flip: o.Label.Flip, LocalViews: o.Label.LocalViews,
-		LocalSize: local, LocalCombine: comb}
+		LocalSize: local, LocalCombine: comb, Limits: o.engineOptions().Buckets}
+}
+
+// engineOptions are the inference engine's options from the configuration.
+func (o Options) engineOptions() model.EngineOptions {
+	l := o.Label
+	return model.EngineOptions{Buckets: model.BucketOptions{PerOctave: l.BucketsPerOctave, MaxAspect: l.BucketMaxAspect,
+		MaxViewPixels: l.MaxViewPixels, BatchPixels: l.BatchPixels, MaxBatch: l.BatchSize}}
 }
 
 func (o Options) fuseOptions() transforms.FuseOptions {
@@ -144,7 +155,7 @@ func Build(s beam.Scope, recs []dataset.Record, o Options, m *model.Model) {
 	images, deadLoad := transforms.Load(s, records, o.Dataset.MaxPixels)
 	views := transforms.CropViews(s, images, o.viewOptions(m))
 	metas := transforms.LookupSaliencyMaps(s, images, o.Label.Background == "saliency", o.Dataset.MaxPixels)
-	cams, deadInfer := transforms.InferCAMs(s, views, o.Label.Model, o.Backend, o.Label.BatchSize)
+	cams, deadInfer := transforms.InferCAMs(s, views, o.Label.Model, o.Backend, o.engineOptions())
 	labels, deadFuse := transforms.FuseLabels(s, metas, cams, len(m.Manifest.Classes), o.fuseOptions())
 	deadWrite := transforms.WriteLabels(s, labels, o.Label.Out)
 	transforms.WriteDeadLetters(s, o.Label.Out, deadLoad, deadInfer, deadFuse, deadWrite)
@@ -212,6 +223,16 @@ func Run(ctx context.Context, o Options) (*RunRecord, error) {
 		runner = "in-process"
 	}
 	rec.Runner = runner
+	// On a local runner the stages run in this process: load the engine
+	// (compiling every bucket) before the job, and read what it did after.
+	var engine *model.Engine
+	var engine0 model.EngineStats
+	if len(todo) > 0 && (o.InProcess || localRunner(runner)) {
+		if engine, err = transforms.LoadEngine(ctx, o.Label.Model, o.Backend, o.engineOptions()); err != nil {
+			return nil, err
+		}
+		engine0 = engine.Stats()
+	}
 	stopProgress := o.progress(len(todo))
 	if len(todo) == 0 {
 		// Nothing to do: no job is started.
@@ -233,6 +254,10 @@ func Run(ctx context.Context, o Options) (*RunRecord, error) {
 	stopProgress()
 	if err != nil {
 		return nil, err
+	}
+	if engine != nil {
+		st := engine.Stats().Sub(engine0)
+		rec.Engine = &st
 	}
 	dead, err := mergeDeadLetters(ctx, st, o.Label.Out)
 	if err != nil {
@@ -582,7 +607,7 @@ func readMetrics(r metrics.Results, rec *RunRecord) {
 // runInProcess runs the same stages without Beam, one image at a time on
 // each of GOMAXPROCS goroutines.
 func runInProcess(ctx context.Context, st *storage.Store, todo []dataset.Record, o Options, m *model.Model, c *Counts) error {
-	e, err := transforms.LoadEngine(ctx, o.Label.Model, o.Backend)
+	e, err := transforms.LoadEngine(ctx, o.Label.Model, o.Backend, o.engineOptions())
 	if err != nil {
 		return err
 	}
@@ -613,17 +638,11 @@ func runInProcess(ctx context.Context, st *storage.Store, todo []dataset.Record,
 					continue
 				}
 				meta := transforms.LookupSaliency(ctx, st, img, o.Label.Background == "saliency", o.Dataset.MaxPixels)
-				var cams []transforms.ViewCAM
-				views := transforms.MakeViews(img, vopts)
 				ok := true
-				for _, v := range views {
-					vc, err := transforms.InferViews(e, []transforms.View{v}, 1)
-					if err != nil {
-						dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageInfer, Reason: fmt.Sprintf("view %d: %v", v.Spec.Index, err)})
-						ok = false
-						break
-					}
-					cams = append(cams, vc...)
+				cams, err := transforms.InferViews(e, transforms.MakeViews(img, vopts))
+				if err != nil {
+					dead(transforms.DeadLetter{ID: r.ID, Stage: transforms.StageInfer, Reason: err.Error()})
+					ok = false
 				}
 				count(func() {
 					c.ViewsInferred += int64(len(cams))
@@ -701,6 +720,10 @@ func (o Options) summary(r *RunRecord) {
 		rows = append(rows, [2]string{"failed at " + s, fmt.Sprint(c.Failed[s])})
 	}
 	rows = append(rows, [2]string{"dead letters", fmt.Sprint(c.DeadLetters)}, [2]string{"storage retries", fmt.Sprint(c.StorageRetries)})
+	if e := r.Engine; e != nil && e.Views > 0 {
+		rows = append(rows, [2]string{"inference padding", fmt.Sprintf("x%.2f of the views' pixels (%d buckets, %d views in %d batches)",
+			e.PaddingOverhead(), e.Buckets, e.Views, e.Batches)})
+	}
 	if r.Inference.Batches > 0 {
 		rows = append(rows, [2]string{"inference batches", fmt.Sprintf("%d (mean size %.1f, mean %.0f ms, max %d ms)",
 			r.Inference.Batches, r.Inference.MeanSize, r.Inference.MeanMs, r.Inference.MaxMs)})

@@ -19,6 +19,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/synth"
 	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/model/maps"
 	"github.com/l2gflow/l2gflow/transforms"
 )
 
@@ -64,6 +65,15 @@ func options(root, modelPath, out string) Options {
 	d := config.Default().Dataset
 	d.Root = root
 	return Options{Dataset: d, Label: l}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func readLabels(t *testing.T, out string) map[string][]byte {
@@ -119,8 +129,12 @@ func TestLabelPipelineEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if lab.W != 64 || lab.H != 64 {
-			t.Errorf("%s: label %dx%d, want 64x64", r.ID, lab.W, lab.H)
+		img, err := imagefile.DecodeRGB(mustRead(t, r.Image), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lab.W != img.W || lab.H != img.H {
+			t.Errorf("%s: label %dx%d, image %dx%d", r.ID, lab.W, lab.H, img.W, img.H)
 		}
 		allowed := map[uint8]bool{0: true, imagefile.Ignore: true}
 		for _, tag := range r.Tags {
@@ -351,5 +365,99 @@ func TestMaxFailures(t *testing.T) {
 	o.Label.MaxFailures = "lots"
 	if _, err := Run(context.Background(), o); err == nil {
 		t.Error("max failures \"lots\": want an error")
+	}
+}
+
+// TestVariedSizes labels a set whose images nearly all differ in size
+// (portrait and landscape, aspect 1:1 to 1:2, two stored sideways with an
+// EXIF orientation) on prism and in process: every image gets a label of
+// its displayed size, no dead letter, and both paths write the same bytes.
+func TestVariedSizes(t *testing.T) {
+	root, modelPath, ds := fixture(t, 120)
+	// Stretch some images to exactly 1:2 and 2:1, and store two sideways.
+	for i, r := range ds.Records[:10] {
+		img, err := imagefile.DecodeRGB(mustRead(t, r.Image), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var data []byte
+		switch {
+		case i < 8:
+			h := 40 + 6*i
+			w := 2 * h
+			if i%2 == 1 {
+				h, w = w, h
+			}
+			m := maps.New(img.H, img.W, 3)
+			for k, v := range img.Pix {
+				m.Pix[k] = float32(v)
+			}
+			m = maps.Resize(m, h, w)
+			out := imagefile.NewRGB(w, h)
+			for k, v := range m.Pix {
+				out.Pix[k] = uint8(v)
+			}
+			data, err = imagefile.EncodeJPEG(out, 90)
+		default:
+			var enc []byte
+			enc, err = imagefile.EncodeJPEG(img, 90)
+			data = imagefile.SetJPEGOrientation(enc, 6)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(r.Image, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string][2]int{}
+	sizes := map[[2]int]bool{}
+	for _, r := range ds.Records {
+		img, err := imagefile.DecodeRGB(mustRead(t, r.Image), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[r.ID] = [2]int{img.W, img.H}
+		sizes[[2]int{img.W, img.H}] = true
+	}
+	if len(ds.Records) < 100 || len(sizes) < 60 {
+		t.Fatalf("%d images of %d sizes: want at least 100 of 60", len(ds.Records), len(sizes))
+	}
+	ctx := context.Background()
+	outs := map[string]string{"prism": t.TempDir(), "in-process": t.TempDir()}
+	for mode, out := range outs {
+		o := options(root, modelPath, out)
+		o.InProcess = mode == "in-process"
+		rec, err := Run(ctx, o)
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if rec.Counts.DeadLetters != 0 || rec.Counts.LabelsWritten != int64(len(ds.Records)) {
+			t.Fatalf("%s: %d labels, %d dead letters %+v", mode, rec.Counts.LabelsWritten, rec.Counts.DeadLetters, rec.DeadLetters)
+		}
+		e := rec.Engine
+		if e == nil || e.Views != int64(8*len(ds.Records)) || e.PaddingOverhead() < 1 || e.PaddingOverhead() > 1.6 || e.Buckets == 0 {
+			t.Errorf("%s: engine stats %+v", mode, e)
+		} else {
+			t.Logf("%s: %d views in %d batches, padding x%.3f, %d buckets", mode, e.Views, e.Batches, e.PaddingOverhead(), e.Buckets)
+		}
+		for id, data := range readLabels(t, out) {
+			lab, err := imagefile.DecodeLabel(data, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w := want[id]; lab.W != w[0] || lab.H != w[1] {
+				t.Errorf("%s: %s label %dx%d, image %dx%d", mode, id, lab.W, lab.H, w[0], w[1])
+			}
+		}
+	}
+	a, b := readLabels(t, outs["prism"]), readLabels(t, outs["in-process"])
+	if len(a) != len(ds.Records) || len(b) != len(a) {
+		t.Fatalf("%d and %d labels for %d images", len(a), len(b), len(ds.Records))
+	}
+	for id := range a {
+		if !bytes.Equal(a[id], b[id]) {
+			t.Errorf("%s: prism and in-process labels differ", id)
+		}
 	}
 }

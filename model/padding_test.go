@@ -1,0 +1,289 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/l2gflow/l2gflow/model/maps"
+)
+
+// randomBNParams initialises a network and randomises its batch-norm
+// statistics, scales and shifts, so that the padding of a padded input does
+// not stay zero by accident (fresh batch norm has zero shifts).
+func randomBNParams(t testing.TB, net *Net, seed uint64) *Params {
+	t.Helper()
+	specs, err := net.ParamSpecs(testBackend(t), GlobalPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := InitParams(specs, seed)
+	r := rand.New(rand.NewPCG(seed, 7))
+	for i, s := range p.Specs {
+		for k := range p.Values[i] {
+			switch {
+			case strings.HasSuffix(s.Name, "/mean"), strings.HasSuffix(s.Name, "/beta"):
+				p.Values[i][k] = float32(r.NormFloat64() * 0.5)
+			case strings.HasSuffix(s.Name, "/var"), strings.HasSuffix(s.Name, "/gamma"):
+				p.Values[i][k] = float32(0.5 + r.Float64())
+			case strings.HasSuffix(s.Name, "classifier/w"):
+				p.Values[i][k] = float32(r.NormFloat64() * 0.1)
+			}
+		}
+	}
+	return p
+}
+
+func randomImage(r *rand.Rand, h, w int) []float32 {
+	x := make([]float32, h*w*3)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	return x
+}
+
+// padInto copies an h x w image into the top-left of element j of a
+// zero batch of bh x bw images.
+func padInto(batch []float32, j, bh, bw int, img []float32, h, w int) {
+	base := j * bh * bw * 3
+	for y := 0; y < h; y++ {
+		copy(batch[base+y*bw*3:base+y*bw*3+w*3], img[y*w*3:(y+1)*w*3])
+	}
+}
+
+// TestPaddedInferenceMatchesUnpadded checks the padding rule: images of
+// different sizes padded into one batch give, on their real regions, the
+// CAMs and logits of unpadded runs; without the mask (every position
+// declared real) they do not, so the test can tell.
+func TestPaddedInferenceMatchesUnpadded(t *testing.T) {
+	backend := testBackend(t)
+	cases := []struct {
+		arch   string
+		stride int
+		bh, bw int
+		sizes  [][2]int
+	}{
+		{"tiny", 8, 72, 88, [][2]int{{37, 53}, {72, 88}, {9, 17}, {64, 41}}},
+		{"tiny", 16, 80, 64, [][2]int{{80, 63}, {33, 33}, {1, 1}}},
+		{"resnet18", 16, 64, 72, [][2]int{{50, 71}, {17, 64}, {64, 72}}},
+		{"resnet50", 8, 40, 48, [][2]int{{39, 25}, {21, 47}}},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%s-os%d", tc.arch, tc.stride), func(t *testing.T) {
+			arch, err := Preset(tc.arch, tc.stride)
+			if err != nil {
+				t.Fatal(err)
+			}
+			net := &Net{Arch: arch, Classes: 5}
+			f, err := NewForward(backend, net, randomBNParams(t, net, 3), GlobalPrefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(1, 2))
+			n := len(tc.sizes)
+			batch := make([]float32, n*tc.bh*tc.bw*3)
+			real := make([][2]int, n)
+			imgs := make([][]float32, n)
+			for j, s := range tc.sizes {
+				imgs[j] = randomImage(r, s[0], s[1])
+				padInto(batch, j, tc.bh, tc.bw, imgs[j], s[0], s[1])
+				real[j] = s
+			}
+			padded, pdims, plogits, err := f.Run(batch, n, tc.bh, tc.bw, real)
+			if err != nil {
+				t.Fatal(err)
+			}
+			unmasked, _, _, err := f.Run(batch, n, tc.bh, tc.bw, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			worst, worstUnmasked := 0.0, 0.0
+			st := arch.TotalStride()
+			for j, s := range tc.sizes {
+				want, wdims, wlogits, err := f.Run(imgs[j], 1, s[0], s[1], nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ch, cw, k := wdims[1], wdims[2], wdims[3]
+				if ch != (s[0]+st-1)/st || cw != (s[1]+st-1)/st {
+					t.Fatalf("%v: unpadded CAM %dx%d, want ceil(size/%d)", s, ch, cw, st)
+				}
+				scale := 1e-6
+				for _, v := range want {
+					scale = max(scale, math.Abs(float64(v)))
+				}
+				for y := 0; y < ch; y++ {
+					for x := 0; x < cw; x++ {
+						for c := 0; c < k; c++ {
+							w := float64(want[(y*cw+x)*k+c])
+							p := (j*pdims[1]+y)*pdims[2] + x
+							worst = max(worst, math.Abs(float64(padded[p*k+c])-w)/scale)
+							worstUnmasked = max(worstUnmasked, math.Abs(float64(unmasked[p*k+c])-w)/scale)
+						}
+					}
+				}
+				for c := range net.Classes {
+					worst = max(worst, math.Abs(float64(plogits[j*net.Classes+c]-wlogits[c]))/scale)
+				}
+			}
+			t.Logf("relative error padded %.2g, without the mask %.2g", worst, worstUnmasked)
+			if worst > 1e-5 {
+				t.Errorf("padded CAM differs from unpadded by %.3g (relative)", worst)
+			}
+			if worstUnmasked < 1e-3 {
+				t.Errorf("without the mask the padded CAM differs by only %.3g: the test cannot tell", worstUnmasked)
+			}
+		})
+	}
+}
+
+// TestEngineInferAnySize runs views of many sizes through the engine and
+// compares each CAM with an unpadded run of the view alone.
+func TestEngineInferAnySize(t *testing.T) {
+	backend := testBackend(t)
+	arch, _ := Preset("tiny", 8)
+	net := &Net{Arch: arch, Classes: 4}
+	m := &Model{Net: net, Params: randomBNParams(t, net, 5), Manifest: testManifest(4)}
+	e, err := NewEngine(backend, m, EngineOptions{Buckets: BucketOptions{PerOctave: 4, MaxViewPixels: 200 * 200}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := NewForward(backend, net, m.Params, GlobalPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref.SetMaxCompiled(1000)
+	r := rand.New(rand.NewPCG(9, 9))
+	var views []*maps.Map
+	for range 40 {
+		h, w := 8+r.IntN(150), 8+r.IntN(150)
+		views = append(views, &maps.Map{H: h, W: w, C: 3, Pix: randomImage(r, h, w)})
+	}
+	cams, err := e.Infer(views)
+	if err != nil {
+		t.Fatal(err)
+	}
+	worst := 0.0
+	for i, v := range views {
+		want, dims, _, err := ref.Run(v.Pix, 1, v.H, v.W, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := cams[i]
+		if got.H != dims[1] || got.W != dims[2] || got.C != 4 {
+			t.Fatalf("view %dx%d: CAM %dx%dx%d, want %dx%dx4", v.H, v.W, got.H, got.W, got.C, dims[1], dims[2])
+		}
+		for p := 0; p < got.H*got.W; p++ {
+			for c := 0; c < 4; c++ {
+				worst = max(worst, math.Abs(float64(got.Pix[p*4+c]-want[p*dims[3]+c])))
+			}
+		}
+	}
+	st := e.Stats()
+	t.Logf("max abs error %.2g; %d views in %d batches, padding overhead %.2f, %d buckets",
+		worst, st.Views, st.Batches, st.PaddingOverhead(), st.Buckets)
+	if worst > 1e-4 {
+		t.Errorf("engine CAM differs from an unpadded run by %.3g", worst)
+	}
+	if st.Views != 40 || st.Batches >= 40 || st.PaddingOverhead() < 1 {
+		t.Errorf("stats %+v: want 40 views batched together", st)
+	}
+}
+
+// TestBuckets checks that every view size the limits allow has a bucket
+// that holds it, padded by at most one ladder step (or to the aspect
+// limit), and that the set stays small.
+func TestBuckets(t *testing.T) {
+	cases := []struct {
+		opts       BucketOptions
+		maxBuckets int
+	}{
+		{BucketOptions{}, 700},
+		{BucketOptions{PerOctave: 4}, 250},
+		{BucketOptions{PerOctave: 8, MaxViewPixels: 4096 * 4096}, 1000},
+		{BucketOptions{PerOctave: 2, MaxAspect: 3, MaxViewPixels: 300 * 200, BatchPixels: 1, MaxBatch: 1}, 80},
+	}
+	for _, tc := range cases {
+		b, err := NewBuckets(tc.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := b.Options
+		t.Logf("%+v: %d buckets", o, b.Len())
+		if b.Len() > tc.maxBuckets {
+			t.Errorf("%+v: %d buckets, want at most %d", o, b.Len(), tc.maxBuckets)
+		}
+		r := rand.New(rand.NewPCG(4, 4))
+		step := 1 + 1/float64(o.PerOctave)
+		for range 20000 {
+			// Any image size and scale, as FitView caps it.
+			h, w := o.FitView(1+r.IntN(6000), 1+r.IntN(6000))
+			if h*w > o.MaxViewPixels {
+				t.Fatalf("FitView gave %dx%d over %d pixels", h, w, o.MaxViewPixels)
+			}
+			k, err := b.For(h, w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k.H < h || k.W < w {
+				t.Fatalf("%dx%d in bucket %dx%d", h, w, k.H, k.W)
+			}
+			aspect := float64(max(k.H, k.W)) / float64(min(k.H, k.W))
+			if aspect > o.MaxAspect+1e-9 {
+				t.Fatalf("bucket %dx%d is more elongated than %g", k.H, k.W, o.MaxAspect)
+			}
+			// Each side is at most one ladder step (and 8 px of rounding)
+			// above the view or, for the short side of an elongated view,
+			// above the long side over the aspect limit.
+			long := float64(max(k.H, k.W))
+			for _, s := range [][2]int{{h, k.H}, {w, k.W}} {
+				if allowed := max(float64(s[0]), long/o.MaxAspect)*step + 8; float64(s[1]) > allowed {
+					t.Fatalf("view %dx%d padded to %dx%d", h, w, k.H, k.W)
+				}
+			}
+			if k.Batch < 1 || k.Batch > o.MaxBatch || (k.Batch > 1 && k.Batch*k.H*k.W > o.BatchPixels) {
+				t.Fatalf("bucket %dx%d batch %d (max %d, %d pixels)", k.H, k.W, k.Batch, o.MaxBatch, o.BatchPixels)
+			}
+		}
+	}
+	if _, err := NewBuckets(BucketOptions{PerOctave: 100}); err == nil {
+		t.Error("100 buckets per octave accepted")
+	}
+}
+
+// TestEngineBatchInvariant checks that a view's CAM is the same to the
+// bit whatever views share its batch and wherever it sits in it: labels
+// must not depend on how a runner bundles images.
+func TestEngineBatchInvariant(t *testing.T) {
+	backend := testBackend(t)
+	arch, _ := Preset("tiny", 8)
+	net := &Net{Arch: arch, Classes: 3}
+	m := &Model{Net: net, Params: randomBNParams(t, net, 8), Manifest: testManifest(3)}
+	e, err := NewEngine(backend, m, EngineOptions{Buckets: BucketOptions{PerOctave: 2, MaxViewPixels: 128 * 128, BatchPixels: 1 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 1))
+	mk := func(h, w int) *maps.Map { return &maps.Map{H: h, W: w, C: 3, Pix: randomImage(r, h, w)} }
+	v := mk(45, 60)
+	alone, err := e.Infer([]*maps.Map{v})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, companions := range [][2]int{{44, 60}, {33, 50}, {48, 64}} {
+		batch := []*maps.Map{mk(companions[0], companions[1]), mk(companions[1], companions[0]), v, mk(companions[0], companions[1])}
+		got, err := e.Infer(batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got[2].Pix, alone[0].Pix) {
+			t.Errorf("CAM of a view batched with %v differs from the view alone", companions)
+		}
+	}
+	if st := e.Stats(); st.Batches >= st.Views {
+		t.Errorf("%d batches for %d views: the views were not batched", st.Batches, st.Views)
+	}
+}
