@@ -86,7 +86,7 @@ func (m *padMask) mean(x *Node) *Node {
 	}
 	d := x.Shape().Dimensions
 	mk := m.at(d[0], d[1], d[2])
-	sum := graph.ReduceSum(graph.Mul(x, mk), 1, 2)                 // [N, C]
+	sum := graph.ReduceSum(graph.Mul(x, mk), 1, 2)                                           // [N, C]
 	count := graph.Max(graph.ReduceSum(mk, 1, 2), graph.OnesLike(graph.ReduceSum(mk, 1, 2))) // [N, 1]
 	return graph.Div(sum, count)
 }

@@ -35,8 +35,8 @@ type Options struct {
 	// Size (the first generator's behaviour, byte for byte).
 	Size      int
 	FixedSize bool
-	Classes int   // foreground classes, 2..20
-	Seed    int64 // same seed, same bytes
+	Classes   int   // foreground classes, 2..20
+	Seed      int64 // same seed, same bytes
 	// ValFraction of the images are listed in val_cls.txt, the rest in
 	// train_cls.txt.
 	ValFraction float64

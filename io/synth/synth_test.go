@@ -1,10 +1,10 @@
 package synth
 
 import (
-	"crypto/sha256"
-	"fmt"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"

@@ -88,13 +88,13 @@ type RunRecord struct {
 	// Detached is set when the runner returned without running the job
 	// to its end (a dry run, or an asynchronous submission): the labels
 	// and failures are then not known to this run.
-	Detached    bool                    `json:"detached,omitempty"`
-	Producer    string                  `json:"producer"`
-	Model       ModelInfo               `json:"model"`
-	Dataset     config.Dataset          `json:"dataset"`
-	Config      config.Label            `json:"config"`
-	Counts      Counts                  `json:"counts"`
-	Inference   BatchStats              `json:"inference"`
+	Detached  bool           `json:"detached,omitempty"`
+	Producer  string         `json:"producer"`
+	Model     ModelInfo      `json:"model"`
+	Dataset   config.Dataset `json:"dataset"`
+	Config    config.Label   `json:"config"`
+	Counts    Counts         `json:"counts"`
+	Inference BatchStats     `json:"inference"`
 	// Engine is what this process's inference engine did for the run:
 	// its bucket set and padding overhead (local runners and in-process;
 	// a remote runner's workers keep their own).
