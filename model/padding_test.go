@@ -249,6 +249,14 @@ func TestBuckets(t *testing.T) {
 			}
 		}
 	}
+	// A 2000x1500 photo's scale-2 view is scaled down to the pixel cap; a
+	// VOC image's is not.
+	if h, w := (BucketOptions{}).FitView(3000, 4000); h != 886 || w != 1182 {
+		t.Errorf("4000x3000 view fits as %dx%d, want 1182x886", w, h)
+	}
+	if h, w := (BucketOptions{}).FitView(750, 1000); h != 750 || w != 1000 {
+		t.Errorf("1000x750 view fits as %dx%d, want unchanged", w, h)
+	}
 	if _, err := NewBuckets(BucketOptions{PerOctave: 100}); err == nil {
 		t.Error("100 buckets per octave accepted")
 	}

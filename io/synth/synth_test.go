@@ -242,3 +242,28 @@ func BenchmarkGenerate128(b *testing.B) {
 		Generate(o, i)
 	}
 }
+
+// TestSampleSheet draws the documentation's sample picture; with
+// L2GFLOW_SAMPLE_SHEET=path it also writes it there (docs/synth-sample.png
+// is made so, from the repository root: L2GFLOW_SAMPLE_SHEET=$PWD/docs/synth-sample.png).
+func TestSampleSheet(t *testing.T) {
+	o := Options{Size: 128, Classes: 6, Seed: 1, NoSaliencyFraction: 0.1, ValFraction: 0.2}
+	sheet := SampleSheet(o, 0, 8)
+	cw, ch := 0, 0
+	for i := range 8 {
+		w, h := o.imageSize(i)
+		cw, ch = max(cw, w), max(ch, h)
+	}
+	if sheet.W != 8*(cw+4)+4 || sheet.H != 3*(ch+4)+4 {
+		t.Fatalf("sheet %dx%d for cells of %dx%d", sheet.W, sheet.H, cw, ch)
+	}
+	if path := os.Getenv("L2GFLOW_SAMPLE_SHEET"); path != "" {
+		data, err := imagefile.EncodePNG(sheet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
