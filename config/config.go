@@ -144,6 +144,9 @@ type Label struct {
 	// Incremental labels only the images without a label from this model
 	// artifact (by sha256): for scheduled runs over growing datasets.
 	Incremental bool `yaml:"incremental"`
+	// RunID names the run's records (OUT/_runs/<run_id>.json, dead-letter
+	// and index parts); default: the start time, UTC, to the nanosecond.
+	RunID string `yaml:"run_id"`
 	// MaxFailures makes the run fail (exit 1) when its dead letters exceed
 	// a count ("10"), a fraction ("0.01") or a percentage ("1%"). Empty:
 	// no limit.

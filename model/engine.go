@@ -313,12 +313,43 @@ func (e *Engine) Normalize(img *imagefile.RGB) *maps.Map {
 	return m
 }
 
+// InferStats count what one Infer call did.
+type InferStats struct {
+	Views   int64 `json:"views"`
+	Batches int64 `json:"batches"`
+	// RealPixels are the views' own pixels; InputPixels what the network
+	// ran on (buckets' padding and zero views that fill a batch included).
+	RealPixels  int64 `json:"real_pixels"`
+	InputPixels int64 `json:"input_pixels"`
+	// BatchNanos is the summed run time of the batches.
+	BatchNanos int64 `json:"batch_nanos"`
+}
+
+// Add adds o to s.
+func (s *InferStats) Add(o InferStats) {
+	s.Views += o.Views
+	s.Batches += o.Batches
+	s.RealPixels += o.RealPixels
+	s.InputPixels += o.InputPixels
+	s.BatchNanos += o.BatchNanos
+}
+
+// PaddingOverhead is InputPixels / RealPixels (1 = no padding; 0 when
+// nothing ran).
+func (s InferStats) PaddingOverhead() float64 {
+	if s.RealPixels == 0 {
+		return 0
+	}
+	return float64(s.InputPixels) / float64(s.RealPixels)
+}
+
 // Infer runs the network on views of any sizes (normalised RGB maps as
 // PrepareView gives) and returns each one's foreground CAM (the C class
 // maps, background dropped) at ceil(size / TotalStride): what an unpadded
 // run of the view alone gives. Views are grouped by bucket into batches,
-// which run concurrently within the engine's limit.
-func (e *Engine) Infer(views []*maps.Map) ([]*maps.Map, error) {
+// which run concurrently within the engine's limit. A panic inside a
+// batch is returned as an error.
+func (e *Engine) Infer(views []*maps.Map) ([]*maps.Map, InferStats, error) {
 	type batch struct {
 		b   Bucket
 		idx []int
@@ -326,12 +357,12 @@ func (e *Engine) Infer(views []*maps.Map) ([]*maps.Map, error) {
 	groups := map[[2]int]*batch{}
 	var order [][2]int
 	for i, v := range views {
-		if v.C != 3 || v.H <= 0 || v.W <= 0 {
-			return nil, fmt.Errorf("view %d: %dx%dx%d is not an RGB image", i, v.H, v.W, v.C)
+		if v.C != 3 || v.H <= 0 || v.W <= 0 || len(v.Pix) != v.H*v.W*3 {
+			return nil, InferStats{}, fmt.Errorf("view %d: %dx%dx%d (%d values) is not an RGB image", i, v.H, v.W, v.C, len(v.Pix))
 		}
 		b, err := e.buckets.For(v.H, v.W)
 		if err != nil {
-			return nil, fmt.Errorf("view %d: %w", i, err)
+			return nil, InferStats{}, fmt.Errorf("view %d: %w", i, err)
 		}
 		k := [2]int{b.H, b.W}
 		if groups[k] == nil {
@@ -349,6 +380,7 @@ func (e *Engine) Infer(views []*maps.Map) ([]*maps.Map, error) {
 	}
 	out := make([]*maps.Map, len(views))
 	errs := make([]error, len(batches))
+	stats := make([]InferStats, len(batches))
 	var wg sync.WaitGroup
 	for bi, bt := range batches {
 		wg.Add(1)
@@ -356,20 +388,29 @@ func (e *Engine) Infer(views []*maps.Map) ([]*maps.Map, error) {
 			defer wg.Done()
 			e.slots <- struct{}{}
 			defer func() { <-e.slots }()
-			errs[bi] = e.runBatch(bt.b, bt.idx, views, out)
+			defer func() {
+				if r := recover(); r != nil {
+					errs[bi] = fmt.Errorf("inference of a %dx%d batch panicked: %v", bt.b.H, bt.b.W, r)
+				}
+			}()
+			stats[bi], errs[bi] = e.runBatch(bt.b, bt.idx, views, out)
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, InferStats{}, err
 	}
-	return out, nil
+	var total InferStats
+	for _, s := range stats {
+		total.Add(s)
+	}
+	return out, total, nil
 }
 
 // runBatch pads views[idx] into one input of bucket b (zeros beyond each
 // view, and zero views up to the bucket's batch size), runs it and stores
 // each view's CAM, cut to its real region, in out.
-func (e *Engine) runBatch(b Bucket, idx []int, views, out []*maps.Map) error {
+func (e *Engine) runBatch(b Bucket, idx []int, views, out []*maps.Map) (InferStats, error) {
 	n := b.Batch
 	x := make([]float32, n*b.H*b.W*3)
 	real := make([][2]int, n)
@@ -386,9 +427,11 @@ func (e *Engine) runBatch(b Bucket, idx []int, views, out []*maps.Map) error {
 	start := time.Now()
 	cam, dims, _, err := e.fwd.Run(x, n, b.H, b.W, real)
 	if err != nil {
-		return err
+		return InferStats{}, err
 	}
-	e.stats.add(len(idx), realPx, int64(n*b.H*b.W), time.Since(start))
+	st := InferStats{Views: int64(len(idx)), Batches: 1, RealPixels: realPx, InputPixels: int64(n * b.H * b.W),
+		BatchNanos: int64(time.Since(start))}
+	e.stats.add(st)
 	ch, cw, k := dims[1], dims[2], dims[3]
 	for j, i := range idx {
 		v := views[i]
@@ -402,7 +445,7 @@ func (e *Engine) runBatch(b Bucket, idx []int, views, out []*maps.Map) error {
 		}
 		out[i] = m
 	}
-	return nil
+	return st, nil
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
@@ -443,12 +486,12 @@ type engineCounters struct {
 	views, batches, real, input, nanos atomic.Int64
 }
 
-func (c *engineCounters) add(views int, real, input int64, d time.Duration) {
-	c.views.Add(int64(views))
-	c.batches.Add(1)
-	c.real.Add(real)
-	c.input.Add(input)
-	c.nanos.Add(int64(d))
+func (c *engineCounters) add(s InferStats) {
+	c.views.Add(s.Views)
+	c.batches.Add(s.Batches)
+	c.real.Add(s.RealPixels)
+	c.input.Add(s.InputPixels)
+	c.nanos.Add(s.BatchNanos)
 }
 
 // Stats returns the engine's counts so far.
@@ -470,7 +513,7 @@ func (e *Engine) CAM(img *imagefile.RGB, tags []int, opts ViewOptions) (*maps.Ma
 	for i, v := range views {
 		inputs[i] = PrepareView(norm, v)
 	}
-	cams, err := e.Infer(inputs)
+	cams, _, err := e.Infer(inputs)
 	if err != nil {
 		return nil, err
 	}

@@ -162,7 +162,7 @@ func TestEngineInferAnySize(t *testing.T) {
 		h, w := 8+r.IntN(150), 8+r.IntN(150)
 		views = append(views, &maps.Map{H: h, W: w, C: 3, Pix: randomImage(r, h, w)})
 	}
-	cams, err := e.Infer(views)
+	cams, _, err := e.Infer(views)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,13 +277,13 @@ func TestEngineBatchInvariant(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 1))
 	mk := func(h, w int) *maps.Map { return &maps.Map{H: h, W: w, C: 3, Pix: randomImage(r, h, w)} }
 	v := mk(45, 60)
-	alone, err := e.Infer([]*maps.Map{v})
+	alone, _, err := e.Infer([]*maps.Map{v})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, companions := range [][2]int{{44, 60}, {33, 50}, {48, 64}} {
 		batch := []*maps.Map{mk(companions[0], companions[1]), mk(companions[1], companions[0]), v, mk(companions[0], companions[1])}
-		got, err := e.Infer(batch)
+		got, _, err := e.Infer(batch)
 		if err != nil {
 			t.Fatal(err)
 		}

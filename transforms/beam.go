@@ -5,380 +5,505 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
-	"runtime"
-	"sync"
+	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
-	"github.com/apache/beam/sdks/v2/go/pkg/beam/log"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/fileio"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/textio"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/storage"
-	"github.com/l2gflow/l2gflow/model"
 )
 
-// MetricsNamespace holds every l2gflow metric.
+// MetricsNamespace holds every l2gflow metric. The run record's counts
+// come from the job's own data (outcomes combined), not from metrics,
+// which runners may drop; the metrics are there to watch a job run.
 const MetricsNamespace = "l2gflow"
 
 // Metric names.
 const (
-	MetricImagesRead      = "images_read"
-	MetricFailedPrefix    = "failed_" // + stage
-	MetricSaliencyMissing = "saliency_missing"
-	MetricSaliencyBad     = "saliency_unusable"
-	MetricViews           = "views_inferred"
-	MetricBatchLatency    = "inference_batch_ms"
-	MetricBatchSize       = "inference_batch_size"
-	MetricLabels          = "labels_written"
-	MetricFallback        = "saliency_fallback"
-	MetricStorageRetries  = "storage_retries"
+	MetricImagesRead    = "images_read"
+	MetricLabelsWritten = "labels_written"
+	MetricDeadLetters   = "dead_letters"
+	MetricViews         = "views_inferred"
 )
-
-// counted returns ctx under which storage retries increment the
-// storage_retries metric.
-func counted(ctx context.Context) context.Context {
-	c := beam.NewCounter(MetricsNamespace, MetricStorageRetries)
-	return storage.WithRetryHook(ctx, func(string, string, error) { c.Inc(ctx, 1) })
-}
 
 func init() {
 	beam.RegisterType(reflect.TypeOf((*dataset.Record)(nil)).Elem())
-	beam.RegisterType(reflect.TypeOf((*Image)(nil)).Elem())
-	beam.RegisterType(reflect.TypeOf((*View)(nil)).Elem())
-	beam.RegisterType(reflect.TypeOf((*ImageMeta)(nil)).Elem())
-	beam.RegisterType(reflect.TypeOf((*ViewCAM)(nil)).Elem())
+	beam.RegisterType(reflect.TypeOf((*Task)(nil)).Elem())
 	beam.RegisterType(reflect.TypeOf((*Label)(nil)).Elem())
+	beam.RegisterType(reflect.TypeOf((*Written)(nil)).Elem())
 	beam.RegisterType(reflect.TypeOf((*DeadLetter)(nil)).Elem())
+	beam.RegisterType(reflect.TypeOf((*Outcome)(nil)).Elem())
+	beam.RegisterType(reflect.TypeOf((*Counts)(nil)).Elem())
 
-	register.DoFn4x0[context.Context, dataset.Record, func(Image), func(DeadLetter)](&loadFn{})
-	register.DoFn2x0[Image, func(View)](&viewsFn{})
-	register.DoFn3x0[context.Context, Image, func(string, ImageMeta)](&saliencyFn{})
-	register.DoFn4x0[context.Context, View, func(string, ViewCAM), func(DeadLetter)](&inferFn{})
-	register.DoFn6x0[context.Context, string, func(*ImageMeta) bool, func(*ViewCAM) bool, func(Label), func(DeadLetter)](&fuseFn{})
-	register.DoFn3x0[context.Context, Label, func(DeadLetter)](&writeFn{})
-	register.DoFn2x1[context.Context, DeadLetter, error](&deadLetterFn{})
-	register.Emitter1[Image]()
-	register.Emitter1[View]()
+	register.DoFn3x0[string, func(dataset.Record), func(DeadLetter)](&parseLineFn{})
+	register.DoFn2x0[dataset.Record, func(string, dataset.Record)](&keyRecordFn{})
+	register.DoFn2x0[fileio.FileMetadata, func(string, int)](&labelIDFn{})
+	register.DoFn2x0[string, func(string, int)](&indexLineFn{})
+	register.DoFn6x0[string, func(*dataset.Record) bool, func(*int) bool, func(*int) bool, func(dataset.Record), func(Outcome)](&selectFn{})
+	register.DoFn4x1[context.Context, dataset.Record, func(Task), func(DeadLetter), error](&loadFn{})
+	register.DoFn2x0[Task, func(Task)](&viewsFn{})
+	register.DoFn3x1[context.Context, Task, func(Task), error](&saliencyFn{})
+	register.DoFn5x1[context.Context, Task, func(Task), func(DeadLetter), func(Outcome), error](&inferFn{})
+	register.DoFn3x0[Task, func(Label), func(DeadLetter)](&fuseFn{})
+	register.DoFn3x1[context.Context, Label, func(Written), error](&writeFn{})
+	register.DoFn3x1[context.Context, DeadLetter, func(Outcome), error](&deadLetterFn{})
+	register.DoFn3x1[context.Context, Written, func(Outcome), error](&indexFn{})
+	register.Combiner3[*Counts, Outcome, *Counts](&countsFn{})
+	register.DoFn2x1[context.Context, *Counts, error](&finishFn{})
+	register.Emitter1[dataset.Record]()
+	register.Emitter1[Task]()
 	register.Emitter1[Label]()
+	register.Emitter1[Written]()
 	register.Emitter1[DeadLetter]()
-	register.Emitter2[string, ImageMeta]()
-	register.Emitter2[string, ViewCAM]()
-	register.Iter1[*ImageMeta]()
-	register.Iter1[*ViewCAM]()
+	register.Emitter1[Outcome]()
+	register.Emitter2[string, dataset.Record]()
+	register.Emitter2[string, int]()
+	register.Iter1[*dataset.Record]()
+	register.Iter1[*int]()
+	register.Function2x0(noOutcome)
+	register.Function3x0(noIDs)
 }
 
-func failed(stage string) beam.Counter {
-	return beam.NewCounter(MetricsNamespace, MetricFailedPrefix+stage)
-}
-
-// --- Load ---
-
-type loadFn struct {
-	MaxPixels int
-}
-
-func (f *loadFn) ProcessElement(ctx context.Context, rec dataset.Record, emit func(Image), dead func(DeadLetter)) {
-	img, err := LoadImage(counted(ctx), SharedStore(), rec, f.MaxPixels)
+// mustJSON encodes DoFn options (plain data) for a DoFn field.
+func mustJSON(v any) string {
+	raw, err := json.Marshal(v)
 	if err != nil {
-		failed(StageLoad).Inc(ctx, 1)
-		dead(DeadLetter{ID: rec.ID, Stage: StageLoad, Reason: err.Error()})
-		return
+		panic(fmt.Sprintf("transforms: options do not encode: %v", err)) // options are plain data
 	}
-	beam.NewCounter(MetricsNamespace, MetricImagesRead).Inc(ctx, 1)
-	emit(img)
+	return string(raw)
 }
 
-// Load reshuffles the records (so that work spreads over bundles and
-// workers) and decodes their images. It returns the images and the dead
-// letters of records that could not be read.
-func Load(s beam.Scope, records beam.PCollection, maxPixels int) (images, dead beam.PCollection) {
-	s = s.Scope("Load")
-	return beam.ParDo2(s, &loadFn{MaxPixels: maxPixels}, beam.Reshuffle(s, records))
+// --- Reading the list ---
+
+type parseLineFn struct {
+	Source string // dataset.Source as JSON
+	src    dataset.Source
 }
 
-// --- Views ---
+func (f *parseLineFn) Setup() error { return json.Unmarshal([]byte(f.Source), &f.src) }
 
-type viewsFn struct {
-	// Options is model.ViewOptions as JSON (DoFn fields must be simple).
-	Options string
-	opts    model.ViewOptions
-}
-
-func (f *viewsFn) Setup() error { return json.Unmarshal([]byte(f.Options), &f.opts) }
-
-func (f *viewsFn) ProcessElement(img Image, emit func(View)) {
-	for _, v := range MakeViews(img, f.opts) {
-		emit(v)
+func (f *parseLineFn) ProcessElement(line string, emit func(dataset.Record), dead func(DeadLetter)) {
+	rec, ok, err := f.src.Record(line)
+	switch {
+	case err != nil:
+		id := strings.Fields(line + " ?")[0]
+		dead(DeadLetter{ID: id, Stage: StageList, Reason: fmt.Sprintf("%s: %v", f.src.List, err)})
+	case ok:
+		emit(rec)
 	}
 }
 
-// CropViews emits each image's inference views as separate elements.
-func CropViews(s beam.Scope, images beam.PCollection, opts model.ViewOptions) beam.PCollection {
-	s = s.Scope("CropViews")
-	raw, _ := json.Marshal(opts)
-	return beam.ParDo(s, &viewsFn{Options: string(raw)}, images)
+// ReadRecords reads a dataset's tag list or manifest inside the pipeline
+// (sharded by the runner, line by line), so that the job's graph is the
+// same size for a hundred images or a million. A line that does not parse
+// (the launcher checks the list before the job, so only a list changed
+// since) becomes a dead letter at stage "list".
+func ReadRecords(s beam.Scope, src dataset.Source) (records, dead beam.PCollection) {
+	s = s.Scope("ReadRecords")
+	lines := textio.Read(s, src.List)
+	return beam.ParDo2(s, &parseLineFn{Source: mustJSON(src)}, lines)
 }
 
-// --- Saliency ---
+// Existing says what a run does with images that already have a label.
+type Existing string
 
-type saliencyFn struct {
-	Needed    bool
-	MaxPixels int
-}
+// Existing modes.
+const (
+	Overwrite    Existing = "overwrite"     // label every image again
+	SkipExisting Existing = "skip-existing" // skip images with a label
+	// Incremental skips images labelled by this model artifact (recorded
+	// in its index, OUT/_index/<sha256>/), so that a new model relabels
+	// everything and a scheduled run labels only new images.
+	Incremental Existing = "incremental"
+)
 
-func (f *saliencyFn) ProcessElement(ctx context.Context, img Image, emit func(string, ImageMeta)) {
-	meta := LookupSaliency(counted(ctx), SharedStore(), img, f.Needed, f.MaxPixels)
-	switch meta.SalStatus {
-	case SalNone, SalMissing:
-		beam.NewCounter(MetricsNamespace, MetricSaliencyMissing).Inc(ctx, 1)
-	case SalUnreadable, SalWrongSize:
-		beam.NewCounter(MetricsNamespace, MetricSaliencyBad).Inc(ctx, 1)
+// noOutcome and noIDs emit nothing: empty collections of the right types.
+func noOutcome(dataset.Record, func(Outcome)) {}
+func noIDs(string, int, func(string, int))    {}
+
+type keyRecordFn struct{}
+
+func (keyRecordFn) ProcessElement(r dataset.Record, emit func(string, dataset.Record)) { emit(r.ID, r) }
+
+type labelIDFn struct{ Out string }
+
+func (f *labelIDFn) ProcessElement(m fileio.FileMetadata, emit func(string, int)) {
+	if id, ok := LabelID(f.Out, m.Path); ok {
+		emit(id, 1)
 	}
-	emit(meta.ID, meta)
 }
 
-// LookupSaliencyMaps turns images into keyed metadata for fusion, with the
-// saliency map attached when the background rule needs one.
-func LookupSaliencyMaps(s beam.Scope, images beam.PCollection, needed bool, maxPixels int) beam.PCollection {
-	s = s.Scope("Saliency")
-	return beam.ParDo(s, &saliencyFn{Needed: needed, MaxPixels: maxPixels}, images)
+type indexLineFn struct{}
+
+func (indexLineFn) ProcessElement(line string, emit func(string, int)) {
+	if id := strings.TrimSpace(line); id != "" {
+		emit(id, 1)
+	}
 }
 
-// --- Inference ---
-
-type inferFn struct {
-	Model   string // artifact URI
-	Backend string
-	// Engine is model.EngineOptions as JSON (DoFn fields must be simple).
-	Engine string
-	opts   model.EngineOptions
-
-	engine  *model.Engine
-	pending map[string][]View // by input shape
-
-	// Batches run on a small pool of goroutines, so that one bundle keeps
-	// every core busy whatever number of bundles the runner gives the
-	// stage; results are emitted from the DoFn's own goroutine.
-	slots    chan struct{}
-	inflight sync.WaitGroup
-	mu       sync.Mutex
-	done     []inferResult
+// skipRecord is the rule of SelectPending and of the in-process path: an
+// image with a label is skipped, when incremental only if this model's
+// index lists it.
+func skipRecord(hasLabel, inIndex, incremental bool) bool {
+	return hasLabel && (!incremental || inIndex)
 }
 
-type inferResult struct {
-	views   []View
-	cams    []ViewCAM
-	err     error
-	elapsed time.Duration
+type selectFn struct {
+	Incremental bool
 }
 
-func (f *inferFn) Setup(ctx context.Context) error {
-	if err := json.Unmarshal([]byte(f.Engine), &f.opts); err != nil {
+func (f *selectFn) ProcessElement(id string, recs func(*dataset.Record) bool, labels func(*int) bool, index func(*int) bool,
+	emit func(dataset.Record), skipped func(Outcome)) {
+	var one int
+	hasLabel := labels(&one)
+	inIndex := index(&one)
+	var r dataset.Record
+	for recs(&r) {
+		if skipRecord(hasLabel, inIndex, f.Incremental) {
+			skipped(Outcome{Kind: OutcomeSkipped, ID: id})
+			continue
+		}
+		emit(r)
+	}
+}
+
+// SelectPending keeps the records to label: all of them to overwrite;
+// else those without a label in OUT, or (incremental) without a label
+// made by this model artifact, as its index records. The decision is made
+// in the pipeline, by joining the records with a listing of OUT (and the
+// model's index parts), not by the launcher. It returns the pending
+// records and an outcome for each skipped one.
+func SelectPending(s beam.Scope, records beam.PCollection, out, modelSHA string, mode Existing) (pending, skipped beam.PCollection) {
+	s = s.Scope("SelectPending")
+	if mode == Overwrite {
+		return records, beam.ParDo(s, noOutcome, records)
+	}
+	keyed := beam.ParDo(s, keyRecordFn{}, records)
+	files := fileio.MatchFiles(s, storage.Join(out, "*"+LabelSuffix), fileio.MatchEmptyAllow())
+	labels := beam.ParDo(s, &labelIDFn{Out: out}, files)
+	index := beam.ParDo(s, noIDs, labels) // skip-existing reads no index
+	if mode == Incremental {
+		dir := storage.Join(out, IndexDir, modelSHA)
+		index = beam.ParDo(s, indexLineFn{}, beam.Flatten(s,
+			textio.Read(s.Scope("Index"), storage.Join(dir, "*", "*.txt")),
+			textio.Read(s.Scope("IndexV1"), storage.Join(dir, "*.txt"))))
+	}
+	grouped := beam.CoGroupByKey(s, keyed, labels, index)
+	return beam.ParDo2(s, &selectFn{Incremental: mode == Incremental}, grouped)
+}
+
+// --- The labeling stages ---
+
+// stagesFn is the part every stage DoFn shares: its options, and the
+// stages built from them in Setup.
+type stagesFn struct {
+	Options string // LabelOptions as JSON
+	stages  *Stages
+}
+
+func (f *stagesFn) Setup() error {
+	var o LabelOptions
+	if err := json.Unmarshal([]byte(f.Options), &o); err != nil {
 		return err
 	}
-	e, err := LoadEngine(ctx, f.Model, f.Backend, f.opts)
-	if err != nil {
-		return err
-	}
-	f.engine = e
+	f.stages = NewStages(o)
 	return nil
 }
 
-func (f *inferFn) StartBundle(ctx context.Context, emit func(string, ViewCAM), dead func(DeadLetter)) {
-	f.pending = map[string][]View{}
-	f.slots = make(chan struct{}, runtime.GOMAXPROCS(0))
+func (f *stagesFn) Teardown() error {
+	if f.stages != nil {
+		return f.stages.Close()
+	}
+	return nil
 }
 
-func (f *inferFn) ProcessElement(ctx context.Context, v View, emit func(string, ViewCAM), dead func(DeadLetter)) {
-	b, err := f.engine.Buckets().For(v.Spec.InH, v.Spec.InW)
+type loadFn struct{ stagesFn }
+
+func (f *loadFn) ProcessElement(ctx context.Context, rec dataset.Record, emit func(Task), dead func(DeadLetter)) error {
+	t, d, err := f.stages.Load(ctx, rec)
+	switch {
+	case err != nil:
+		return err
+	case d != nil:
+		dead(*d)
+	default:
+		beam.NewCounter(MetricsNamespace, MetricImagesRead).Inc(ctx, 1)
+		emit(*t)
+	}
+	return nil
+}
+
+// Load reshuffles the records (so that work spreads over bundles and
+// workers: the only shuffle of the images' way) and reads and decodes
+// their images. A missing, corrupt or too large image is a dead letter; a
+// storage fault that outlasts the retries fails the bundle.
+func Load(s beam.Scope, records beam.PCollection, opts LabelOptions) (tasks, dead beam.PCollection) {
+	s = s.Scope("Load")
+	return beam.ParDo2(s, &loadFn{stagesFn{Options: mustJSON(opts)}}, beam.Reshuffle(s, records))
+}
+
+type viewsFn struct{ stagesFn }
+
+func (f *viewsFn) ProcessElement(t Task, emit func(Task)) {
+	f.stages.MakeViews(&t)
+	emit(t)
+}
+
+// CropViews lists each image's inference views: its scales, each also
+// mirrored, and the local crops asked for.
+func CropViews(s beam.Scope, tasks beam.PCollection, opts LabelOptions) beam.PCollection {
+	s = s.Scope("CropViews")
+	return beam.ParDo(s, &viewsFn{stagesFn{Options: mustJSON(opts)}}, tasks)
+}
+
+type saliencyFn struct{ stagesFn }
+
+func (f *saliencyFn) ProcessElement(ctx context.Context, t Task, emit func(Task)) error {
+	if err := f.stages.LookupSaliency(ctx, &t); err != nil {
+		return err
+	}
+	emit(t)
+	return nil
+}
+
+// LookupSaliency attaches each image's saliency map when the background
+// rule needs one (see Stages.LookupSaliency).
+func LookupSaliency(s beam.Scope, tasks beam.PCollection, opts LabelOptions) beam.PCollection {
+	s = s.Scope("Saliency")
+	return beam.ParDo(s, &saliencyFn{stagesFn{Options: mustJSON(opts)}}, tasks)
+}
+
+type inferFn struct {
+	stagesFn
+	pending []*Task
+}
+
+func (f *inferFn) StartBundle(ctx context.Context, emit func(Task), dead func(DeadLetter), stats func(Outcome)) {
+	f.pending = f.pending[:0]
+}
+
+func (f *inferFn) ProcessElement(ctx context.Context, t Task, emit func(Task), dead func(DeadLetter), stats func(Outcome)) error {
+	f.pending = append(f.pending, &t)
+	if len(f.pending) >= f.stages.Opts.group() {
+		return f.flush(ctx, emit, dead, stats)
+	}
+	return nil
+}
+
+func (f *inferFn) flush(ctx context.Context, emit func(Task), dead func(DeadLetter), stats func(Outcome)) error {
+	if len(f.pending) == 0 {
+		return nil
+	}
+	ok, failed, st, err := f.stages.Infer(ctx, f.pending)
+	f.pending = f.pending[:0]
 	if err != nil {
-		failed(StageInfer).Inc(ctx, 1)
-		dead(DeadLetter{ID: v.ID, Stage: StageInfer, Reason: fmt.Sprintf("view %d: %v", v.Spec.Index, err)})
-		return
+		return err
 	}
-	k := fmt.Sprintf("%dx%d", b.H, b.W)
-	f.pending[k] = append(f.pending[k], v)
-	if len(f.pending[k]) >= b.Batch {
-		f.submit(k)
+	for _, d := range failed {
+		dead(d)
 	}
-	f.drain(ctx, emit, dead)
+	beam.NewCounter(MetricsNamespace, MetricViews).Inc(ctx, st.Views)
+	stats(Outcome{Kind: OutcomeInfer, Infer: st})
+	for _, t := range ok {
+		emit(*t)
+	}
+	return nil
 }
 
-// submit starts a batch on the pool (waiting for a free slot).
-func (f *inferFn) submit(k string) {
-	views := f.pending[k]
-	delete(f.pending, k)
-	if len(views) == 0 {
-		return
-	}
-	f.slots <- struct{}{}
-	f.inflight.Add(1)
-	go func() {
-		defer f.inflight.Done()
-		start := time.Now()
-		cams, err := InferViews(f.engine, views)
-		f.mu.Lock()
-		f.done = append(f.done, inferResult{views: views, cams: cams, err: err, elapsed: time.Since(start)})
-		f.mu.Unlock()
-		<-f.slots
-	}()
+func (f *inferFn) FinishBundle(ctx context.Context, emit func(Task), dead func(DeadLetter), stats func(Outcome)) error {
+	return f.flush(ctx, emit, dead, stats)
 }
 
-// drain emits the finished batches.
-func (f *inferFn) drain(ctx context.Context, emit func(string, ViewCAM), dead func(DeadLetter)) {
-	f.mu.Lock()
-	done := f.done
-	f.done = nil
-	f.mu.Unlock()
-	for _, r := range done {
-		if r.err != nil {
-			failed(StageInfer).Inc(ctx, int64(len(r.views)))
-			for _, v := range r.views {
-				dead(DeadLetter{ID: v.ID, Stage: StageInfer, Reason: fmt.Sprintf("view %d: %v", v.Spec.Index, r.err)})
-			}
-			continue
-		}
-		beam.NewDistribution(MetricsNamespace, MetricBatchLatency).Update(ctx, r.elapsed.Milliseconds())
-		beam.NewDistribution(MetricsNamespace, MetricBatchSize).Update(ctx, int64(len(r.views)))
-		beam.NewCounter(MetricsNamespace, MetricViews).Inc(ctx, int64(len(r.views)))
-		for _, c := range r.cams {
-			emit(c.ID, c)
-		}
-	}
-}
-
-func (f *inferFn) FinishBundle(ctx context.Context, emit func(string, ViewCAM), dead func(DeadLetter)) {
-	for k := range f.pending {
-		f.submit(k)
-	}
-	f.inflight.Wait()
-	f.drain(ctx, emit, dead)
-}
-
-// InferCAMs runs the model on the views in batches of views of one
-// bucket. The model is loaded once per worker process and shared by all
-// bundles. CAMs leave the stage zstd-compressed, keyed by image id.
-func InferCAMs(s beam.Scope, views beam.PCollection, modelURI, backend string, engine model.EngineOptions) (cams, dead beam.PCollection) {
+// InferCAMs runs the model on the images' views, a group of images at a
+// time, so that views of one bucket share batches across images (see
+// model.Engine). The model is loaded once per worker process and shared
+// by all bundles. It returns the images with their CAMs, the dead letters
+// of images the network could not take, and each group's inference
+// statistics (as outcomes, for the run record).
+func InferCAMs(s beam.Scope, tasks beam.PCollection, opts LabelOptions) (out, dead, stats beam.PCollection) {
 	s = s.Scope("InferCAMs")
-	raw, _ := json.Marshal(engine)
-	return beam.ParDo2(s, &inferFn{Model: modelURI, Backend: backend, Engine: string(raw)}, views)
+	return beam.ParDo3(s, &inferFn{stagesFn: stagesFn{Options: mustJSON(opts)}}, tasks)
 }
 
-// --- Fusion ---
+type fuseFn struct{ stagesFn }
 
-type fuseFn struct {
-	Classes int
-	Options string // FuseOptions as JSON
-	opts    FuseOptions
-}
-
-func (f *fuseFn) Setup() error { return json.Unmarshal([]byte(f.Options), &f.opts) }
-
-func (f *fuseFn) ProcessElement(ctx context.Context, id string, metas func(*ImageMeta) bool, camIter func(*ViewCAM) bool,
-	emit func(Label), dead func(DeadLetter)) {
-	var meta ImageMeta
-	found := false
-	var m ImageMeta
-	for metas(&m) {
-		meta, found = m, true
-	}
-	var cams []ViewCAM
-	var c ViewCAM
-	for camIter(&c) {
-		cams = append(cams, c)
-	}
-	if !found {
-		return // the image failed earlier; its dead letter is already out
-	}
-	lab, err := Fuse(meta, cams, f.Classes, f.opts)
-	if err != nil {
-		failed(StageFuse).Inc(ctx, 1)
-		dead(DeadLetter{ID: id, Stage: StageFuse, Reason: err.Error()})
+func (f *fuseFn) ProcessElement(t Task, emit func(Label), dead func(DeadLetter)) {
+	lab, d := f.stages.Fuse(&t)
+	if d != nil {
+		dead(*d)
 		return
-	}
-	if lab.Rule == "threshold(fallback)" {
-		beam.NewCounter(MetricsNamespace, MetricFallback).Inc(ctx, 1)
 	}
 	emit(lab)
 }
 
-// FuseLabels groups each image's CAMs with its metadata, fuses them and
-// applies the background rule.
-func FuseLabels(s beam.Scope, metas, cams beam.PCollection, classes int, opts FuseOptions) (labels, dead beam.PCollection) {
+// FuseLabels fuses each image's view CAMs and applies the background rule.
+func FuseLabels(s beam.Scope, tasks beam.PCollection, opts LabelOptions) (labels, dead beam.PCollection) {
 	s = s.Scope("FuseLabels")
-	raw, _ := json.Marshal(opts)
-	grouped := beam.CoGroupByKey(s, metas, cams)
-	return beam.ParDo2(s, &fuseFn{Classes: classes, Options: string(raw)}, grouped)
+	return beam.ParDo2(s, &fuseFn{stagesFn{Options: mustJSON(opts)}}, tasks)
 }
 
-// --- Write ---
+type writeFn struct{ stagesFn }
 
-// written counts labels written by this process, for progress reports.
-var written atomic.Int64
-
-// WrittenInProcess is the number of labels this process has written.
-func WrittenInProcess() int64 { return written.Load() }
-
-// CountWritten records a label written outside the pipeline (the
-// in-process path), for progress reports.
-func CountWritten() { written.Add(1) }
-
-type writeFn struct {
-	Out string
-}
-
-func (f *writeFn) ProcessElement(ctx context.Context, lab Label, dead func(DeadLetter)) {
-	if err := WriteLabel(counted(ctx), SharedStore(), f.Out, lab); err != nil {
-		failed(StageWrite).Inc(ctx, 1)
-		dead(DeadLetter{ID: lab.ID, Stage: StageWrite, Reason: err.Error()})
-		return
-	}
-	beam.NewCounter(MetricsNamespace, MetricLabels).Inc(ctx, 1)
-	if n := written.Add(1); n%500 == 0 {
-		log.Infof(ctx, "l2gflow: %d labels written by this worker", n)
-	}
-}
-
-// WriteLabels writes each label as OUT/<id>.png (atomically).
-func WriteLabels(s beam.Scope, labels beam.PCollection, out string) beam.PCollection {
-	s = s.Scope("WriteLabels")
-	return beam.ParDo(s, &writeFn{Out: out}, labels)
-}
-
-// --- Dead letters ---
-
-type deadLetterFn struct {
-	Out string
-}
-
-func (f *deadLetterFn) ProcessElement(ctx context.Context, d DeadLetter) error {
-	return WriteDeadLetter(counted(ctx), SharedStore(), f.Out, d)
-}
-
-// DeadLetterURI is where one dead letter is kept until the run merges them
-// into ErrorsFile; the name is fixed per image and stage, so retries do not
-// duplicate it.
-func DeadLetterURI(out string, d DeadLetter) string {
-	return storage.Join(out, ErrorsDir, d.Stage+"-"+d.ID+".json")
-}
-
-// WriteDeadLetter stores one dead letter, its reason redacted of any
-// credentials (signed URLs, user info) a failing path or error carried:
-// every dead letter of both the pipeline and the in-process path is
-// written here.
-func WriteDeadLetter(ctx context.Context, st *storage.Store, out string, d DeadLetter) error {
-	d.Reason = storage.Redact(d.Reason)
-	raw, err := json.Marshal(d)
+func (f *writeFn) ProcessElement(ctx context.Context, lab Label, emit func(Written)) error {
+	w, err := f.stages.Write(ctx, lab)
 	if err != nil {
 		return err
 	}
-	return st.WriteFile(ctx, DeadLetterURI(out, d), raw)
+	beam.NewCounter(MetricsNamespace, MetricLabelsWritten).Inc(ctx, 1)
+	progress.Add(1)
+	emit(w)
+	return nil
 }
 
-// WriteDeadLetters stores the dead letters of every stage.
-func WriteDeadLetters(s beam.Scope, out string, dead ...beam.PCollection) {
-	s = s.Scope("DeadLetters")
-	beam.ParDo0(s, &deadLetterFn{Out: out}, beam.Flatten(s, dead...))
+// progress counts labels written by this process, for the launcher's
+// progress lines when the stages run in its process (prism's loopback
+// workers, the in-process path); remote jobs report through metrics.
+var progress atomic.Int64
+
+// WrittenInProcess is the number of labels this process has written.
+func WrittenInProcess() int64 { return progress.Load() }
+
+// WriteLabels writes each label as OUT/<id>.png (atomically); a write
+// that fails fails the bundle, for the runner to retry.
+func WriteLabels(s beam.Scope, labels beam.PCollection, opts LabelOptions) beam.PCollection {
+	s = s.Scope("WriteLabels")
+	return beam.ParDo(s, &writeFn{stagesFn{Options: mustJSON(opts)}}, labels)
+}
+
+// LabelOutputs are what LabelImages gives.
+type LabelOutputs struct {
+	// Labels are the labels written (Written).
+	Labels beam.PCollection
+	// DeadLetters are the images no label was made for (DeadLetter).
+	DeadLetters beam.PCollection
+	// Inference holds each inference group's statistics (Outcome).
+	Inference beam.PCollection
+}
+
+// LabelImages is the whole labeling of dataset records (dataset.Record):
+// Load, CropViews, LookupSaliency, InferCAMs, FuseLabels and WriteLabels,
+// one element an image from start to end. It writes OUT/<id>.png for
+// every image it can label and returns the labels written and the dead
+// letters; pass both to RecordRun for the run's records.
+func LabelImages(s beam.Scope, records beam.PCollection, opts LabelOptions) LabelOutputs {
+	s = s.Scope("LabelImages")
+	tasks, deadLoad := Load(s, records, opts)
+	tasks = CropViews(s, tasks, opts)
+	tasks = LookupSaliency(s, tasks, opts)
+	tasks, deadInfer, stats := InferCAMs(s, tasks, opts)
+	labels, deadFuse := FuseLabels(s, tasks, opts)
+	written := WriteLabels(s, labels, opts)
+	return LabelOutputs{Labels: written, DeadLetters: beam.Flatten(s, deadLoad, deadInfer, deadFuse), Inference: stats}
+}
+
+// --- The run's bookkeeping ---
+
+// runFn is the part the bookkeeping DoFns share.
+type runFn struct {
+	Options string // RunOptions as JSON
+	opts    RunOptions
+	st      *storage.Store
+}
+
+func (f *runFn) Setup() error {
+	if err := json.Unmarshal([]byte(f.Options), &f.opts); err != nil {
+		return err
+	}
+	f.st = storage.NewWith(f.opts.Storage)
+	return nil
+}
+
+func (f *runFn) Teardown() error {
+	if f.st != nil {
+		return f.st.Close()
+	}
+	return nil
+}
+
+type deadLetterFn struct {
+	runFn
+	parts partWriter
+}
+
+func (f *deadLetterFn) StartBundle(ctx context.Context, emit func(Outcome)) {
+	f.parts = partWriter{dir: RunErrorsDir(f.opts.Out, f.opts.RunID), ext: ".jsonl"}
+}
+
+func (f *deadLetterFn) ProcessElement(ctx context.Context, d DeadLetter, emit func(Outcome)) error {
+	if err := f.parts.add(ctx, f.st, deadLetterLine(d)); err != nil {
+		return err
+	}
+	beam.NewCounter(MetricsNamespace, MetricDeadLetters).Inc(ctx, 1)
+	emit(Outcome{Kind: OutcomeFailed, ID: d.ID, Stage: d.Stage})
+	return nil
+}
+
+func (f *deadLetterFn) FinishBundle(ctx context.Context, emit func(Outcome)) error {
+	return f.parts.flush(ctx, f.st)
+}
+
+type indexFn struct {
+	runFn
+	parts partWriter
+}
+
+func (f *indexFn) StartBundle(ctx context.Context, emit func(Outcome)) {
+	f.parts = partWriter{dir: RunIndexDir(f.opts.Out, f.opts.ModelSHA, f.opts.RunID), ext: ".txt"}
+}
+
+func (f *indexFn) ProcessElement(ctx context.Context, w Written, emit func(Outcome)) error {
+	if err := f.parts.add(ctx, f.st, []byte(w.ID)); err != nil {
+		return err
+	}
+	emit(Outcome{Kind: OutcomeLabelled, ID: w.ID, Rule: w.Rule, SalStatus: w.SalStatus, Views: w.Views, Retries: w.Retries})
+	return nil
+}
+
+func (f *indexFn) FinishBundle(ctx context.Context, emit func(Outcome)) error {
+	return f.parts.flush(ctx, f.st)
+}
+
+type countsFn struct{}
+
+func (countsFn) CreateAccumulator() *Counts { return &Counts{Failed: map[string]int64{}} }
+func (countsFn) AddInput(c *Counts, o Outcome) *Counts {
+	c.Add(o)
+	return c
+}
+func (countsFn) MergeAccumulators(a, b *Counts) *Counts {
+	a.Merge(*b)
+	return a
+}
+func (countsFn) ExtractOutput(c *Counts) *Counts { return c }
+
+type finishFn struct{ runFn }
+
+func (f *finishFn) ProcessElement(ctx context.Context, c *Counts) error {
+	_, err := FinishRun(ctx, f.st, f.opts, *c)
+	return err
+}
+
+// RecordRun does a run's bookkeeping inside the job, so that nothing
+// depends on the launcher waiting (a scheduled Dataflow job, a Flex
+// Template): dead letters are written as parts under
+// OUT/_errors/<run>/ and the ids labelled as parts of the model's index
+// under OUT/_index/<sha256>/<run>/ (each bundle its own parts, so retries
+// and concurrent runs never collide); every image's outcome (skipped,
+// labelled, failed) is counted by a Combine; a last step merges the dead
+// letters into OUT/_errors.jsonl, writes the run record
+// (OUT/_runs/<run>.json and OUT/_run.json) and fails the job when the
+// dead letters exceed RunOptions.MaxFailures. skipped holds the outcomes
+// of SelectPending (may be empty).
+func RecordRun(s beam.Scope, outs LabelOutputs, skipped beam.PCollection, o RunOptions) {
+	s = s.Scope("RecordRun")
+	raw := mustJSON(o)
+	failed := beam.ParDo(s, &deadLetterFn{runFn: runFn{Options: raw}}, outs.DeadLetters)
+	labelled := beam.ParDo(s, &indexFn{runFn: runFn{Options: raw}}, outs.Labels)
+	start := beam.Create(s, Outcome{Kind: OutcomeRun})
+	counts := beam.Combine(s, countsFn{}, beam.Flatten(s, start, skipped, failed, labelled, outs.Inference))
+	beam.ParDo0(s, &finishFn{runFn{Options: raw}}, counts)
 }

@@ -1,22 +1,12 @@
-// Package transforms holds the labeling stages: plain Go functions that do
-// each stage's work, the Beam DoFns and composite transforms that run them
-// in a pipeline, and the element types passed between them. The in-process
-// path (pipelines/label.RunInProcess) calls the same functions, so both
-// give the same labels.
 package transforms
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/imagefile"
@@ -25,283 +15,273 @@ import (
 	"github.com/l2gflow/l2gflow/model/maps"
 )
 
-// Stage names, as recorded in dead letters and metrics.
-const (
-	StageLoad     = "load"
-	StageViews    = "views"
-	StageSaliency = "saliency"
-	StageInfer    = "infer"
-	StageFuse     = "fuse"
-	StageWrite    = "write"
-)
+// Stages does the work of each labeling stage. The Beam DoFns and the
+// in-process path call the same methods in the same order.
+//
+// Errors are sorted by what they mean: bad data (a corrupt or missing
+// image, a view the network cannot take) gives a dead letter and the job
+// goes on; anything else (a storage fault still failing after the
+// retries, a refused access, a model that cannot be loaded) is returned
+// as an error, which fails the bundle so that the runner retries it, and
+// never changes or drops a label.
+type Stages struct {
+	Opts  LabelOptions
+	Store *storage.Store
 
-// Image is a decoded image with its tags.
-type Image struct {
-	ID       string
-	Tags     []int
-	W, H     int
-	Pix      []byte // RGB, row-major
-	Saliency string // URI of the saliency map, "" if none
+	engineMu sync.Mutex
+	engine   *model.Engine
 }
 
-// View is one inference view of an image; it carries the image itself so
-// that the inference stage prepares the view exactly as the in-process
-// path does.
-type View struct {
-	ID   string
-	Spec model.ViewSpec
-	W, H int
-	Pix  []byte
+// NewStages returns the stages for opts, with their own storage client.
+func NewStages(opts LabelOptions) *Stages {
+	return &Stages{Opts: opts, Store: storage.NewWith(opts.Storage)}
 }
 
-// Saliency statuses of ImageMeta.
-const (
-	SalOK         = "ok"
-	SalNone       = "none"       // the dataset has no saliency map for the image
-	SalMissing    = "missing"    // listed but the object does not exist
-	SalUnreadable = "unreadable" // could not be read or decoded
-	SalWrongSize  = "wrong_size" // not the image's size
-	SalNotNeeded  = "not_needed" // the background rule does not use saliency
-)
+// Close releases the storage client.
+func (s *Stages) Close() error { return s.Store.Close() }
 
-// ImageMeta is what fusion needs to know of an image besides its CAMs.
-type ImageMeta struct {
-	ID        string
-	Tags      []int
-	W, H      int
-	Sal       []byte // W*H saliency values when SalStatus is SalOK
-	SalStatus string
-}
-
-// ViewCAM is a view's foreground CAM, zstd-compressed little-endian
-// float32 values H x W x C.
-type ViewCAM struct {
-	ID      string
-	Spec    model.ViewSpec
-	H, W, C int
-	Data    []byte
-}
-
-// Label is an image's pseudo label, ready to write.
-type Label struct {
-	ID  string
-	PNG []byte // VOC palette PNG
-	// CAM is the fused CAM (EncodeMap), kept when asked for threshold sweeps.
-	CAM []byte
-	// Rule is the background rule applied ("threshold", "saliency", or
-	// "threshold(fallback)" when saliency was unusable).
-	Rule string
-}
-
-// DeadLetter records an image that a stage could not handle.
-type DeadLetter struct {
-	ID     string `json:"id"`
-	Stage  string `json:"stage"`
-	Reason string `json:"reason"`
-}
-
-// zstd coders: EncodeAll and DecodeAll are safe for concurrent use, so one
-// of each serves the process.
-var (
-	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
-	zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(1<<30))
-)
-
-// EncodeMap compresses a float map: a 12-byte header (H, W, C) and the
-// values, zstd-compressed.
-func EncodeMap(m *maps.Map) []byte {
-	raw := make([]byte, 12+4*len(m.Pix))
-	binary.LittleEndian.PutUint32(raw[0:], uint32(m.H))
-	binary.LittleEndian.PutUint32(raw[4:], uint32(m.W))
-	binary.LittleEndian.PutUint32(raw[8:], uint32(m.C))
-	for i, v := range m.Pix {
-		binary.LittleEndian.PutUint32(raw[12+4*i:], math.Float32bits(v))
+// Engine returns the process's inference engine for the options' model
+// (loaded on first use, see LoadEngine).
+func (s *Stages) Engine(ctx context.Context) (*model.Engine, error) {
+	s.engineMu.Lock()
+	defer s.engineMu.Unlock()
+	if s.engine != nil {
+		return s.engine, nil
 	}
-	return zenc.EncodeAll(raw, nil)
-}
-
-// DecodeMap reverses EncodeMap.
-func DecodeMap(data []byte) (*maps.Map, error) {
-	raw, err := zdec.DecodeAll(data, nil)
-	if err != nil {
-		return nil, fmt.Errorf("decompress map: %w", err)
-	}
-	if len(raw) < 12 {
-		return nil, errors.New("map: short header")
-	}
-	h, w, c := int(binary.LittleEndian.Uint32(raw[0:])), int(binary.LittleEndian.Uint32(raw[4:])), int(binary.LittleEndian.Uint32(raw[8:]))
-	if h <= 0 || w <= 0 || c <= 0 || len(raw) != 12+4*h*w*c {
-		return nil, fmt.Errorf("map: %d bytes for %dx%dx%d", len(raw), h, w, c)
-	}
-	m := maps.New(h, w, c)
-	for i := range m.Pix {
-		m.Pix[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[12+4*i:]))
-	}
-	return m, nil
-}
-
-// LoadImage reads and decodes a record's image.
-func LoadImage(ctx context.Context, st *storage.Store, rec dataset.Record, maxPixels int) (Image, error) {
-	data, err := st.ReadFile(ctx, rec.Image, 512<<20)
-	if err != nil {
-		return Image{}, err
-	}
-	img, err := imagefile.DecodeRGB(data, maxPixels)
-	if err != nil {
-		return Image{}, fmt.Errorf("%s: %w", rec.Image, err)
-	}
-	return Image{ID: rec.ID, Tags: slices.Clone(rec.Tags), W: img.W, H: img.H, Pix: img.Pix, Saliency: rec.Saliency}, nil
-}
-
-// MakeViews lists an image's inference views.
-func MakeViews(img Image, opts model.ViewOptions) []View {
-	specs := opts.Views(img.H, img.W)
-	out := make([]View, len(specs))
-	for i, s := range specs {
-		out[i] = View{ID: img.ID, Spec: s, W: img.W, H: img.H, Pix: img.Pix}
-	}
-	return out
-}
-
-// LookupSaliency attaches the image's saliency map when the background
-// rule needs it. A missing, unreadable or wrongly sized map is reported in
-// SalStatus, never as an error.
-func LookupSaliency(ctx context.Context, st *storage.Store, img Image, needed bool, maxPixels int) ImageMeta {
-	meta := ImageMeta{ID: img.ID, Tags: img.Tags, W: img.W, H: img.H}
-	switch {
-	case !needed:
-		meta.SalStatus = SalNotNeeded
-		return meta
-	case img.Saliency == "":
-		meta.SalStatus = SalNone
-		return meta
-	}
-	data, err := st.ReadFile(ctx, img.Saliency, 512<<20)
-	if errors.Is(err, storage.ErrNotExist) {
-		meta.SalStatus = SalMissing
-		return meta
-	}
-	if err != nil {
-		meta.SalStatus = SalUnreadable
-		return meta
-	}
-	g, err := imagefile.DecodeGray(data, maxPixels)
-	switch {
-	case err != nil:
-		meta.SalStatus = SalUnreadable
-	case g.W != img.W || g.H != img.H:
-		meta.SalStatus = SalWrongSize
-	default:
-		meta.SalStatus, meta.Sal = SalOK, g.Pix
-	}
-	return meta
-}
-
-// InferViews runs views of any sizes through the engine, which pads each
-// to its bucket and batches views of one bucket together; a view's CAM
-// does not depend on its batch or padding.
-func InferViews(e *model.Engine, views []View) ([]ViewCAM, error) {
-	inputs := make([]*maps.Map, len(views))
-	for i, v := range views {
-		rgb := &imagefile.RGB{W: v.W, H: v.H, Pix: v.Pix}
-		inputs[i] = model.PrepareView(e.Normalize(rgb), v.Spec)
-	}
-	cams, err := e.Infer(inputs)
+	e, err := LoadEngine(ctx, s.Store, s.Opts.Model, s.Opts.Backend, s.Opts.Engine)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]ViewCAM, len(views))
-	for i, c := range cams {
-		out[i] = ViewCAM{ID: views[i].ID, Spec: views[i].Spec, H: c.H, W: c.W, C: c.C, Data: EncodeMap(c)}
+	s.engine = e
+	return e, nil
+}
+
+// counting returns ctx under which the store's retries add to *n.
+func counting(ctx context.Context, n *int) context.Context {
+	var mu sync.Mutex
+	return storage.WithRetryHook(ctx, func(string, string, error) { mu.Lock(); *n++; mu.Unlock() })
+}
+
+// dataError reports whether a storage error reading an image's own file
+// is about the data (the object does not exist, is over the size limit,
+// or its URI is of a scheme l2gflow does not read) rather than the
+// storage: retrying cannot help.
+func dataError(err error) bool {
+	return errors.Is(err, storage.ErrNotExist) || errors.Is(err, storage.ErrTooLarge) || errors.Is(err, storage.ErrUnsupportedScheme)
+}
+
+// maxImageBytes bounds an image file read.
+const maxImageBytes = 512 << 20
+
+// Load reads and decodes a record's image (for a record of the layout,
+// trying the other image extensions when the .jpg does not exist). A
+// missing, unreadable or too large image gives a dead letter.
+func (s *Stages) Load(ctx context.Context, rec dataset.Record) (*Task, *DeadLetter, error) {
+	t := &Task{Rec: rec}
+	ctx = counting(ctx, &t.Retries)
+	uris := []string{rec.Image}
+	if rec.Probe {
+		base := strings.TrimSuffix(rec.Image, dataset.ImageExtensions[0])
+		for _, ext := range dataset.ImageExtensions[1:] {
+			uris = append(uris, base+ext)
+		}
+	}
+	var data []byte
+	var err error
+	for _, uri := range uris {
+		if data, err = s.Store.ReadFile(ctx, uri, maxImageBytes); !errors.Is(err, storage.ErrNotExist) {
+			break
+		}
+	}
+	if err != nil {
+		if dataError(err) {
+			return nil, &DeadLetter{ID: rec.ID, Stage: StageLoad, Reason: err.Error()}, nil
+		}
+		return nil, nil, fmt.Errorf("image %s: %w", rec.ID, err)
+	}
+	img, err := imagefile.DecodeRGB(data, s.Opts.MaxPixels)
+	if err != nil {
+		return nil, &DeadLetter{ID: rec.ID, Stage: StageLoad, Reason: fmt.Sprintf("%s: %v", rec.Image, err)}, nil
+	}
+	t.W, t.H, t.Pix = img.W, img.H, img.Pix
+	return t, nil, nil
+}
+
+// MakeViews lists the image's inference views.
+func (s *Stages) MakeViews(t *Task) {
+	t.Views = s.Opts.Views.Views(t.H, t.W)
+}
+
+// LookupSaliency attaches the image's saliency map when the background
+// rule needs it. A map that does not exist, cannot be decoded or has
+// another size is reported in SalStatus (the documented fallback follows
+// in fusion); a refused read is a configuration error and a storage fault
+// that outlasts the retries fails the bundle: neither may change a label.
+func (s *Stages) LookupSaliency(ctx context.Context, t *Task) error {
+	switch {
+	case s.Opts.Fuse.Background != BackgroundSaliency:
+		t.SalStatus = SalNotNeeded
+		return nil
+	case t.Rec.Saliency == "":
+		t.SalStatus = SalNone
+		return nil
+	}
+	data, err := s.Store.ReadFile(counting(ctx, &t.Retries), t.Rec.Saliency, maxImageBytes)
+	switch {
+	case errors.Is(err, storage.ErrNotExist) && t.Rec.Probe:
+		t.SalStatus = SalNone // the layout has no map for this image
+		return nil
+	case errors.Is(err, storage.ErrNotExist):
+		t.SalStatus = SalMissing
+		return nil
+	case errors.Is(err, storage.ErrTooLarge):
+		t.SalStatus = SalUnreadable
+		return nil
+	case storage.Denied(err):
+		return fmt.Errorf("saliency map of %s: access refused, check the job's permissions: %w", t.Rec.ID, err)
+	case err != nil:
+		return fmt.Errorf("saliency map of %s: %w", t.Rec.ID, err)
+	}
+	g, err := imagefile.DecodeGray(data, s.Opts.MaxPixels)
+	switch {
+	case err != nil:
+		t.SalStatus = SalUnreadable
+	case g.W != t.W || g.H != t.H:
+		t.SalStatus = SalWrongSize
+	default:
+		t.SalStatus, t.Sal = SalOK, g.Pix
+	}
+	return nil
+}
+
+// Infer runs the views of a group of images through the engine together
+// (views of one bucket share batches across images) and stores each
+// image's CAMs. A group whose inference fails gives every image of it a
+// dead letter naming the cause; an engine that cannot be loaded is an
+// error.
+func (s *Stages) Infer(ctx context.Context, tasks []*Task) ([]*Task, []DeadLetter, model.InferStats, error) {
+	e, err := s.Engine(ctx)
+	if err != nil {
+		return nil, nil, model.InferStats{}, err
+	}
+	var inputs []*maps.Map
+	var dead []DeadLetter
+	var ok []*Task
+	for _, t := range tasks {
+		norm := e.Normalize(&imagefile.RGB{W: t.W, H: t.H, Pix: t.Pix})
+		views, err := prepareViews(norm, t.Views)
+		if err != nil {
+			dead = append(dead, DeadLetter{ID: t.Rec.ID, Stage: StageInfer, Reason: err.Error()})
+			continue
+		}
+		inputs = append(inputs, views...)
+		ok = append(ok, t)
+	}
+	if len(ok) == 0 {
+		return nil, dead, model.InferStats{}, nil
+	}
+	cams, stats, err := e.Infer(inputs)
+	if err != nil {
+		for _, t := range ok {
+			dead = append(dead, DeadLetter{ID: t.Rec.ID, Stage: StageInfer, Reason: err.Error()})
+		}
+		return nil, dead, stats, nil
+	}
+	for _, t := range ok {
+		t.CAMs = make([]maps.Map, len(t.Views))
+		for i := range t.Views {
+			t.CAMs[i] = *cams[0]
+			cams = cams[1:]
+		}
+	}
+	return ok, dead, stats, nil
+}
+
+// prepareViews cuts an image's view inputs, turning a panic on odd input
+// into an error.
+func prepareViews(norm *maps.Map, views []model.ViewSpec) (out []*maps.Map, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("prepare views: %v", r)
+		}
+	}()
+	for _, v := range views {
+		out = append(out, model.PrepareView(norm, v))
 	}
 	return out, nil
 }
 
-// FuseOptions configure fusion and the background rule.
-type FuseOptions struct {
-	Background        string // "threshold" or "saliency"
-	BgThreshold       float64
-	SaliencyThreshold float64
-	CAMThreshold      float64
-	// SaliencyFallback for images without a usable saliency map under the
-	// saliency rule: "threshold" (use the threshold rule) or "skip"
-	// (dead-letter the image).
-	SaliencyFallback string
-	LocalCombine     string // "sum" or "max"
-	KeepCAMs         bool
-}
-
-// ErrNoSaliency is returned by Fuse for an image skipped by the saliency
-// fallback.
+// ErrNoSaliency is the cause of a dead letter from the saliency rule's
+// "skip" fallback.
 var ErrNoSaliency = errors.New("no usable saliency map")
 
-// Fuse combines an image's view CAMs (any order: they are sorted by view
-// index first) into its label.
-func Fuse(meta ImageMeta, cams []ViewCAM, classes int, o FuseOptions) (Label, error) {
-	if len(cams) == 0 {
-		return Label{}, errors.New("no CAMs")
+// Fuse combines an image's view CAMs into its label: each view restored to
+// image coordinates (on every core), added in view order so that sums are
+// the same to the bit on every run, then the background rule.
+func (s *Stages) Fuse(t *Task) (Label, *DeadLetter) {
+	lab, err := fuse(t, s.Opts.Fuse)
+	if err != nil {
+		return Label{}, &DeadLetter{ID: t.Rec.ID, Stage: StageFuse, Reason: err.Error()}
 	}
-	slices.SortFunc(cams, func(a, b ViewCAM) int { return a.Spec.Index - b.Spec.Index })
-	for i := 1; i < len(cams); i++ {
-		if cams[i].Spec.Index == cams[i-1].Spec.Index {
-			return Label{}, fmt.Errorf("view %d twice", cams[i].Spec.Index)
+	return lab, nil
+}
+
+func fuse(t *Task, o FuseOptions) (lab Label, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("fusion panicked: %v", r)
+		}
+	}()
+	if len(t.CAMs) == 0 || len(t.CAMs) != len(t.Views) {
+		return Label{}, fmt.Errorf("%d CAMs for %d views", len(t.CAMs), len(t.Views))
+	}
+	for i, v := range t.Views {
+		if v.Index != i {
+			return Label{}, fmt.Errorf("view %d in place %d", v.Index, i)
 		}
 	}
-	// A label from some of the views would differ from the one a clean run
-	// gives: refuse it (the failed views have their own dead letters).
-	if want := cams[0].Spec.Of; want > 0 && len(cams) != want {
-		return Label{}, fmt.Errorf("only %d of %d views inferred", len(cams), want)
-	}
-	combine := maps.Sum
-	if o.LocalCombine == "max" {
-		combine = maps.Max
-	}
-	// Decoding and resizing the views is most of the work: do it on every
-	// core (the Beam runner gives fusion fewer bundles than cores), then
-	// add the results in view order, so that sums are bit-identical.
-	restored := make([]*maps.Map, len(cams))
-	errs := make([]error, len(cams))
+	restored := make([]*maps.Map, len(t.CAMs))
+	panics := make([]error, len(t.CAMs))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	for i, c := range cams {
+	for i := range t.CAMs {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			m, err := DecodeMap(c.Data)
-			if err != nil {
-				errs[i] = fmt.Errorf("view %d: %w", c.Spec.Index, err)
-				return
-			}
-			restored[i] = model.RestoreView(m, c.Spec, meta.H, meta.W)
+			defer func() {
+				if r := recover(); r != nil {
+					panics[i] = fmt.Errorf("view %d: %v", i, r)
+				}
+			}()
+			restored[i] = model.RestoreView(&t.CAMs[i], t.Views[i], t.H, t.W)
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(panics...); err != nil {
 		return Label{}, err
 	}
-	f := model.NewFuser(meta.H, meta.W, classes, combine)
-	for i, c := range cams {
-		if err := f.Add(c.Spec, restored[i]); err != nil {
+	f := model.NewFuser(t.H, t.W, o.Classes, o.LocalCombine)
+	for i, v := range t.Views {
+		if err := f.Add(v, restored[i]); err != nil {
 			return Label{}, err
 		}
 	}
-	fused := f.Result(meta.Tags)
-	lab := Label{ID: meta.ID, Rule: o.Background}
+	fused := f.Result(t.Rec.Tags)
+	lab = Label{ID: t.Rec.ID, Rule: string(o.Background), SalStatus: t.SalStatus, Views: len(t.Views), Retries: t.Retries}
 	var g *imagefile.Gray
-	var err error
-	if o.Background == "saliency" && meta.SalStatus == SalOK {
-		sal := &imagefile.Gray{W: meta.W, H: meta.H, Pix: meta.Sal}
-		g, err = maps.SaliencyLabels(fused, meta.Tags, sal, float32(o.SaliencyThreshold), float32(o.CAMThreshold))
+	if o.Background == BackgroundSaliency && t.SalStatus == SalOK {
+		sal := &imagefile.Gray{W: t.W, H: t.H, Pix: t.Sal}
+		g, err = maps.SaliencyLabels(fused, t.Rec.Tags, sal, float32(o.SaliencyThreshold), float32(o.CAMThreshold))
 	} else {
-		if o.Background == "saliency" {
-			if o.SaliencyFallback == "skip" {
-				return Label{}, fmt.Errorf("%w (%s)", ErrNoSaliency, meta.SalStatus)
+		if o.Background == BackgroundSaliency {
+			if o.SaliencyFallback == FallbackSkip {
+				return Label{}, fmt.Errorf("%w (%s)", ErrNoSaliency, t.SalStatus)
 			}
-			lab.Rule = "threshold(fallback)"
+			lab.Rule = RuleFallback
 		}
-		g, err = maps.ThresholdLabels(fused, meta.Tags, float32(o.BgThreshold))
+		g, err = maps.ThresholdLabels(fused, t.Rec.Tags, float32(o.BgThreshold))
 	}
 	if err != nil {
 		return Label{}, err
@@ -315,97 +295,19 @@ func Fuse(meta ImageMeta, cams []ViewCAM, classes int, o FuseOptions) (Label, er
 	return lab, nil
 }
 
-// Output layout under the label prefix.
-const (
-	ErrorsDir   = "_errors" // one JSON object per dead letter, merged into ErrorsFile
-	ErrorsFile  = "_errors.jsonl"
-	RunFile     = "_run.json"
-	CAMsDir     = "_cams" // fused CAMs, <id>.cam (EncodeMap)
-	LabelSuffix = ".png"
-)
-
-// LabelURI is where an image's label goes.
-func LabelURI(out, id string) string { return storage.Join(out, id+LabelSuffix) }
-
-// CAMURI is where an image's fused CAM goes.
-func CAMURI(out, id string) string { return storage.Join(out, CAMsDir, id+".cam") }
-
-// idIn returns the id of uri when it is dir/<id><suffix>.
-func idIn(dir, uri, suffix string) (string, bool) {
-	if strings.TrimSuffix(storage.Dir(uri), "/") != strings.TrimSuffix(dir, "/") || !strings.HasSuffix(uri, suffix) {
-		return "", false
-	}
-	return strings.TrimSuffix(storage.Base(uri), suffix), true
-}
-
-// LabelID returns the image id of uri when it is a label, OUT/<id>.png
-// (not an object in a sub-folder), as found by listing OUT.
-func LabelID(out, uri string) (string, bool) { return idIn(out, uri, LabelSuffix) }
-
-// CAMID returns the image id of uri when it is a stored fused CAM,
-// OUT/_cams/<id>.cam.
-func CAMID(out, uri string) (string, bool) { return idIn(storage.Join(out, CAMsDir), uri, ".cam") }
-
-// WriteLabel writes a label (and its CAM, if kept) atomically. Writing the
-// same label twice gives the same bytes, so retries are harmless.
-func WriteLabel(ctx context.Context, st *storage.Store, out string, lab Label) error {
+// Write writes a label (and its CAM, if kept) atomically. Writing the same
+// label twice gives the same bytes, so a retried bundle is harmless. Any
+// failure is an error: the bundle fails and is retried.
+func (s *Stages) Write(ctx context.Context, lab Label) (Written, error) {
+	ctx = counting(ctx, &lab.Retries)
 	if lab.CAM != nil {
-		if err := st.WriteFile(ctx, CAMURI(out, lab.ID), lab.CAM); err != nil {
-			return err
+		if err := s.Store.WriteFile(ctx, CAMURI(s.Opts.Out, lab.ID), lab.CAM); err != nil {
+			return Written{}, fmt.Errorf("label of %s: %w", lab.ID, err)
 		}
 	}
-	return st.WriteFile(ctx, LabelURI(out, lab.ID), lab.PNG)
-}
-
-// engines caches loaded models per process: a Beam worker runs many DoFn
-// instances (Setup is per instance), and a model should be read, checked
-// and compiled once per process, then shared by all bundles. This and the
-// storage client below are the package's only process-wide state.
-var engines = struct {
-	sync.Mutex
-	m map[string]*engineEntry
-}{m: map[string]*engineEntry{}}
-
-type engineEntry struct {
-	once sync.Once
-	e    *model.Engine
-	err  error
-}
-
-// LoadEngine returns the process's engine for a model URI, backend and
-// engine options, loading it on first use.
-func LoadEngine(ctx context.Context, uri, backend string, opts model.EngineOptions) (*model.Engine, error) {
-	key := fmt.Sprintf("%s\x00%s\x00%+v", uri, backend, opts)
-	engines.Lock()
-	ent, ok := engines.m[key]
-	if !ok {
-		ent = &engineEntry{}
-		engines.m[key] = ent
+	uri := LabelURI(s.Opts.Out, lab.ID)
+	if err := s.Store.WriteFile(ctx, uri, lab.PNG); err != nil {
+		return Written{}, fmt.Errorf("label of %s: %w", lab.ID, err)
 	}
-	engines.Unlock()
-	ent.once.Do(func() {
-		var data []byte
-		data, ent.err = SharedStore().ReadFile(ctx, uri, 0)
-		if ent.err != nil {
-			ent.err = fmt.Errorf("model: %w", ent.err)
-			return
-		}
-		var m *model.Model
-		if m, ent.err = model.LoadModel(data); ent.err != nil {
-			ent.err = fmt.Errorf("model %s: %w", uri, ent.err)
-			return
-		}
-		b, err := model.NewBackend(backend)
-		if err != nil {
-			ent.err = err
-			return
-		}
-		ent.e, ent.err = model.NewEngine(b, m, opts)
-	})
-	return ent.e, ent.err
+	return Written{ID: lab.ID, URI: uri, Rule: lab.Rule, SalStatus: lab.SalStatus, Views: lab.Views, Retries: lab.Retries}, nil
 }
-
-var sharedStore = sync.OnceValue(storage.New)
-
-// SharedStore is the process's storage client (GCS clients are costly).
-func SharedStore() *storage.Store { return sharedStore() }

@@ -2,14 +2,13 @@ package transforms
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/imagefile"
-	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/model"
 	"github.com/l2gflow/l2gflow/model/maps"
 )
@@ -32,104 +31,135 @@ func TestEncodeMapRoundTrip(t *testing.T) {
 }
 
 func TestMakeViews(t *testing.T) {
-	img := Image{ID: "a", W: 40, H: 30, Pix: make([]byte, 40*30*3)}
-	views := MakeViews(img, model.ViewOptions{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true})
-	if len(views) != 8 {
-		t.Fatalf("%d views, want 8", len(views))
+	st := &Stages{Opts: LabelOptions{Views: model.ViewOptions{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true}}}
+	task := &Task{W: 40, H: 30}
+	st.MakeViews(task)
+	if len(task.Views) != 8 {
+		t.Fatalf("%d views, want 8", len(task.Views))
 	}
-	for i, v := range views {
-		if v.Spec.Index != i || v.ID != "a" || v.Spec.Flip != (i%2 == 1) {
-			t.Errorf("view %d: %+v", i, v.Spec)
+	for i, v := range task.Views {
+		if v.Index != i || v.Flip != (i%2 == 1) || v.Of != 8 {
+			t.Errorf("view %d: %+v", i, v)
 		}
 	}
-	local := MakeViews(img, model.ViewOptions{Scales: []float64{1}, LocalViews: "corners", LocalSize: 20})
-	if len(local) != 5 || !local[4].Spec.Local || local[4].Spec.Y0 != 10 || local[4].Spec.X0 != 20 {
-		t.Errorf("corner views: %+v", local)
+	st.Opts.Views = model.ViewOptions{Scales: []float64{1}, LocalViews: "corners", LocalSize: 20}
+	st.MakeViews(task)
+	if len(task.Views) != 5 || !task.Views[4].Local || task.Views[4].Y0 != 10 || task.Views[4].X0 != 20 {
+		t.Errorf("corner views: %+v", task.Views)
 	}
 }
 
 func TestLookupSaliency(t *testing.T) {
-	st := storage.New()
+	st := NewStages(LabelOptions{Fuse: FuseOptions{Background: BackgroundSaliency}})
 	defer st.Close()
 	ctx := context.Background()
 	dir := t.TempDir()
 	good, _ := imagefile.EncodeGray(imagefile.NewGray(4, 3))
 	small, _ := imagefile.EncodeGray(imagefile.NewGray(2, 2))
-	st.WriteFile(ctx, filepath.Join(dir, "good.png"), good)
-	st.WriteFile(ctx, filepath.Join(dir, "small.png"), small)
-	st.WriteFile(ctx, filepath.Join(dir, "bad.png"), []byte("junk"))
-	img := Image{ID: "a", W: 4, H: 3}
+	st.Store.WriteFile(ctx, filepath.Join(dir, "good.png"), good)
+	st.Store.WriteFile(ctx, filepath.Join(dir, "small.png"), small)
+	st.Store.WriteFile(ctx, filepath.Join(dir, "bad.png"), []byte("junk"))
 	for _, tc := range []struct {
 		uri    string
+		probe  bool
 		needed bool
 		want   string
 	}{
-		{filepath.Join(dir, "good.png"), true, SalOK},
-		{filepath.Join(dir, "good.png"), false, SalNotNeeded},
-		{"", true, SalNone},
-		{filepath.Join(dir, "gone.png"), true, SalMissing},
-		{filepath.Join(dir, "small.png"), true, SalWrongSize},
-		{filepath.Join(dir, "bad.png"), true, SalUnreadable},
+		{filepath.Join(dir, "good.png"), false, true, SalOK},
+		{filepath.Join(dir, "good.png"), false, false, SalNotNeeded},
+		{"", false, true, SalNone},
+		{filepath.Join(dir, "gone.png"), false, true, SalMissing},
+		{filepath.Join(dir, "gone.png"), true, true, SalNone}, // the layout has no map for it
+		{filepath.Join(dir, "small.png"), false, true, SalWrongSize},
+		{filepath.Join(dir, "bad.png"), false, true, SalUnreadable},
 	} {
-		img.Saliency = tc.uri
-		meta := LookupSaliency(ctx, st, img, tc.needed, 0)
-		if meta.SalStatus != tc.want || (tc.want == SalOK) != (len(meta.Sal) == 12) {
-			t.Errorf("%s needed=%v: status %q (%d values), want %q", tc.uri, tc.needed, meta.SalStatus, len(meta.Sal), tc.want)
+		st.Opts.Fuse.Background = BackgroundThreshold
+		if tc.needed {
+			st.Opts.Fuse.Background = BackgroundSaliency
+		}
+		task := &Task{W: 4, H: 3}
+		task.Rec.Saliency, task.Rec.Probe = tc.uri, tc.probe
+		if err := st.LookupSaliency(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+		if task.SalStatus != tc.want || (tc.want == SalOK) != (len(task.Sal) == 12) {
+			t.Errorf("%s needed=%v: status %q (%d values), want %q", tc.uri, tc.needed, task.SalStatus, len(task.Sal), tc.want)
 		}
 	}
 }
 
-// camOf builds a view CAM for a 2x2 image with one class.
-func camOf(index int, v float32) ViewCAM {
-	m := maps.New(2, 2, 1)
-	for i := range m.Pix {
-		m.Pix[i] = v
+// twoViewTask is a 2x2 image with one class and two views whose CAMs peak
+// on pixel 0.
+func twoViewTask(a, b float32) *Task {
+	t := &Task{W: 2, H: 2, SalStatus: SalNone}
+	t.Rec.ID, t.Rec.Tags = "a", []int{0}
+	for i, v := range []float32{a, b} {
+		m := maps.New(2, 2, 1)
+		for k := range m.Pix {
+			m.Pix[k] = v
+		}
+		m.Pix[0] = 2 * v
+		t.Views = append(t.Views, model.ViewSpec{Index: i, Scale: 1, InH: 2, InW: 2, Of: 2})
+		t.CAMs = append(t.CAMs, *m)
 	}
-	m.Pix[0] = 2 * v
-	return ViewCAM{ID: "a", Spec: model.ViewSpec{Index: index, Scale: 1}, H: 2, W: 2, C: 1, Data: EncodeMap(m)}
+	return t
 }
 
 func TestFuse(t *testing.T) {
-	meta := ImageMeta{ID: "a", Tags: []int{0}, W: 2, H: 2, SalStatus: SalNone}
-	o := FuseOptions{Background: "threshold", BgThreshold: 0.6, KeepCAMs: true}
-	// Views in any order give the same label; pixel 0 is the peak.
-	a, err := Fuse(meta, []ViewCAM{camOf(1, 1), camOf(0, 0.5)}, 1, o)
-	if err != nil {
-		t.Fatal(err)
+	st := &Stages{Opts: LabelOptions{Fuse: FuseOptions{Classes: 1, Background: BackgroundThreshold, BgThreshold: 0.6, KeepCAMs: true}}}
+	lab, d := st.Fuse(twoViewTask(1, 0.5))
+	if d != nil || lab.CAM == nil || lab.Views != 2 {
+		t.Fatalf("fuse: %+v %+v", lab, d)
 	}
-	b, _ := Fuse(meta, []ViewCAM{camOf(0, 0.5), camOf(1, 1)}, 1, o)
-	if !slices.Equal(a.PNG, b.PNG) || a.CAM == nil {
-		t.Error("fusion depends on view order, or dropped the CAM")
+	g, _ := imagefile.DecodeLabel(lab.PNG, 0)
+	if !slices.Equal(g.Pix, []uint8{1, 0, 0, 0}) {
+		t.Errorf("label %v, want [1 0 0 0]", g.Pix)
 	}
-	lab, _ := imagefile.DecodeLabel(a.PNG, 0)
-	if !slices.Equal(lab.Pix, []uint8{1, 0, 0, 0}) {
-		t.Errorf("label %v, want [1 0 0 0]", lab.Pix)
+	// Views out of place or missing are refused.
+	bad := twoViewTask(1, 1)
+	bad.Views[0].Index, bad.Views[1].Index = 1, 0
+	if _, d := st.Fuse(bad); d == nil || d.Stage != StageFuse {
+		t.Error("views out of order: want a dead letter")
 	}
-	if _, err := Fuse(meta, []ViewCAM{camOf(0, 1), camOf(0, 1)}, 1, o); err == nil {
-		t.Error("a view twice: want an error")
-	}
-	if _, err := Fuse(meta, nil, 1, o); err == nil {
-		t.Error("no views: want an error")
-	}
-	// Views that know their count: one of three missing is refused.
-	v0, v2 := camOf(0, 1), camOf(2, 1)
-	v0.Spec.Of, v2.Spec.Of = 3, 3
-	if _, err := Fuse(meta, []ViewCAM{v0, v2}, 1, o); err == nil || !strings.Contains(err.Error(), "2 of 3 views") {
-		t.Errorf("missing view: err = %v, want 2 of 3 views", err)
+	short := twoViewTask(1, 1)
+	short.CAMs = short.CAMs[:1]
+	if _, d := st.Fuse(short); d == nil || !strings.Contains(d.Reason, "1 CAMs for 2 views") {
+		t.Errorf("a missing CAM: %+v", d)
 	}
 	// Saliency rule without saliency: fallback or skip.
-	o.Background = "saliency"
-	o.SaliencyFallback = "threshold"
-	if lab, err := Fuse(meta, []ViewCAM{camOf(0, 1)}, 1, o); err != nil || lab.Rule != "threshold(fallback)" {
-		t.Errorf("fallback: %v %q", err, lab.Rule)
+	st.Opts.Fuse.Background, st.Opts.Fuse.SaliencyFallback = BackgroundSaliency, FallbackThreshold
+	if lab, d := st.Fuse(twoViewTask(1, 1)); d != nil || lab.Rule != RuleFallback {
+		t.Errorf("fallback: %+v %q", d, lab.Rule)
 	}
-	o.SaliencyFallback = "skip"
-	if _, err := Fuse(meta, []ViewCAM{camOf(0, 1)}, 1, o); !errors.Is(err, ErrNoSaliency) {
-		t.Errorf("skip: err = %v, want ErrNoSaliency", err)
+	st.Opts.Fuse.SaliencyFallback = FallbackSkip
+	if _, d := st.Fuse(twoViewTask(1, 1)); d == nil || !strings.Contains(d.Reason, ErrNoSaliency.Error()) {
+		t.Errorf("skip: %+v, want no usable saliency map", d)
 	}
-	meta.SalStatus, meta.Sal = SalOK, []byte{255, 255, 0, 0}
-	if lab, err := Fuse(meta, []ViewCAM{camOf(0, 1)}, 1, o); err != nil || lab.Rule != "saliency" {
-		t.Errorf("saliency rule: %v %q", err, lab.Rule)
+	withSal := twoViewTask(1, 1)
+	withSal.SalStatus, withSal.Sal = SalOK, []byte{255, 255, 0, 0}
+	if lab, d := st.Fuse(withSal); d != nil || lab.Rule != string(BackgroundSaliency) {
+		t.Errorf("saliency rule: %+v %q", d, lab.Rule)
+	}
+}
+
+func TestLoadProbesExtensions(t *testing.T) {
+	st := NewStages(LabelOptions{})
+	defer st.Close()
+	ctx := context.Background()
+	dir := t.TempDir()
+	img := imagefile.NewRGB(5, 4)
+	png, _ := imagefile.EncodePNG(img)
+	st.Store.WriteFile(ctx, filepath.Join(dir, "a.png"), png)
+	// A record of the layout names a .jpg; the .png is found.
+	task, d, err := st.Load(ctx, dataset.Record{ID: "a", Image: filepath.Join(dir, "a.jpg"), Probe: true})
+	if err != nil || d != nil || task.W != 5 || task.H != 4 {
+		t.Fatalf("probe: %+v %+v %v", task, d, err)
+	}
+	// Without probing, or with no file at all, it is a dead letter.
+	for _, rec := range []dataset.Record{{ID: "a", Image: filepath.Join(dir, "a.jpg")}, {ID: "b", Image: filepath.Join(dir, "b.jpg"), Probe: true}} {
+		if _, d, err := st.Load(ctx, rec); err != nil || d == nil || !strings.Contains(d.Reason, "does not exist") {
+			t.Errorf("%+v: dead letter %+v, err %v", rec, d, err)
+		}
 	}
 }
 

@@ -133,8 +133,11 @@ func runSizeBench(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 				r.PeakRSSMB = float64(ru.Maxrss) / 1024
 			}
 			var rec label.RunRecord
-			if raw, err := st.ReadFile(ctx, storage.Join(out, "_run.json"), 0); err == nil && json.Unmarshal(raw, &rec) == nil && rec.Engine != nil {
-				r.PaddingOverhead, r.Buckets = rec.Engine.PaddingOverhead(), rec.Engine.Buckets
+			if raw, err := st.ReadFile(ctx, storage.Join(out, "_run.json"), 0); err == nil && json.Unmarshal(raw, &rec) == nil {
+				r.PaddingOverhead = rec.PaddingOverhead
+				if b, err := model.NewBuckets(rec.Buckets); err == nil {
+					r.Buckets = b.Len()
+				}
 				r.Images = int(rec.Counts.LabelsWritten)
 			}
 			runs = append(runs, r)

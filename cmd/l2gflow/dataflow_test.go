@@ -78,7 +78,7 @@ func TestDataflowDryRun(t *testing.T) {
 			t.Errorf("the dry-run job does not mention %q", want)
 		}
 	}
-	if !strings.Contains(stdout.String(), "without waiting") || strings.Contains(stdout.String(), "labels written") {
+	if !strings.Contains(stdout.String(), "dry run: no job was run") || strings.Contains(stdout.String(), "labels written") {
 		t.Errorf("a dry run must not claim labels: %q", stdout.String())
 	}
 	if t.Failed() {

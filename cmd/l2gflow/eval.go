@@ -11,7 +11,6 @@ import (
 	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/pipelines/eval"
-	"github.com/l2gflow/l2gflow/transforms"
 )
 
 // evalFlags are eval's settings outside the configuration file.
@@ -51,12 +50,14 @@ func runEval(ctx context.Context, env *cmdEnv, ef *evalFlags) error {
 	}
 	quietBeam(env, cfg.Runner.Verbose)
 	beam.Init()
-	m, ds, err := eval.Run(ctx, eval.Options{Dataset: cfg.Dataset, Eval: cfg.Eval, Runner: *runners.Runner,
+	m, err := eval.Run(ctx, eval.Options{Dataset: cfg.Dataset, Eval: cfg.Eval, Runner: *runners.Runner,
 		InProcess: ef.inProcess, Log: env.stderr})
 	if err != nil {
 		return err
 	}
-	if err := eval.WriteReport(ctx, transforms.SharedStore(), cfg.Eval.Report, m, ds, ef.samples); err != nil {
+	st := storage.New()
+	defer st.Close()
+	if err := eval.WriteReport(ctx, st, cfg.Eval.Report, m, ef.samples); err != nil {
 		return err
 	}
 	eval.PrintTable(env.stdout, m)

@@ -44,6 +44,7 @@ func labelCommand() *command {
 			fs.IntVar(&l.ChunkSize, "chunk-size", l.ChunkSize, "on prism/direct, run jobs of this many images (0: one job)")
 			fs.BoolVar(&l.InProcess, "in-process", l.InProcess, "run the stages without Beam (debugging)")
 			fs.BoolVar(&l.Incremental, "incremental", l.Incremental, "label only images without a label from this model (scheduled runs)")
+			fs.StringVar(&l.RunID, "run-id", l.RunID, "name of the run's records (default: the start time)")
 			fs.StringVar(&l.MaxFailures, "max-failures", l.MaxFailures, "exit 1 when dead letters exceed N, a fraction (0.01) or a percentage (1%)")
 			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
 			fs.BoolVar(&cfg.Runner.Verbose, "verbose", cfg.Runner.Verbose, "show the Beam runner's own log lines")
@@ -56,17 +57,24 @@ func runLabel(ctx context.Context, env *cmdEnv) error {
 	cfg := env.cfg
 	quietBeam(env, cfg.Runner.Verbose)
 	beam.Init()
-	rec, err := label.Run(ctx, label.Options{Dataset: cfg.Dataset, Label: cfg.Label, Backend: cfg.Runner.Backend,
+	res, err := label.Run(ctx, label.Options{Dataset: cfg.Dataset, Label: cfg.Label, Backend: cfg.Runner.Backend,
 		Runner: *runners.Runner, InProcess: cfg.Label.InProcess, Producer: "l2gflow " + Version, Log: env.stderr})
 	if err != nil {
 		return err
 	}
-	if rec.Detached {
-		fmt.Fprintf(env.stdout, "job for %d images handed to %s without waiting; labels go to %s\n", rec.Counts.Submitted, rec.Runner, cfg.Label.Out)
-		return nil
+	switch {
+	case res.Template != "":
+		fmt.Fprintf(env.stdout, "template written to %s\n", res.Template)
+	case res.Detached && res.Job != "":
+		fmt.Fprintf(env.stdout, "job %s submitted without waiting; it writes labels and its run record under %s\nconsole: %s\n",
+			res.Job, cfg.Label.Out, res.Console)
+	case res.Detached:
+		fmt.Fprintf(env.stdout, "dry run: no job was run\n")
+	default:
+		c := res.Record.Counts
+		fmt.Fprintf(env.stdout, "%d labels written to %s (%d skipped, %d dead letters)\n", c.LabelsWritten,
+			cfg.Label.Out, c.SkippedExisting, c.DeadLetters)
 	}
-	fmt.Fprintf(env.stdout, "%d labels written to %s (%d skipped, %d dead letters)\n", rec.Counts.LabelsWritten,
-		cfg.Label.Out, rec.Counts.SkippedExisting, rec.Counts.DeadLetters)
 	return nil
 }
 

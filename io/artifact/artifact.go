@@ -122,6 +122,20 @@ type Manifest struct {
 	Tensors       []TensorInfo `json:"tensors"`
 }
 
+// ViewSize is the side of the local views the model's training cut (in
+// training pixels), read from its training configuration; 0 when the
+// model was not trained with local views.
+func (m *Manifest) ViewSize() int {
+	var tc struct {
+		ImageSize int `json:"ImageSize"`
+		ViewSize  int `json:"ViewSize"`
+	}
+	if json.Unmarshal(m.Training, &tc) != nil || tc.ImageSize <= 0 {
+		return 0
+	}
+	return tc.ViewSize
+}
+
 // Encode writes the artifact: the manifest's checksum and tensor index are
 // filled in from tensors.
 func Encode(w io.Writer, m *Manifest, tensors []Tensor) error {

@@ -44,7 +44,16 @@ type Record struct {
 	Tags     []int  `json:"tags"`               // sorted 0-based foreground class indices
 	Saliency string `json:"saliency,omitempty"` // URI of the 8-bit saliency map, "" if none
 	GT       string `json:"gt,omitempty"`       // URI of the ground-truth label map, "" if none
+	// Probe marks a record whose URIs follow the dataset layout rather
+	// than a listing (records read by a pipeline from a tag list): other
+	// image extensions are tried when Image does not exist, and a missing
+	// saliency map or ground truth means the dataset has none for it.
+	Probe bool `json:"probe,omitempty"`
 }
+
+// ImageExtensions are the image file extensions of the layout, in the
+// order a probing reader tries them.
+var ImageExtensions = []string{".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG"}
 
 // Dataset is a validated list of records and the class names.
 type Dataset struct {
@@ -164,34 +173,40 @@ type TagEntry struct {
 	Tags []int
 }
 
+// ParseTagLine parses one "<id> <class_index>..." line with 0-based
+// foreground class indices below numClasses; ok is false for a blank
+// line. The id is checked with ValidateID.
+func ParseTagLine(text string, numClasses int) (e TagEntry, ok bool, err error) {
+	fields := strings.Fields(strings.TrimPrefix(strings.TrimRight(text, "\r"), "\ufeff"))
+	if len(fields) == 0 {
+		return TagEntry{}, false, nil
+	}
+	id := fields[0]
+	if err := ValidateID(id); err != nil {
+		return TagEntry{}, false, err
+	}
+	var tags []int
+	for _, f := range fields[1:] {
+		k, err := strconv.Atoi(f)
+		if err != nil {
+			return TagEntry{}, false, fmt.Errorf("class index %q of %s is not an integer", f, id)
+		}
+		if k < 0 || k >= numClasses {
+			return TagEntry{}, false, fmt.Errorf("class index %d of %s is outside 0..%d", k, id, numClasses-1)
+		}
+		tags = append(tags, k)
+	}
+	slices.Sort(tags)
+	return TagEntry{ID: id, Tags: slices.Compact(tags)}, true, nil
+}
+
 // ParseTagList parses "<id> <class_index>..." lines with 0-based
 // foreground class indices below numClasses, streaming from r. A list with
 // no entries is an error.
 func ParseTagList(name string, r io.Reader, numClasses int) ([]TagEntry, error) {
 	var out []TagEntry
-	seen := idLines{}
-	err := eachLine(name, r, func(n int, text string) error {
-		fields := strings.Fields(text)
-		if len(fields) == 0 {
-			return nil
-		}
-		id := fields[0]
-		if err := seen.add(name, n, id); err != nil {
-			return err
-		}
-		var tags []int
-		for _, f := range fields[1:] {
-			k, err := strconv.Atoi(f)
-			if err != nil {
-				return fmt.Errorf("%s:%d: class index %q of %s is not an integer", name, n, f, id)
-			}
-			if k < 0 || k >= numClasses {
-				return fmt.Errorf("%s:%d: class index %d of %s is outside 0..%d", name, n, k, id, numClasses-1)
-			}
-			tags = append(tags, k)
-		}
-		slices.Sort(tags)
-		out = append(out, TagEntry{ID: id, Tags: slices.Compact(tags)})
+	err := eachTagLine(name, r, numClasses, func(e TagEntry) error {
+		out = append(out, e)
 		return nil
 	})
 	if err != nil {
@@ -201,6 +216,25 @@ func ParseTagList(name string, r io.Reader, numClasses int) ([]TagEntry, error) 
 		return nil, errNoImages(name)
 	}
 	return out, nil
+}
+
+// eachTagLine streams a tag list, checking every line and refusing a
+// duplicate id, and calls fn with each entry.
+func eachTagLine(name string, r io.Reader, numClasses int, fn func(TagEntry) error) error {
+	seen := idLines{}
+	return eachLine(name, r, func(n int, text string) error {
+		e, ok, err := ParseTagLine(text, numClasses)
+		if err != nil {
+			return fmt.Errorf("%s:%d: %w", name, n, err)
+		}
+		if !ok {
+			return nil
+		}
+		if err := seen.add(name, n, e.ID); err != nil {
+			return err
+		}
+		return fn(e)
+	})
 }
 
 type manifestLine struct {
@@ -217,49 +251,8 @@ type manifestLine struct {
 // may not lead out of it; absolute paths and gs:// URIs are taken as
 // given. A manifest with no entries is an error.
 func ParseManifest(name string, r io.Reader, classes []string, base string) ([]Record, error) {
-	index := map[string]int{}
-	for i, c := range classes {
-		index[c] = i
-	}
 	var out []Record
-	seen := idLines{}
-	err := eachLine(name, r, func(n int, text string) error {
-		if strings.TrimSpace(text) == "" {
-			return nil
-		}
-		var m manifestLine
-		dec := json.NewDecoder(strings.NewReader(text))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&m); err != nil {
-			return fmt.Errorf("%s:%d: %w", name, n, err)
-		}
-		if err := seen.add(name, n, m.ID); err != nil {
-			return err
-		}
-		if m.Image == "" {
-			return fmt.Errorf("%s:%d: %s has no image", name, n, m.ID)
-		}
-		var tags []int
-		for _, t := range m.Tags {
-			k, ok := index[t]
-			if !ok {
-				return fmt.Errorf("%s:%d: unknown class %q of %s (known: %s)", name, n, t, m.ID, strings.Join(classes, ", "))
-			}
-			tags = append(tags, k)
-		}
-		slices.Sort(tags)
-		rec := Record{ID: m.ID, Tags: slices.Compact(tags)}
-		for _, f := range []struct {
-			field string
-			uri   string
-			dst   *string
-		}{{"image", m.Image, &rec.Image}, {"saliency", m.Saliency, &rec.Saliency}, {"gt", m.GT, &rec.GT}} {
-			u, err := resolve(base, f.uri)
-			if err != nil {
-				return fmt.Errorf("%s:%d: %s of %s: %w", name, n, f.field, m.ID, err)
-			}
-			*f.dst = u
-		}
+	err := eachManifestLine(name, r, classes, base, func(rec Record) error {
 		out = append(out, rec)
 		return nil
 	})
@@ -270,6 +263,68 @@ func ParseManifest(name string, r io.Reader, classes []string, base string) ([]R
 		return nil, errNoImages(name)
 	}
 	return out, nil
+}
+
+// ParseManifestLine parses one manifest line into a record (see
+// ParseManifest); ok is false for a blank line.
+func ParseManifestLine(text string, classes []string, base string) (rec Record, ok bool, err error) {
+	text = strings.TrimPrefix(strings.TrimRight(text, "\r"), "\ufeff")
+	if strings.TrimSpace(text) == "" {
+		return Record{}, false, nil
+	}
+	var m manifestLine
+	dec := json.NewDecoder(strings.NewReader(text))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return Record{}, false, err
+	}
+	if err := ValidateID(m.ID); err != nil {
+		return Record{}, false, err
+	}
+	if m.Image == "" {
+		return Record{}, false, fmt.Errorf("%s has no image", m.ID)
+	}
+	var tags []int
+	for _, t := range m.Tags {
+		k := slices.Index(classes, t)
+		if k < 0 {
+			return Record{}, false, fmt.Errorf("unknown class %q of %s (known: %s)", t, m.ID, strings.Join(classes, ", "))
+		}
+		tags = append(tags, k)
+	}
+	slices.Sort(tags)
+	rec = Record{ID: m.ID, Tags: slices.Compact(tags)}
+	for _, f := range []struct {
+		field string
+		uri   string
+		dst   *string
+	}{{"image", m.Image, &rec.Image}, {"saliency", m.Saliency, &rec.Saliency}, {"gt", m.GT, &rec.GT}} {
+		u, err := resolve(base, f.uri)
+		if err != nil {
+			return Record{}, false, fmt.Errorf("%s of %s: %w", f.field, m.ID, err)
+		}
+		*f.dst = u
+	}
+	return rec, true, nil
+}
+
+// eachManifestLine streams a manifest, checking every line and refusing a
+// duplicate id, and calls fn with each record.
+func eachManifestLine(name string, r io.Reader, classes []string, base string, fn func(Record) error) error {
+	seen := idLines{}
+	return eachLine(name, r, func(n int, text string) error {
+		rec, ok, err := ParseManifestLine(text, classes, base)
+		if err != nil {
+			return fmt.Errorf("%s:%d: %w", name, n, err)
+		}
+		if !ok {
+			return nil
+		}
+		if err := seen.add(name, n, rec.ID); err != nil {
+			return err
+		}
+		return fn(rec)
+	})
 }
 
 // resolve makes a manifest path a URI: absolute paths and remote URIs are

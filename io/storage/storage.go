@@ -37,6 +37,14 @@ import (
 // ErrNotExist is returned (wrapped) when an object does not exist.
 var ErrNotExist = fs.ErrNotExist
 
+// ErrUnsupportedScheme is returned (wrapped) for a URI of a scheme l2gflow
+// does not read (only local paths and gs:// are).
+var ErrUnsupportedScheme = errors.New("unsupported scheme")
+
+// ErrTooLarge is returned (wrapped) by ReadFile for an object over its
+// size limit.
+var ErrTooLarge = errors.New("object larger than the limit")
+
 // Store gives access to objects on every registered filesystem. It keeps one
 // filesystem client per scheme (a GCS client is costly to create) and is safe
 // for concurrent use. The zero value is not usable: call New.
@@ -53,14 +61,44 @@ type Store struct {
 	// InitialBackoff is the first wait between tries, doubled each time up
 	// to MaxBackoff (defaults 200ms and 5s), with jitter.
 	InitialBackoff, MaxBackoff time.Duration
+	// AttemptTimeout bounds one try of a remote operation (the storage
+	// client retries within it on its own); 0 means none.
+	AttemptTimeout time.Duration
 
 	retries atomic.Int64
 }
 
-// New returns a Store. Close it when done to release clients.
-func New() *Store {
-	return &Store{fss: map[string]filesystem.Interface{}, MaxAttempts: 6,
-		InitialBackoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second}
+// Options are a Store's retry settings, in a form that can be passed to
+// Beam workers (JSON); zero fields take the defaults.
+type Options struct {
+	MaxAttempts    int           `json:"max_attempts,omitempty"`
+	InitialBackoff time.Duration `json:"initial_backoff,omitempty"`
+	MaxBackoff     time.Duration `json:"max_backoff,omitempty"`
+	// AttemptTimeout bounds one try (default 2 minutes).
+	AttemptTimeout time.Duration `json:"attempt_timeout,omitempty"`
+}
+
+// New returns a Store with the default retry settings. Close it when done
+// to release clients.
+func New() *Store { return NewWith(Options{}) }
+
+// NewWith returns a Store with the given retry settings.
+func NewWith(o Options) *Store {
+	st := &Store{fss: map[string]filesystem.Interface{}, MaxAttempts: 6,
+		InitialBackoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second, AttemptTimeout: 2 * time.Minute}
+	if o.MaxAttempts > 0 {
+		st.MaxAttempts = o.MaxAttempts
+	}
+	if o.InitialBackoff > 0 {
+		st.InitialBackoff = o.InitialBackoff
+	}
+	if o.MaxBackoff > 0 {
+		st.MaxBackoff = o.MaxBackoff
+	}
+	if o.AttemptTimeout > 0 {
+		st.AttemptTimeout = o.AttemptTimeout
+	}
+	return st
 }
 
 // Retries is the number of retried operations so far.
@@ -104,12 +142,43 @@ func Transient(err error) bool {
 	return false
 }
 
+// Denied reports whether err is a refusal of access (HTTP 401 or 403, or
+// a local permission error): a configuration problem, not a data one.
+func Denied(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ge *googleapi.Error
+	if errors.As(err, &ge) {
+		return ge.Code == 401 || ge.Code == 403
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "status code 403") || strings.Contains(msg, "status code 401") ||
+		strings.Contains(msg, "AccessDenied") || strings.Contains(msg, "Forbidden")
+}
+
+// ErrAttemptTimeout marks a try that ran out of its AttemptTimeout: it is
+// retried like any transient failure.
+var ErrAttemptTimeout = errors.New("storage operation timed out")
+
 // retry runs op, again while it fails transiently on a remote object.
-func (s *Store) retry(ctx context.Context, op, uri string, fn func() error) error {
+// Each try gets AttemptTimeout.
+func (s *Store) retry(ctx context.Context, op, uri string, fn func(ctx context.Context) error) error {
 	delay := s.InitialBackoff
 	for attempt := 1; ; attempt++ {
-		err := fn()
-		if err == nil || !IsRemote(uri) || attempt >= max(1, s.MaxAttempts) || !Transient(err) {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if s.AttemptTimeout > 0 && IsRemote(uri) {
+			actx, cancel = context.WithTimeout(ctx, s.AttemptTimeout)
+		}
+		err := fn(actx)
+		if err != nil && ctx.Err() == nil && actx.Err() != nil {
+			err = fmt.Errorf("%s %s: %w after %v (%v)", op, uri, ErrAttemptTimeout, s.AttemptTimeout, err)
+		}
+		cancel()
+		if err == nil || !IsRemote(uri) || attempt >= max(1, s.MaxAttempts) || !(Transient(err) || errors.Is(err, ErrAttemptTimeout)) {
 			return err
 		}
 		s.retries.Add(1)
@@ -164,7 +233,7 @@ func (s *Store) fsFor(ctx context.Context, uri string) (filesystem.Interface, er
 		return f, nil
 	}
 	if sch != "" && sch != "gs" {
-		return nil, fmt.Errorf("%s: unsupported scheme %q (use a local path or gs://bucket/key)", uri, sch)
+		return nil, fmt.Errorf("%s: %w %q (use a local path or gs://bucket/key)", uri, ErrUnsupportedScheme, sch)
 	}
 	f, err := filesystem.New(ctx, uri)
 	if err != nil {
@@ -234,7 +303,7 @@ func (s *Store) Open(ctx context.Context, uri string) (io.ReadCloser, error) {
 // limit bytes, it fails rather than reading it all into memory.
 func (s *Store) ReadFile(ctx context.Context, uri string, limit int64) ([]byte, error) {
 	var data []byte
-	err := s.retry(ctx, "read", uri, func() error {
+	err := s.retry(ctx, "read", uri, func(ctx context.Context) error {
 		r, err := s.Open(ctx, uri)
 		if err != nil {
 			return err
@@ -253,7 +322,7 @@ func (s *Store) ReadFile(ctx context.Context, uri string, limit int64) ([]byte, 
 		return nil, err
 	}
 	if limit > 0 && int64(len(data)) > limit {
-		return nil, fmt.Errorf("read %s: object larger than the limit of %d bytes", uri, limit)
+		return nil, fmt.Errorf("read %s: %w of %d bytes", uri, ErrTooLarge, limit)
 	}
 	return data, nil
 }
@@ -272,7 +341,7 @@ func (s *Store) WriteFile(ctx context.Context, uri string, data []byte) error {
 // fails transiently is retried, calling fill again: fill must write the
 // same bytes each time.
 func (s *Store) Write(ctx context.Context, uri string, fill func(io.Writer) error) error {
-	return s.retry(ctx, "write", uri, func() error { return s.writeOnce(ctx, uri, fill) })
+	return s.retry(ctx, "write", uri, func(ctx context.Context) error { return s.writeOnce(ctx, uri, fill) })
 }
 
 func (s *Store) writeOnce(ctx context.Context, uri string, fill func(io.Writer) error) error {
@@ -356,7 +425,7 @@ func (s *Store) Exists(ctx context.Context, uri string) (bool, error) {
 		}
 		return !st.IsDir(), nil
 	}
-	err = s.retry(ctx, "stat", uri, func() error {
+	err = s.retry(ctx, "stat", uri, func(ctx context.Context) error {
 		_, err := f.Size(ctx, uri)
 		return err
 	})
@@ -388,7 +457,7 @@ func (s *Store) List(ctx context.Context, prefix, pattern string) ([]string, err
 	var out []string
 	if IsRemote(prefix) {
 		var uris []string
-		err := s.retry(ctx, "list", prefix, func() error {
+		err := s.retry(ctx, "list", prefix, func(ctx context.Context) error {
 			var err error
 			uris, err = f.List(ctx, strings.TrimSuffix(prefix, "/")+"/**")
 			return err
@@ -440,7 +509,7 @@ func (s *Store) Remove(ctx context.Context, uri string) error {
 	if !ok {
 		return fmt.Errorf("remove %s: filesystem cannot remove", uri)
 	}
-	err = s.retry(ctx, "remove", uri, func() error {
+	err = s.retry(ctx, "remove", uri, func(ctx context.Context) error {
 		if err := rm.Remove(ctx, uri); err != nil && !notExist(err) {
 			return err
 		}

@@ -120,16 +120,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("label %s: %w", method, err)
 		}
-		row.LabelImgPerS = rec.ImagesPerS
+		row.LabelImgPerS = rec.Record.ImagesPerS
 
 		ec := o.Eval
 		ec.Labels, ec.Report = lc.Out, filepath.Join(o.Out, "report-"+method)
 		o.logf("demo 4/4 (%d/2): evaluating %s", i+1, method)
-		m, eds, err := eval.Run(ctx, eval.Options{Dataset: dc, Eval: ec, Runner: o.Runner, Log: o.Log})
+		m, err := eval.Run(ctx, eval.Options{Dataset: dc, Eval: ec, Runner: o.Runner, Log: o.Log})
 		if err != nil {
 			return nil, fmt.Errorf("eval %s: %w", method, err)
 		}
-		if err := eval.WriteReport(ctx, st, ec.Report, m, eds, 6); err != nil {
+		if err := eval.WriteReport(ctx, st, ec.Report, m, 6); err != nil {
 			return nil, err
 		}
 		row.MIoU, row.Report = m.MIoU, filepath.Join(ec.Report, eval.ReportFile)

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -27,21 +28,39 @@ import (
 
 // Item is one image to score.
 type Item struct {
-	ID    string
-	Label string // label PNG URI
-	GT    string // ground truth URI
-	CAM   string // fused CAM URI ("" when not stored)
-	Tags  []int
+	ID       string `json:"id"`
+	Label    string `json:"label"`              // label PNG URI
+	GT       string `json:"gt,omitempty"`       // ground truth URI ("" when the record has none)
+	CAM      string `json:"cam,omitempty"`      // fused CAM URI (may not exist)
+	Image    string `json:"image,omitempty"`    // for the report's samples
+	Saliency string `json:"saliency,omitempty"` // for the report's samples
+	Tags     []int  `json:"tags"`
+	// Probe is set for records of the layout: the image may have another
+	// extension than Image's.
+	Probe bool `json:"probe,omitempty"`
 }
+
+// ItemOf is the item to score for a dataset record and a label prefix.
+func ItemOf(r dataset.Record, labels string) Item {
+	return Item{ID: r.ID, Label: transforms.LabelURI(labels, r.ID), GT: r.GT, CAM: transforms.CAMURI(labels, r.ID),
+		Image: r.Image, Saliency: r.Saliency, Tags: r.Tags, Probe: r.Probe}
+}
+
+// Reasons an image is not scored.
+const (
+	MissingLabel = "label"
+	MissingGT    = "gt"
+)
 
 // ImageEval is one image's contribution.
 type ImageEval struct {
-	ID      string
+	Item    Item
 	Conf    []int64 // K*K
 	Ignored int64
 	Scored  int64
 	Sweep   []int64 // T*K*K, empty without a CAM
 	MIoU    float64
+	Missing string // MissingLabel or MissingGT, when there is nothing to score
 	Err     string // reason, when the image could not be scored
 }
 
@@ -60,18 +79,32 @@ type Sum struct {
 	Sweep       []int64
 	SweepImages int64
 	Images      int64
+	Listed      int64
 	Worst       []ImageScore // the lowest image mIoUs, ascending
 	Errors      []transforms.DeadLetter
+	// MissingLabels and MissingGT list (at most MissingKept, the first by
+	// id) the images without a label or ground truth; the counts are all.
+	MissingLabels, MissingGT          []string
+	MissingLabelCount, MissingGTCount int64
+	// Samples are the items of the first SamplesKept scored images by id
+	// and of the worst ones, for the report.
+	Samples []Item
 }
 
-// WorstKept is how many worst images the sum keeps.
-const WorstKept = 8
+// Kept list sizes of a Sum.
+const (
+	WorstKept   = 8
+	MissingKept = 1000
+	SamplesKept = 16
+)
 
 func init() {
 	beam.RegisterType(reflect.TypeOf((*Item)(nil)).Elem())
 	beam.RegisterType(reflect.TypeOf((*ImageEval)(nil)).Elem())
 	beam.RegisterType(reflect.TypeOf((*Sum)(nil)).Elem())
-	register.DoFn3x0[context.Context, Item, func(ImageEval)](&scoreFn{})
+	register.DoFn2x0[dataset.Record, func(Item)](&itemFn{})
+	register.DoFn3x1[context.Context, Item, func(ImageEval), error](&scoreFn{})
+	register.Emitter1[Item]()
 	register.Combiner3[*Sum, ImageEval, *Sum](&sumFn{})
 	register.DoFn2x1[context.Context, *Sum, error](&saveSumFn{})
 	register.Emitter1[ImageEval]()
@@ -90,14 +123,37 @@ func Thresholds(e config.Eval) []float64 {
 }
 
 // ScoreImage reads an image's label, ground truth and (if stored) fused CAM
-// and scores them. Failures are returned in Err, not as errors.
-func ScoreImage(ctx context.Context, st *storage.Store, it Item, k int, thresholds []float64) ImageEval {
-	out := ImageEval{ID: it.ID}
-	fail := func(err error) ImageEval { out.Err = err.Error(); out.Conf, out.Sweep = nil, nil; return out }
-	read := func(uri string) (*imagefile.Gray, error) {
-		data, err := st.ReadFile(ctx, uri, 256<<20)
+// and scores them. A missing label or ground truth is reported in
+// Missing, an unreadable file in Err; the error is for storage faults
+// (which fail a pipeline's bundle, for the runner to retry).
+func ScoreImage(ctx context.Context, st *storage.Store, it Item, k int, thresholds []float64) (ImageEval, error) {
+	out := ImageEval{Item: it}
+	fail := func(err error) (ImageEval, error) {
+		out.Err = err.Error()
+		out.Conf, out.Sweep = nil, nil
+		return out, nil
+	}
+	// read returns nil, nil for an object that does not exist.
+	read := func(uri string, limit int64) ([]byte, error) {
+		data, err := st.ReadFile(ctx, uri, limit)
+		switch {
+		case errors.Is(err, storage.ErrNotExist):
+			return nil, nil
+		case errors.Is(err, storage.ErrTooLarge):
+			return nil, fmt.Errorf("%s: %w", uri, err)
+		case err != nil:
+			return nil, &storageFault{err}
+		}
+		return data, nil
+	}
+	readLabel := func(uri string, missing string) (*imagefile.Gray, error) {
+		data, err := read(uri, 256<<20)
 		if err != nil {
 			return nil, err
+		}
+		if data == nil {
+			out.Missing = missing
+			return nil, nil
 		}
 		g, err := imagefile.DecodeLabel(data, 0)
 		if err != nil {
@@ -105,12 +161,26 @@ func ScoreImage(ctx context.Context, st *storage.Store, it Item, k int, threshol
 		}
 		return g, nil
 	}
-	gt, err := read(it.GT)
-	if err != nil {
+	if it.GT == "" {
+		out.Missing = MissingGT
+		return out, nil
+	}
+	gt, err := readLabel(it.GT, MissingGT)
+	if gt == nil && err == nil {
+		return out, nil
+	}
+	if sf := (*storageFault)(nil); errors.As(err, &sf) {
+		return out, sf.err
+	} else if err != nil {
 		return fail(err)
 	}
-	lab, err := read(it.Label)
-	if err != nil {
+	lab, err := readLabel(it.Label, MissingLabel)
+	if lab == nil && err == nil {
+		return out, nil
+	}
+	if sf := (*storageFault)(nil); errors.As(err, &sf) {
+		return out, sf.err
+	} else if err != nil {
 		return fail(err)
 	}
 	c := NewConfusion(k)
@@ -119,11 +189,16 @@ func ScoreImage(ctx context.Context, st *storage.Store, it Item, k int, threshol
 	}
 	out.Conf, out.Ignored, out.Scored, out.MIoU = c.M, c.Ignored, c.Scored, c.MeanIoU()
 	if it.CAM == "" {
-		return out
+		return out, nil
 	}
-	data, err := st.ReadFile(ctx, it.CAM, 1<<30)
-	if err != nil {
+	data, err := read(it.CAM, 1<<30)
+	if sf := (*storageFault)(nil); errors.As(err, &sf) {
+		return out, sf.err
+	} else if err != nil {
 		return fail(err)
+	}
+	if data == nil {
+		return out, nil // no stored CAM: no sweep for this image
 	}
 	cam, err := transforms.DecodeMap(data)
 	if err != nil {
@@ -143,8 +218,13 @@ func ScoreImage(ctx context.Context, st *storage.Store, it Item, k int, threshol
 		}
 		out.Sweep = append(out.Sweep, sc.M...)
 	}
-	return out
+	return out, nil
 }
+
+// storageFault marks a read that failed for the storage's sake.
+type storageFault struct{ err error }
+
+func (e *storageFault) Error() string { return e.err.Error() }
 
 // NewSum starts an empty result.
 func NewSum(k, t int) *Sum {
@@ -153,11 +233,23 @@ func NewSum(k, t int) *Sum {
 
 // AddImage merges one image into the sum.
 func (s *Sum) AddImage(e ImageEval) {
-	if e.Err != "" {
-		s.Errors = append(s.Errors, transforms.DeadLetter{ID: e.ID, Stage: "eval", Reason: storage.Redact(e.Err)})
+	s.Listed++
+	id := e.Item.ID
+	switch {
+	case e.Missing == MissingGT:
+		s.MissingGTCount++
+		s.MissingGT = keepFirst(append(s.MissingGT, id), MissingKept)
+		return
+	case e.Missing == MissingLabel:
+		s.MissingLabelCount++
+		s.MissingLabels = keepFirst(append(s.MissingLabels, id), MissingKept)
+		return
+	case e.Err != "":
+		s.Errors = append(s.Errors, transforms.DeadLetter{ID: id, Stage: "eval", Reason: storage.Redact(e.Err)})
 		return
 	}
 	s.Images++
+	s.Samples = append(s.Samples, e.Item)
 	for i, v := range e.Conf {
 		s.Conf[i] += v
 	}
@@ -170,8 +262,33 @@ func (s *Sum) AddImage(e ImageEval) {
 		}
 	}
 	if !math.IsNaN(e.MIoU) {
-		s.Worst = keepWorst(append(s.Worst, ImageScore{ID: e.ID, MIoU: e.MIoU}))
+		s.Worst = keepWorst(append(s.Worst, ImageScore{ID: id, MIoU: e.MIoU}))
 	}
+	s.keepSamples()
+}
+
+// keepFirst sorts ids and keeps the first n.
+func keepFirst(ids []string, n int) []string {
+	slices.Sort(ids)
+	return ids[:min(len(ids), n)]
+}
+
+// keepSamples keeps the items of the first SamplesKept ids and of the
+// worst images.
+func (s *Sum) keepSamples() {
+	worst := map[string]bool{}
+	for _, w := range s.Worst {
+		worst[w.ID] = true
+	}
+	slices.SortFunc(s.Samples, func(a, b Item) int { return strings.Compare(a.ID, b.ID) })
+	s.Samples = slices.CompactFunc(s.Samples, func(a, b Item) bool { return a.ID == b.ID })
+	kept := s.Samples[:0]
+	for i, it := range s.Samples {
+		if i < SamplesKept || worst[it.ID] {
+			kept = append(kept, it)
+		}
+	}
+	s.Samples = kept
 }
 
 // Merge adds another partial sum.
@@ -188,6 +305,13 @@ func (s *Sum) Merge(o *Sum) {
 	s.Scored += o.Scored
 	s.Worst = keepWorst(append(s.Worst, o.Worst...))
 	s.Errors = append(s.Errors, o.Errors...)
+	s.Listed += o.Listed
+	s.MissingLabelCount += o.MissingLabelCount
+	s.MissingGTCount += o.MissingGTCount
+	s.MissingLabels = keepFirst(append(s.MissingLabels, o.MissingLabels...), MissingKept)
+	s.MissingGT = keepFirst(append(s.MissingGT, o.MissingGT...), MissingKept)
+	s.Samples = append(s.Samples, o.Samples...)
+	s.keepSamples()
 }
 
 // keepWorst sorts ascending by mIoU (ties by id, so merges in any order
@@ -210,13 +334,27 @@ func (s *Sum) normalize() {
 	sort.Slice(s.Errors, func(i, j int) bool { return s.Errors[i].ID < s.Errors[j].ID })
 }
 
+type itemFn struct{ Labels string }
+
+func (f *itemFn) ProcessElement(r dataset.Record, emit func(Item)) { emit(ItemOf(r, f.Labels)) }
+
 type scoreFn struct {
 	K          int
 	Thresholds []float64
+	Storage    storage.Options
+	st         *storage.Store
 }
 
-func (f *scoreFn) ProcessElement(ctx context.Context, it Item, emit func(ImageEval)) {
-	emit(ScoreImage(ctx, transforms.SharedStore(), it, f.K, f.Thresholds))
+func (f *scoreFn) Setup()    { f.st = storage.NewWith(f.Storage) }
+func (f *scoreFn) Teardown() { f.st.Close() }
+
+func (f *scoreFn) ProcessElement(ctx context.Context, it Item, emit func(ImageEval)) error {
+	e, err := ScoreImage(ctx, f.st, it, f.K, f.Thresholds)
+	if err != nil {
+		return err
+	}
+	emit(e)
+	return nil
 }
 
 type sumFn struct {
@@ -229,7 +367,8 @@ func (f *sumFn) MergeAccumulators(a, b *Sum) *Sum  { a.Merge(b); return a }
 func (f *sumFn) ExtractOutput(s *Sum) *Sum         { s.normalize(); return s }
 
 type saveSumFn struct {
-	URI string
+	URI     string
+	Storage storage.Options
 }
 
 func (f *saveSumFn) ProcessElement(ctx context.Context, s *Sum) error {
@@ -237,17 +376,21 @@ func (f *saveSumFn) ProcessElement(ctx context.Context, s *Sum) error {
 	if err != nil {
 		return err
 	}
-	return transforms.SharedStore().WriteFile(ctx, f.URI, raw)
+	st := storage.NewWith(f.Storage)
+	defer st.Close()
+	return st.WriteFile(ctx, f.URI, raw)
 }
 
-// Build adds the evaluation to a pipeline: items are scored in parallel
-// and combined into one Sum, saved as JSON at sumURI.
-func Build(s beam.Scope, items []Item, k int, thresholds []float64, sumURI string) {
+// Build adds the evaluation to a pipeline: the dataset's list read by the
+// job, each image's label, ground truth and stored CAM scored in
+// parallel, combined into one Sum, saved as JSON at sumURI.
+func Build(s beam.Scope, src dataset.Source, labels string, k int, thresholds []float64, sumURI string, so storage.Options) {
 	s = s.Scope("Evaluate")
-	col := beam.Reshuffle(s, beam.CreateList(s, items))
-	scores := beam.ParDo(s, &scoreFn{K: k, Thresholds: thresholds}, col)
+	records, _ := transforms.ReadRecords(s, src) // the launcher checked every line
+	items := beam.Reshuffle(s, beam.ParDo(s, &itemFn{Labels: labels}, records))
+	scores := beam.ParDo(s, &scoreFn{K: k, Thresholds: thresholds, Storage: so}, items)
 	sum := beam.Combine(s, &sumFn{K: k, T: len(thresholds)}, scores)
-	beam.ParDo0(s, &saveSumFn{URI: sumURI}, sum)
+	beam.ParDo0(s, &saveSumFn{URI: sumURI, Storage: so}, sum)
 }
 
 // Options configure an evaluation.
@@ -257,6 +400,7 @@ type Options struct {
 	Runner    string // Beam runner; "" = prism
 	InProcess bool   // compute directly, without Beam
 	Log       io.Writer
+	Storage   storage.Options
 }
 
 // SweepPoint is the mIoU at one background threshold.
@@ -277,28 +421,35 @@ type ClassMetrics struct {
 
 // Metrics is metrics.json.
 type Metrics struct {
-	Created       time.Time               `json:"created"`
-	Labels        string                  `json:"labels"`
-	Dataset       config.Dataset          `json:"dataset"`
-	Runner        string                  `json:"runner"`
-	Listed        int                     `json:"images_listed"`
-	Scored        int64                   `json:"images_scored"`
-	MissingLabels []string                `json:"missing_labels"`
-	MissingGT     []string                `json:"missing_gt"`
-	Errors        []transforms.DeadLetter `json:"errors"`
-	MIoU          float64                 `json:"miou"`
-	Classes       []ClassMetrics          `json:"classes"`
-	IgnoredPixels int64                   `json:"ignored_pixels"` // labelled 255, scored as background
-	ScoredPixels  int64                   `json:"scored_pixels"`
-	IgnoredShare  float64                 `json:"ignored_share"`
-	Sweep         []SweepPoint            `json:"sweep,omitempty"`
-	SweepImages   int64                   `json:"sweep_images"`
-	Best          *SweepPoint             `json:"best,omitempty"`
-	Worst         []ImageScore            `json:"worst"`
+	Created time.Time      `json:"created"`
+	Labels  string         `json:"labels"`
+	Dataset config.Dataset `json:"dataset"`
+	Runner  string         `json:"runner"`
+	Listed  int            `json:"images_listed"`
+	Scored  int64          `json:"images_scored"`
+	// MissingLabels and MissingGT list the first 1,000 (by id) images
+	// without a label or ground truth; the counts are of all.
+	MissingLabels     []string                `json:"missing_labels"`
+	MissingGT         []string                `json:"missing_gt"`
+	MissingLabelCount int64                   `json:"missing_label_count"`
+	MissingGTCount    int64                   `json:"missing_gt_count"`
+	Errors            []transforms.DeadLetter `json:"errors"`
+	MIoU              float64                 `json:"miou"`
+	Classes           []ClassMetrics          `json:"classes"`
+	IgnoredPixels     int64                   `json:"ignored_pixels"` // labelled 255, scored as background
+	ScoredPixels      int64                   `json:"scored_pixels"`
+	IgnoredShare      float64                 `json:"ignored_share"`
+	Sweep             []SweepPoint            `json:"sweep,omitempty"`
+	SweepImages       int64                   `json:"sweep_images"`
+	Best              *SweepPoint             `json:"best,omitempty"`
+	Worst             []ImageScore            `json:"worst"`
 	// Run is the label run record (model hash, thresholds, split, rule).
 	Run json.RawMessage `json:"label_run,omitempty"`
 	// SumConfusion is the raw confusion matrix, rows ground truth.
 	Confusion [][]int64 `json:"confusion"`
+	// Samples are the images the report shows (the first by id and the
+	// worst).
+	Samples []Item `json:"samples"`
 }
 
 func ptr(v float64) *float64 {
@@ -308,47 +459,18 @@ func ptr(v float64) *float64 {
 	return &v
 }
 
-// Plan lists the items to score, and the ids without a label or ground
-// truth. It lists the label prefix once (labels and stored CAMs).
-func Plan(ctx context.Context, st *storage.Store, ds *dataset.Dataset, labels string) (items []Item, missingLabel, missingGT []string, err error) {
-	uris, err := st.List(ctx, labels, "*")
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	have, haveCAM := map[string]string{}, map[string]string{}
-	for _, u := range uris {
-		if id, ok := transforms.LabelID(labels, u); ok {
-			have[id] = u
-		} else if id, ok := transforms.CAMID(labels, u); ok {
-			haveCAM[id] = u
-		}
-	}
-	for _, r := range ds.Records {
-		switch {
-		case r.GT == "":
-			missingGT = append(missingGT, r.ID)
-		case have[r.ID] == "":
-			missingLabel = append(missingLabel, r.ID)
-		default:
-			items = append(items, Item{ID: r.ID, Label: have[r.ID], GT: r.GT, CAM: haveCAM[r.ID], Tags: r.Tags})
-		}
-	}
-	return items, missingLabel, missingGT, nil
-}
-
 // Run evaluates the labels and writes REPORT/metrics.json (and returns the
-// metrics; the report page is written by WriteReport).
-func Run(ctx context.Context, o Options) (*Metrics, *dataset.Dataset, error) {
-	st := transforms.SharedStore()
-	ds, err := dataset.Open(ctx, st, o.Dataset.Root, o.Dataset.Split, o.Dataset.Manifest)
+// metrics; the report page is written by WriteReport). The dataset's list
+// is checked here and read again by the job (or the in-process path),
+// which finds each image's label, ground truth and CAM by reading them.
+func Run(ctx context.Context, o Options) (*Metrics, error) {
+	st := storage.NewWith(o.Storage)
+	defer st.Close()
+	src, info, err := dataset.OpenSource(ctx, st, o.Dataset.Root, o.Dataset.Split, o.Dataset.Manifest)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	items, missLab, missGT, err := Plan(ctx, st, ds, o.Eval.Labels)
-	if err != nil {
-		return nil, nil, err
-	}
-	k := len(ds.Classes) + 1
+	k := len(info.Classes) + 1
 	thresholds := Thresholds(o.Eval)
 	runner := o.Runner
 	if runner == "" {
@@ -358,46 +480,48 @@ func Run(ctx context.Context, o Options) (*Metrics, *dataset.Dataset, error) {
 		runner = "in-process"
 	}
 	if o.Log != nil {
-		fmt.Fprintf(o.Log, "eval: %d images listed, %d with labels and ground truth, %d missing labels, %d missing ground truth; runner %s\n",
-			len(ds.Records), len(items), len(missLab), len(missGT), runner)
+		fmt.Fprintf(o.Log, "eval: %d images listed in %s; labels %s; runner %s\n", info.Listed, src.List, o.Eval.Labels, runner)
 	}
 	var sum *Sum
-	if len(items) == 0 {
-		sum = NewSum(k, len(thresholds))
-	} else if o.InProcess {
-		sum = Direct(ctx, st, items, k, thresholds)
+	if o.InProcess {
+		if sum, err = Direct(ctx, st, src, o.Eval.Labels, k, thresholds); err != nil {
+			return nil, err
+		}
 	} else {
 		sumURI := storage.Join(o.Eval.Report, "_eval_sum.json")
 		p, s := beam.NewPipelineWithRoot()
-		Build(s, items, k, thresholds, sumURI)
+		Build(s, src, o.Eval.Labels, k, thresholds, sumURI, o.Storage)
 		if _, err := beam.Run(ctx, runner, p); err != nil {
-			return nil, nil, fmt.Errorf("eval pipeline on %s: %w", runner, err)
+			return nil, fmt.Errorf("eval pipeline on %s: %w", runner, err)
 		}
 		raw, err := st.ReadFile(ctx, sumURI, 1<<30)
 		if err != nil {
-			return nil, nil, fmt.Errorf("eval result: %w", err)
+			return nil, fmt.Errorf("eval result: %w", err)
 		}
 		sum = &Sum{}
 		if err := json.Unmarshal(raw, sum); err != nil {
-			return nil, nil, fmt.Errorf("eval result: %w", err)
+			return nil, fmt.Errorf("eval result: %w", err)
 		}
 		if err := st.Remove(ctx, sumURI); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	m := Summarize(sum, ds.Classes, thresholds)
+	m := Summarize(sum, info.Classes, thresholds)
 	m.Created, m.Labels, m.Dataset, m.Runner = time.Now().UTC(), o.Eval.Labels, o.Dataset, runner
-	m.Listed, m.MissingLabels, m.MissingGT = len(ds.Records), nonNil(missLab), nonNil(missGT)
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "eval: %d images scored, %d without a label, %d without ground truth, %d unreadable\n",
+			m.Scored, m.MissingLabelCount, m.MissingGTCount, len(m.Errors))
+	}
 	if raw, err := st.ReadFile(ctx, storage.Join(o.Eval.Labels, transforms.RunFile), 64<<20); err == nil {
 		m.Run = raw
 	} else if !errors.Is(err, storage.ErrNotExist) {
-		return nil, nil, err
+		return nil, err
 	}
 	raw, _ := json.MarshalIndent(m, "", "  ")
 	if err := st.WriteFile(ctx, storage.Join(o.Eval.Report, "metrics.json"), append(raw, '\n')); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return m, ds, nil
+	return m, nil
 }
 
 func nonNil(v []string) []string {
@@ -407,14 +531,40 @@ func nonNil(v []string) []string {
 	return v
 }
 
-// Direct computes the sum without Beam, in item order.
-func Direct(ctx context.Context, st *storage.Store, items []Item, k int, thresholds []float64) *Sum {
+// Direct computes the sum without Beam, reading the list as the pipeline
+// does.
+func Direct(ctx context.Context, st *storage.Store, src dataset.Source, labels string, k int, thresholds []float64) (*Sum, error) {
 	s := NewSum(k, len(thresholds))
-	for _, it := range items {
-		s.AddImage(ScoreImage(ctx, st, it, k, thresholds))
+	err := transforms.EachRecord(ctx, st, src, func(r dataset.Record, d *transforms.DeadLetter) error {
+		if d != nil {
+			return nil // checked at start; the pipeline drops such lines too
+		}
+		e, err := ScoreImage(ctx, st, ItemOf(r, labels), k, thresholds)
+		if err != nil {
+			return err
+		}
+		s.AddImage(e)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	s.normalize()
-	return s
+	return s, nil
+}
+
+// DirectItems scores the given items without Beam.
+func DirectItems(ctx context.Context, st *storage.Store, items []Item, k int, thresholds []float64) (*Sum, error) {
+	s := NewSum(k, len(thresholds))
+	for _, it := range items {
+		e, err := ScoreImage(ctx, st, it, k, thresholds)
+		if err != nil {
+			return nil, err
+		}
+		s.AddImage(e)
+	}
+	s.normalize()
+	return s, nil
 }
 
 // Summarize turns a sum into metrics.
@@ -422,7 +572,12 @@ func Summarize(s *Sum, classes []string, thresholds []float64) *Metrics {
 	c := &Confusion{K: s.K, M: s.Conf, Ignored: s.Ignored, Scored: s.Scored}
 	scores, miou := c.Scores()
 	m := &Metrics{Scored: s.Images, MIoU: miou, IgnoredPixels: s.Ignored, ScoredPixels: s.Scored,
-		Worst: s.Worst, Errors: s.Errors, SweepImages: s.SweepImages}
+		Worst: s.Worst, Errors: s.Errors, SweepImages: s.SweepImages, Listed: int(s.Listed),
+		MissingLabels: nonNil(s.MissingLabels), MissingGT: nonNil(s.MissingGT),
+		MissingLabelCount: s.MissingLabelCount, MissingGTCount: s.MissingGTCount, Samples: s.Samples}
+	if m.Samples == nil {
+		m.Samples = []Item{}
+	}
 	if m.Errors == nil {
 		m.Errors = []transforms.DeadLetter{}
 	}
@@ -470,8 +625,8 @@ func PrintTable(w io.Writer, m *Metrics) {
 		fmt.Fprintf(w, "threshold sweep over %d images with stored CAMs: best mIoU %.2f at background threshold %.2f\n",
 			m.SweepImages, 100*m.Best.MIoU, m.Best.Threshold)
 	}
-	if n := len(m.MissingLabels) + len(m.MissingGT) + len(m.Errors); n > 0 {
+	if n := m.MissingLabelCount + m.MissingGTCount + int64(len(m.Errors)); n > 0 {
 		fmt.Fprintf(w, "not scored: %d without a label, %d without ground truth, %d unreadable (listed in metrics.json)\n",
-			len(m.MissingLabels), len(m.MissingGT), len(m.Errors))
+			m.MissingLabelCount, m.MissingGTCount, len(m.Errors))
 	}
 }

@@ -55,8 +55,11 @@ func TestSweepPicksTheRightThreshold(t *testing.T) {
 	if len(th) != 10 || th[0] != 0.05 || th[9] != 0.5 {
 		t.Fatalf("thresholds %v", th)
 	}
-	sum := Direct(ctx, st, []Item{{ID: "a", Label: filepath.Join(dir, "lab.png"), GT: filepath.Join(dir, "gt.png"),
+	sum, err := DirectItems(ctx, st, []Item{{ID: "a", Label: filepath.Join(dir, "lab.png"), GT: filepath.Join(dir, "gt.png"),
 		CAM: filepath.Join(dir, "a.cam"), Tags: []int{0}}}, 3, th)
+	if err != nil {
+		t.Fatal(err)
+	}
 	m := Summarize(sum, []string{"x", "y"}, th)
 	if m.Best == nil || m.Best.Threshold != 0.2 || m.Best.MIoU != 1 {
 		t.Errorf("best = %+v, want threshold 0.2 with mIoU 1", m.Best)
@@ -126,18 +129,25 @@ func TestPipelineAgreesWithDirect(t *testing.T) {
 	e.Labels, e.Report = out, report
 	d := config.Default().Dataset
 	d.Root = root
-	m, _, err := Run(ctx, Options{Dataset: d, Eval: e})
+	m, err := Run(ctx, Options{Dataset: d, Eval: e})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds2, _ := dataset.Load(ctx, st, root, "train")
-	items, _, _, _ := Plan(ctx, st, ds2, out)
-	direct := Summarize(Direct(ctx, st, items, 4, Thresholds(e)), ds2.Classes, Thresholds(e))
+	src, info, err := dataset.OpenSource(ctx, st, root, "train", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Direct(ctx, st, src, out, 4, Thresholds(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := Summarize(sum, info.Classes, Thresholds(e))
 	if !reflect.DeepEqual(m.Confusion, direct.Confusion) || m.MIoU != direct.MIoU || !reflect.DeepEqual(m.Sweep, direct.Sweep) ||
-		!reflect.DeepEqual(m.Worst, direct.Worst) || m.IgnoredPixels != direct.IgnoredPixels {
+		!reflect.DeepEqual(m.Worst, direct.Worst) || m.IgnoredPixels != direct.IgnoredPixels || !reflect.DeepEqual(m.Samples, direct.Samples) {
 		t.Errorf("pipeline and direct computation differ:\n%+v\n%+v", m, direct)
 	}
-	if len(m.MissingLabels) != 1 || m.MissingLabels[0] != ds.Records[0].ID || len(m.MissingGT) != 1 || m.MissingGT[0] != noGT.ID {
+	if len(m.MissingLabels) != 1 || m.MissingLabels[0] != ds.Records[0].ID || len(m.MissingGT) != 1 || m.MissingGT[0] != noGT.ID ||
+		m.MissingLabelCount != 1 || m.MissingGTCount != 1 || m.Listed != len(ds.Records) {
 		t.Errorf("missing labels %v, missing GT %v", m.MissingLabels, m.MissingGT)
 	}
 	if len(m.Errors) != 1 || m.Errors[0].ID != ds.Records[1].ID {

@@ -58,7 +58,7 @@ type reportData struct {
 // embedded as data URIs, charts as inline SVG, no network) with per-class
 // IoU bars, the threshold sweep, and a grid of samples including the worst
 // images by IoU.
-func WriteReport(ctx context.Context, st *storage.Store, report string, m *Metrics, ds *dataset.Dataset, samples int) error {
+func WriteReport(ctx context.Context, st *storage.Store, report string, m *Metrics, samples int) error {
 	d := reportData{Title: "l2gflow pseudo-label report"}
 	var run struct {
 		Runner string `json:"runner"`
@@ -104,15 +104,19 @@ func WriteReport(ctx context.Context, st *storage.Store, report string, m *Metri
 	}
 	d.BarsHeight = 22*len(d.Bars) + 4
 	d.Sweep = sweepSVG(m.Sweep, m.Best, run.Config.BgThreshold)
-	if n := len(m.MissingLabels) + len(m.MissingGT) + len(m.Errors); n > 0 {
+	if n := m.MissingLabelCount + m.MissingGTCount + int64(len(m.Errors)); n > 0 {
 		d.Missing = fmt.Sprintf("Not scored: %d without a label, %d without ground truth, %d unreadable (see metrics.json).",
-			len(m.MissingLabels), len(m.MissingGT), len(m.Errors))
+			m.MissingLabelCount, m.MissingGTCount, len(m.Errors))
 	}
 
 	// Samples: the first ones by id, then the worst.
-	byID := map[string]dataset.Record{}
-	for _, r := range ds.Records {
-		byID[r.ID] = r
+	byID := map[string]Item{}
+	for _, it := range m.Samples {
+		byID[it.ID] = it
+	}
+	var classes []string
+	for _, c := range m.Classes[1:] {
+		classes = append(classes, c.Name)
 	}
 	worst := map[string]float64{}
 	for _, w := range m.Worst {
@@ -123,21 +127,21 @@ func WriteReport(ctx context.Context, st *storage.Store, report string, m *Metri
 		failed[e.ID] = true
 	}
 	var ids []string
-	for _, r := range ds.Records {
+	for _, it := range m.Samples {
 		if len(ids) >= samples {
 			break
 		}
-		if _, bad := worst[r.ID]; !bad && !failed[r.ID] && r.GT != "" {
-			if ok, _ := st.Exists(ctx, transforms.LabelURI(m.Labels, r.ID)); ok {
-				ids = append(ids, r.ID)
-			}
+		if _, bad := worst[it.ID]; !bad && !failed[it.ID] {
+			ids = append(ids, it.ID)
 		}
 	}
 	for _, w := range m.Worst {
-		ids = append(ids, w.ID)
+		if _, ok := byID[w.ID]; ok {
+			ids = append(ids, w.ID)
+		}
 	}
 	for _, id := range ids {
-		row, err := sample(ctx, st, m.Labels, byID[id], ds.Classes)
+		row, err := sample(ctx, st, m.Labels, byID[id], classes)
 		if err != nil {
 			return fmt.Errorf("report sample %s: %w", id, err)
 		}
@@ -157,7 +161,7 @@ func dataURI(mime string, data []byte) template.URL {
 	return template.URL("data:" + mime + ";base64," + base64.StdEncoding.EncodeToString(data))
 }
 
-func sample(ctx context.Context, st *storage.Store, labels string, r dataset.Record, classes []string) (sampleRow, error) {
+func sample(ctx context.Context, st *storage.Store, labels string, r Item, classes []string) (sampleRow, error) {
 	var names []string
 	for _, t := range r.Tags {
 		names = append(names, classes[t])
@@ -174,6 +178,14 @@ func sample(ctx context.Context, st *storage.Store, labels string, r dataset.Rec
 		return b
 	}
 	imgData := read(r.Image)
+	if imgData == nil && r.Probe {
+		base := strings.TrimSuffix(r.Image, dataset.ImageExtensions[0])
+		for _, ext := range dataset.ImageExtensions[1:] {
+			if imgData = read(base + ext); imgData != nil {
+				break
+			}
+		}
+	}
 	mime := "image/jpeg"
 	if bytes.HasPrefix(imgData, []byte("\x89PNG")) {
 		mime = "image/png"

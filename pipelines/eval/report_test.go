@@ -49,11 +49,11 @@ func TestReportInBrowser(t *testing.T) {
 	e.Labels, e.Report = out, report
 	d := config.Default().Dataset
 	d.Root = root
-	m, ds2, err := Run(ctx, Options{Dataset: d, Eval: e, InProcess: true})
+	m, err := Run(ctx, Options{Dataset: d, Eval: e, InProcess: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteReport(ctx, st, report, m, ds2, 4); err != nil {
+	if err := WriteReport(ctx, st, report, m, 4); err != nil {
 		t.Fatal(err)
 	}
 	page := "file://" + filepath.Join(report, ReportFile)

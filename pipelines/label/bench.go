@@ -69,7 +69,7 @@ func Measured(ctx context.Context, o Options) (Measure, error) {
 	if err != nil {
 		return m, err
 	}
-	m.Images, m.Seconds = rec.Counts.LabelsWritten, wall
+	m.Images, m.Seconds = rec.Record.Counts.LabelsWritten, wall
 	m.ImagesPerSec = float64(m.Images) / wall
 	m.Cores = cpu / wall
 	return m, nil

@@ -32,7 +32,7 @@ func TestTrainLabelEvalOnGCS(t *testing.T) {
 	ctx := context.Background()
 	o := options("gs://e2e/data", modelURI, "gs://e2e/labels")
 	o.Label.KeepCAMs = true
-	rec, err := Run(ctx, o)
+	rec, err := runRecord(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,11 +43,11 @@ func TestTrainLabelEvalOnGCS(t *testing.T) {
 	e.Labels, e.Report = "gs://e2e/labels", "gs://e2e/report"
 	d := config.Default().Dataset
 	d.Root = "gs://e2e/data"
-	m, eds, err := eval.Run(ctx, eval.Options{Dataset: d, Eval: e})
+	m, err := eval.Run(ctx, eval.Options{Dataset: d, Eval: e})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := eval.WriteReport(ctx, st, e.Report, m, eds, 3); err != nil {
+	if err := eval.WriteReport(ctx, st, e.Report, m, 3); err != nil {
 		t.Fatal(err)
 	}
 	if m.Scored != int64(len(ds.Records)) || m.Best == nil {
@@ -63,10 +63,20 @@ func TestTrainLabelEvalOnGCS(t *testing.T) {
 			t.Errorf("%s missing (%v)", uri, err)
 		}
 	}
-	for _, prefix := range []string{"gs://e2e/labels/" + RunsDir, "gs://e2e/labels/" + IndexDir} {
-		if l, _ := st.List(ctx, prefix, "*"); len(l) != 1 {
-			t.Errorf("%s holds %v, want one object", prefix, l)
+	if l, _ := st.List(ctx, "gs://e2e/labels/"+transforms.RunsDir, "*"); len(l) != 1 {
+		t.Errorf("%s holds %v, want one run record", transforms.RunsDir, l)
+	}
+	// The model's index: parts (one a bundle) of this run, listing every id.
+	parts, _ := st.List(ctx, transforms.RunIndexDir("gs://e2e/labels", rec.Model.SHA256, rec.RunID), "*.txt")
+	ids := map[string]bool{}
+	for _, p := range parts {
+		raw, _ := st.ReadFile(ctx, p, 0)
+		for _, id := range strings.Fields(string(raw)) {
+			ids[id] = true
 		}
+	}
+	if len(parts) == 0 || len(ids) != len(ds.Records) {
+		t.Errorf("index parts %v list %d ids, want %d", parts, len(ids), len(ds.Records))
 	}
 	if ok, _ := st.Exists(ctx, model.CheckpointURI("gs://e2e/models/m.l2g")); ok {
 		t.Error("the finished training left its checkpoint")
@@ -81,7 +91,7 @@ func TestLabelThroughStorageFaults(t *testing.T) {
 	stats := gcstest.FaultyProxy(t, srv, gcstest.Faults{FirstUnavailable: 5, CutEvery: 7})
 	ctx := context.Background()
 	o := options("gs://flaky/data", modelURI, "gs://flaky/labels")
-	rec, err := Run(ctx, o)
+	rec, err := runRecord(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +144,7 @@ func TestPermanentModelErrorStopsEarly(t *testing.T) {
 	if _, err := synth.Write(ctx, st, "gs://nomodel/data", synth.Options{Images: 4, Size: 64, Classes: 3, Seed: 1}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Run(ctx, options("gs://nomodel/data", "gs://nomodel/missing.l2g", "gs://nomodel/labels"))
+	_, err := runRecord(ctx, options("gs://nomodel/data", "gs://nomodel/missing.l2g", "gs://nomodel/labels"))
 	if err == nil || !strings.Contains(err.Error(), "gs://nomodel/missing.l2g") || !strings.Contains(err.Error(), "not exist") {
 		t.Errorf("err = %v, want one naming the missing model", err)
 	}

@@ -67,6 +67,15 @@ func options(root, modelPath, out string) Options {
 	return Options{Dataset: d, Label: l}
 }
 
+// runRecord runs a labeling run and returns the run record the job wrote.
+func runRecord(ctx context.Context, o Options) (*RunRecord, error) {
+	res, err := Run(ctx, o)
+	if res == nil {
+		return nil, err
+	}
+	return res.Record, err
+}
+
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -102,7 +111,7 @@ func TestLabelPipelineEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	rec, err := Run(ctx, options(root, modelPath, out))
+	rec, err := runRecord(ctx, options(root, modelPath, out))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +172,9 @@ func TestLabelPipelineEndToEnd(t *testing.T) {
 	}
 	var runRec RunRecord
 	raw, _ := os.ReadFile(filepath.Join(out, transforms.RunFile))
+	var cfg config.Label
 	if err := json.Unmarshal(raw, &runRec); err != nil || runRec.Model.SHA256 == "" || runRec.Runner != "prism" ||
-		runRec.Counts.Listed != n || runRec.Config.BgThreshold != 0.25 {
+		runRec.Counts.Listed != int64(n) || json.Unmarshal(runRec.Config, &cfg) != nil || cfg.BgThreshold != 0.25 {
 		t.Errorf("_run.json: %v %+v", err, runRec)
 	}
 
@@ -172,7 +182,7 @@ func TestLabelPipelineEndToEnd(t *testing.T) {
 	outIP := t.TempDir()
 	o := options(root, modelPath, outIP)
 	o.InProcess = true
-	if _, err := Run(ctx, o); err != nil {
+	if _, err := runRecord(ctx, o); err != nil {
 		t.Fatal(err)
 	}
 	ip := readLabels(t, outIP)
@@ -186,18 +196,18 @@ func TestLabelPipelineEndToEnd(t *testing.T) {
 	}
 
 	// A second run writes nothing and reports the labels skipped.
-	rec2, err := Run(ctx, options(root, modelPath, out))
+	rec2, err := runRecord(ctx, options(root, modelPath, out))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec2.Counts.LabelsWritten != 0 || rec2.Counts.SkippedExisting != n-2 || rec2.Counts.Submitted != 2 {
+	if rec2.Counts.LabelsWritten != 0 || rec2.Counts.SkippedExisting != int64(n-2) || rec2.Counts.Submitted != 2 {
 		t.Errorf("re-run counts %+v: want 0 written, %d skipped, 2 retried", rec2.Counts, n-2)
 	}
 	// --overwrite rewrites them all.
 	o = options(root, modelPath, out)
 	o.Label.Overwrite = true
 	before, _ := os.Stat(filepath.Join(out, ds.Records[0].ID+".png"))
-	rec3, err := Run(ctx, o)
+	rec3, err := runRecord(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,12 +226,12 @@ func TestDirectRunnerAndSaliencyRule(t *testing.T) {
 	outPrism, outDirect := t.TempDir(), t.TempDir()
 	o := options(root, modelPath, outPrism)
 	o.Label.Background = "saliency"
-	recP, err := Run(ctx, o)
+	recP, err := runRecord(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	o.Label.Out, o.Runner = outDirect, "direct"
-	recD, err := Run(ctx, o)
+	recD, err := runRecord(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,23 +268,6 @@ func TestDirectRunnerAndSaliencyRule(t *testing.T) {
 	}
 }
 
-func TestChunkedJobsCountEverything(t *testing.T) {
-	root, modelPath, ds := fixture(t, 20)
-	o := options(root, modelPath, t.TempDir())
-	o.Label.ChunkSize = 5
-	rec, err := Run(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := int64(len(ds.Records))
-	if rec.Counts.LabelsWritten != n || rec.Counts.ImagesRead != n || rec.Counts.ViewsInferred != 8*n {
-		t.Errorf("chunked run counts %+v, want %d images in all", rec.Counts, n)
-	}
-	if got := len(readLabels(t, o.Label.Out)); got != int(n) {
-		t.Errorf("%d labels on disk, want %d", got, n)
-	}
-}
-
 func TestIncrementalRuns(t *testing.T) {
 	root, modelPath, ds := fixture(t, 24)
 	ctx := context.Background()
@@ -292,7 +285,7 @@ func TestIncrementalRuns(t *testing.T) {
 	out := t.TempDir()
 	o := options(root, modelPath, out)
 	o.Label.Incremental = true
-	rec, err := Run(ctx, o)
+	rec, err := runRecord(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,18 +293,18 @@ func TestIncrementalRuns(t *testing.T) {
 		t.Fatalf("first run wrote %d, want %d", rec.Counts.LabelsWritten, n-5)
 	}
 	// Unchanged dataset: no inference, nothing written.
-	rec, err = Run(ctx, o)
+	rec, err = runRecord(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Counts.Submitted != 0 || rec.Counts.ViewsInferred != 0 || rec.Counts.LabelsWritten != 0 || rec.Counts.SkippedExisting != n-5 {
+	if rec.Counts.Submitted != 0 || rec.Counts.ViewsInferred != 0 || rec.Counts.LabelsWritten != 0 || rec.Counts.SkippedExisting != int64(n-5) {
 		t.Errorf("unchanged re-run counts %+v: want nothing done", rec.Counts)
 	}
 	// Five more images listed: exactly those are processed.
 	if err := os.WriteFile(list, full, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rec, err = Run(ctx, o)
+	rec, err = runRecord(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,16 +323,16 @@ func TestIncrementalRuns(t *testing.T) {
 	raw, _ := artifact.Marshal(m.Manifest, ts)
 	os.WriteFile(other, raw, 0o644)
 	o.Label.Model = other
-	rec, err = Run(ctx, o)
+	rec, err = runRecord(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rec.Counts.LabelsWritten != int64(len(ds.Records)) {
 		t.Errorf("new model relabelled %d of %d", rec.Counts.LabelsWritten, len(ds.Records))
 	}
-	runs, _ := filepath.Glob(filepath.Join(out, RunsDir, "*.json"))
+	runs, _ := filepath.Glob(filepath.Join(out, transforms.RunsDir, "*.json"))
 	if len(runs) != 4 {
-		t.Errorf("%d run records in %s, want 4", len(runs), RunsDir)
+		t.Errorf("%d run records in %s, want 4", len(runs), transforms.RunsDir)
 	}
 }
 
@@ -353,7 +346,7 @@ func TestMaxFailures(t *testing.T) {
 	}{{"1", true}, {"2", false}, {"0.1", true}, {"20%", false}, {"", false}} {
 		o := options(root, modelPath, t.TempDir())
 		o.Label.MaxFailures = tc.limit
-		rec, err := Run(context.Background(), o)
+		rec, err := runRecord(context.Background(), o)
 		if tc.fail != errors.Is(err, ErrTooManyFailures) {
 			t.Errorf("max failures %q: err = %v", tc.limit, err)
 		}
@@ -363,7 +356,7 @@ func TestMaxFailures(t *testing.T) {
 	}
 	o := options(root, modelPath, t.TempDir())
 	o.Label.MaxFailures = "lots"
-	if _, err := Run(context.Background(), o); err == nil {
+	if _, err := runRecord(context.Background(), o); err == nil {
 		t.Error("max failures \"lots\": want an error")
 	}
 }
@@ -428,18 +421,19 @@ func TestVariedSizes(t *testing.T) {
 	for mode, out := range outs {
 		o := options(root, modelPath, out)
 		o.InProcess = mode == "in-process"
-		rec, err := Run(ctx, o)
+		rec, err := runRecord(ctx, o)
 		if err != nil {
 			t.Fatalf("%s: %v", mode, err)
 		}
 		if rec.Counts.DeadLetters != 0 || rec.Counts.LabelsWritten != int64(len(ds.Records)) {
 			t.Fatalf("%s: %d labels, %d dead letters %+v", mode, rec.Counts.LabelsWritten, rec.Counts.DeadLetters, rec.DeadLetters)
 		}
-		e := rec.Engine
-		if e == nil || e.Views != int64(8*len(ds.Records)) || e.PaddingOverhead() < 1 || e.PaddingOverhead() > 1.6 || e.Buckets == 0 {
-			t.Errorf("%s: engine stats %+v", mode, e)
+		e := rec.Counts.Inference
+		if e.Views != int64(8*len(ds.Records)) || e.PaddingOverhead() < 1 || e.PaddingOverhead() > 1.6 || rec.PaddingOverhead != e.PaddingOverhead() ||
+			rec.Buckets.PerOctave != 8 {
+			t.Errorf("%s: inference %+v, buckets %+v", mode, e, rec.Buckets)
 		} else {
-			t.Logf("%s: %d views in %d batches, padding x%.3f, %d buckets", mode, e.Views, e.Batches, e.PaddingOverhead(), e.Buckets)
+			t.Logf("%s: %d views in %d batches, padding x%.3f", mode, e.Views, e.Batches, e.PaddingOverhead())
 		}
 		for id, data := range readLabels(t, out) {
 			lab, err := imagefile.DecodeLabel(data, 0)
