@@ -129,6 +129,16 @@ func PrepareView(img *maps.Map, v ViewSpec) *maps.Map {
 	return out
 }
 
+// PrepareViewInto writes a view's input, as PrepareView makes it, into
+// dst with rows stride floats apart, without allocating the view.
+func PrepareViewInto(img *maps.Map, v ViewSpec, dst []float32, stride int) {
+	if v.Local {
+		maps.ResampleInto(img, v.Y0, v.X0, v.Size, v.Size, v.InH, v.InW, v.Flip, dst, stride)
+		return
+	}
+	maps.ResampleInto(img, 0, 0, img.H, img.W, v.InH, v.InW, v.Flip, dst, stride)
+}
+
 // RestoreView brings a view's foreground CAM back to image coordinates:
 // upsampled to the view's extent in the image and mirrored back. For a
 // local view the result covers its crop box only.
@@ -343,6 +353,30 @@ func (s InferStats) PaddingOverhead() float64 {
 	return float64(s.InputPixels) / float64(s.RealPixels)
 }
 
+// ViewSource gives an engine its views one by one, when their batch is
+// filled, so that a group's view inputs are never all held at once.
+type ViewSource interface {
+	// Len is the number of views.
+	Len() int
+	// Size is view i's input height and width.
+	Size(i int) (h, w int)
+	// Fill writes view i's normalised RGB input into dst, row y at
+	// dst[y*stride:].
+	Fill(i int, dst []float32, stride int)
+}
+
+// mapSource serves prepared views.
+type mapSource []*maps.Map
+
+func (s mapSource) Len() int                { return len(s) }
+func (s mapSource) Size(i int) (int, int)   { return s[i].H, s[i].W }
+func (s mapSource) Fill(i int, dst []float32, stride int) {
+	v := s[i]
+	for y := 0; y < v.H; y++ {
+		copy(dst[y*stride:y*stride+v.W*3], v.Pix[y*v.W*3:(y+1)*v.W*3])
+	}
+}
+
 // Infer runs the network on views of any sizes (normalised RGB maps as
 // PrepareView gives) and returns each one's foreground CAM (the C class
 // maps, background dropped) at ceil(size / TotalStride): what an unpadded
@@ -350,17 +384,29 @@ func (s InferStats) PaddingOverhead() float64 {
 // which run concurrently within the engine's limit. A panic inside a
 // batch is returned as an error.
 func (e *Engine) Infer(views []*maps.Map) ([]*maps.Map, InferStats, error) {
+	for i, v := range views {
+		if v.C != 3 || v.H <= 0 || v.W <= 0 || len(v.Pix) != v.H*v.W*3 {
+			return nil, InferStats{}, fmt.Errorf("view %d: %dx%dx%d (%d values) is not an RGB image", i, v.H, v.W, v.C, len(v.Pix))
+		}
+	}
+	return e.InferFrom(mapSource(views))
+}
+
+// InferFrom is Infer on views a source fills in place, in the padded
+// batch input itself.
+func (e *Engine) InferFrom(src ViewSource) ([]*maps.Map, InferStats, error) {
 	type batch struct {
 		b   Bucket
 		idx []int
 	}
 	groups := map[[2]int]*batch{}
 	var order [][2]int
-	for i, v := range views {
-		if v.C != 3 || v.H <= 0 || v.W <= 0 || len(v.Pix) != v.H*v.W*3 {
-			return nil, InferStats{}, fmt.Errorf("view %d: %dx%dx%d (%d values) is not an RGB image", i, v.H, v.W, v.C, len(v.Pix))
+	for i := range src.Len() {
+		h, w := src.Size(i)
+		if h <= 0 || w <= 0 {
+			return nil, InferStats{}, fmt.Errorf("view %d: empty size %dx%d", i, h, w)
 		}
-		b, err := e.buckets.For(v.H, v.W)
+		b, err := e.buckets.For(h, w)
 		if err != nil {
 			return nil, InferStats{}, fmt.Errorf("view %d: %w", i, err)
 		}
@@ -378,7 +424,7 @@ func (e *Engine) Infer(views []*maps.Map) ([]*maps.Map, InferStats, error) {
 			batches = append(batches, batch{b: g.b, idx: g.idx[from:min(len(g.idx), from+g.b.Batch)]})
 		}
 	}
-	out := make([]*maps.Map, len(views))
+	out := make([]*maps.Map, src.Len())
 	errs := make([]error, len(batches))
 	stats := make([]InferStats, len(batches))
 	var wg sync.WaitGroup
@@ -393,7 +439,7 @@ func (e *Engine) Infer(views []*maps.Map) ([]*maps.Map, InferStats, error) {
 					errs[bi] = fmt.Errorf("inference of a %dx%d batch panicked: %v", bt.b.H, bt.b.W, r)
 				}
 			}()
-			stats[bi], errs[bi] = e.runBatch(bt.b, bt.idx, views, out)
+			stats[bi], errs[bi] = e.runBatch(bt.b, bt.idx, src, out)
 		}()
 	}
 	wg.Wait()
@@ -410,19 +456,16 @@ func (e *Engine) Infer(views []*maps.Map) ([]*maps.Map, InferStats, error) {
 // runBatch pads views[idx] into one input of bucket b (zeros beyond each
 // view, and zero views up to the bucket's batch size), runs it and stores
 // each view's CAM, cut to its real region, in out.
-func (e *Engine) runBatch(b Bucket, idx []int, views, out []*maps.Map) (InferStats, error) {
+func (e *Engine) runBatch(b Bucket, idx []int, src ViewSource, out []*maps.Map) (InferStats, error) {
 	n := b.Batch
 	x := make([]float32, n*b.H*b.W*3)
 	real := make([][2]int, n)
 	var realPx int64
 	for j, i := range idx {
-		v := views[i]
-		base := j * b.H * b.W * 3
-		for y := 0; y < v.H; y++ {
-			copy(x[base+y*b.W*3:base+y*b.W*3+v.W*3], v.Pix[y*v.W*3:(y+1)*v.W*3])
-		}
-		real[j] = [2]int{v.H, v.W}
-		realPx += int64(v.H * v.W)
+		h, w := src.Size(i)
+		src.Fill(i, x[j*b.H*b.W*3:(j+1)*b.H*b.W*3], b.W*3)
+		real[j] = [2]int{h, w}
+		realPx += int64(h * w)
 	}
 	start := time.Now()
 	cam, dims, _, err := e.fwd.Run(x, n, b.H, b.W, real)
@@ -434,8 +477,8 @@ func (e *Engine) runBatch(b Bucket, idx []int, views, out []*maps.Map) (InferSta
 	e.stats.add(st)
 	ch, cw, k := dims[1], dims[2], dims[3]
 	for j, i := range idx {
-		v := views[i]
-		rh, rw := ceilDiv(v.H, e.stride), ceilDiv(v.W, e.stride)
+		h, w := src.Size(i)
+		rh, rw := ceilDiv(h, e.stride), ceilDiv(w, e.stride)
 		m := maps.New(rh, rw, e.classes)
 		for y := 0; y < rh; y++ {
 			for x := 0; x < rw; x++ {

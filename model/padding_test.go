@@ -295,3 +295,28 @@ func TestEngineBatchInvariant(t *testing.T) {
 		t.Errorf("%d batches for %d views: the views were not batched", st.Batches, st.Views)
 	}
 }
+
+// TestPrepareViewInto checks that cutting a view straight into a batch
+// gives what PrepareView gives, for whole-image and local views, mirrored
+// or not, resized or not.
+func TestPrepareViewInto(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 2))
+	img := &maps.Map{H: 37, W: 53, C: 3, Pix: randomImage(r, 37, 53)}
+	for _, v := range []ViewSpec{
+		{Scale: 1, InH: 37, InW: 53},
+		{Scale: 0.5, InH: 18, InW: 26, Flip: true},
+		{Scale: 2, InH: 74, InW: 106},
+		{Local: true, Y0: 5, X0: 11, Size: 20, InH: 20, InW: 20},
+		{Local: true, Y0: 17, X0: 33, Size: 20, InH: 13, InW: 13, Flip: true},
+	} {
+		want := PrepareView(img, v)
+		stride := (v.InW + 5) * 3
+		dst := make([]float32, v.InH*stride)
+		PrepareViewInto(img, v, dst, stride)
+		for y := 0; y < v.InH; y++ {
+			if !slices.Equal(dst[y*stride:y*stride+v.InW*3], want.Pix[y*v.InW*3:(y+1)*v.InW*3]) {
+				t.Fatalf("%+v: row %d differs", v, y)
+			}
+		}
+	}
+}

@@ -164,23 +164,24 @@ func (s *Stages) Infer(ctx context.Context, tasks []*Task) ([]*Task, []DeadLette
 	if err != nil {
 		return nil, nil, model.InferStats{}, err
 	}
-	var inputs []*maps.Map
+	src := &groupSource{}
 	var dead []DeadLetter
 	var ok []*Task
 	for _, t := range tasks {
-		norm := e.Normalize(&imagefile.RGB{W: t.W, H: t.H, Pix: t.Pix})
-		views, err := prepareViews(norm, t.Views)
-		if err != nil {
+		if err := checkViews(t); err != nil {
 			dead = append(dead, DeadLetter{ID: t.Rec.ID, Stage: StageInfer, Reason: err.Error()})
 			continue
 		}
-		inputs = append(inputs, views...)
+		norm := e.Normalize(&imagefile.RGB{W: t.W, H: t.H, Pix: t.Pix})
+		for _, v := range t.Views {
+			src.views = append(src.views, sourceView{img: norm, spec: v})
+		}
 		ok = append(ok, t)
 	}
 	if len(ok) == 0 {
 		return nil, dead, model.InferStats{}, nil
 	}
-	cams, stats, err := e.Infer(inputs)
+	cams, stats, err := e.InferFrom(src)
 	if err != nil {
 		for _, t := range ok {
 			dead = append(dead, DeadLetter{ID: t.Rec.ID, Stage: StageInfer, Reason: err.Error()})
@@ -197,18 +198,38 @@ func (s *Stages) Infer(ctx context.Context, tasks []*Task) ([]*Task, []DeadLette
 	return ok, dead, stats, nil
 }
 
-// prepareViews cuts an image's view inputs, turning a panic on odd input
-// into an error.
-func prepareViews(norm *maps.Map, views []model.ViewSpec) (out []*maps.Map, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("prepare views: %v", r)
-		}
-	}()
-	for _, v := range views {
-		out = append(out, model.PrepareView(norm, v))
+// sourceView is one view of a group: the image it is cut from and how.
+type sourceView struct {
+	img  *maps.Map
+	spec model.ViewSpec
+}
+
+// groupSource hands a group's views to the engine, each cut straight into
+// its place in the batch input when the batch is filled.
+type groupSource struct{ views []sourceView }
+
+func (g *groupSource) Len() int              { return len(g.views) }
+func (g *groupSource) Size(i int) (int, int) { return g.views[i].spec.InH, g.views[i].spec.InW }
+func (g *groupSource) Fill(i int, dst []float32, stride int) {
+	model.PrepareViewInto(g.views[i].img, g.views[i].spec, dst, stride)
+}
+
+// checkViews refuses views that do not fit their image (a task assembled
+// by hand, or a view list of another image), which would otherwise read
+// outside it.
+func checkViews(t *Task) error {
+	if t.W <= 0 || t.H <= 0 || len(t.Pix) != 3*t.W*t.H {
+		return fmt.Errorf("image %dx%d holds %d bytes", t.W, t.H, len(t.Pix))
 	}
-	return out, nil
+	for _, v := range t.Views {
+		switch {
+		case v.InH <= 0 || v.InW <= 0:
+			return fmt.Errorf("view %d has no input size", v.Index)
+		case v.Local && (v.Y0 < 0 || v.X0 < 0 || v.Size <= 0 || v.Y0+v.Size > t.H || v.X0+v.Size > t.W):
+			return fmt.Errorf("view %d: crop %d+%d, %d+%d outside the %dx%d image", v.Index, v.Y0, v.Size, v.X0, v.Size, t.W, t.H)
+		}
+	}
+	return nil
 }
 
 // ErrNoSaliency is the cause of a dead letter from the saliency rule's

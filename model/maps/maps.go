@@ -92,6 +92,35 @@ func CropResize(m *Map, y0, x0, bh, bw float64, h, w int) *Map {
 	return out
 }
 
+// ResampleInto resamples the window [y0, y0+wh) x [x0, x0+ww) of m, as a
+// map of its own (edges clamped at the window's edges), to h x w
+// bilinearly, mirrored left-right if flip, writing row y of the result at
+// dst[y*stride:]. It computes what Resize(Crop(m, ...), h, w) (then
+// FlipH) gives, without the intermediate maps.
+func ResampleInto(m *Map, y0, x0, wh, ww, h, w int, flip bool, dst []float32, stride int) {
+	ys := axisTaps(h, 0, float64(wh), wh)
+	xs := axisTaps(w, 0, float64(ww), ww)
+	c := m.C
+	for y, ty := range ys {
+		r0 := m.Pix[((y0+ty.i0)*m.W+x0)*c:]
+		r1 := m.Pix[((y0+ty.i1)*m.W+x0)*c:]
+		row := dst[y*stride:]
+		for x, tx := range xs {
+			ox := x
+			if flip {
+				ox = w - 1 - x
+			}
+			o := row[ox*c : (ox+1)*c]
+			a0, a1 := tx.i0*c, tx.i1*c
+			fy, fx := ty.f, tx.f
+			w00, w01, w10, w11 := (1-fy)*(1-fx), (1-fy)*fx, fy*(1-fx), fy*fx
+			for k := 0; k < c; k++ {
+				o[k] = w00*r0[a0+k] + w01*r0[a1+k] + w10*r1[a0+k] + w11*r1[a1+k]
+			}
+		}
+	}
+}
+
 // InterpMatrix returns the dst x src matrix (row-major) of bilinear
 // weights that samples [start, start+size) of a length-src axis at dst
 // points, as CropResize does. The training graph uses two of these (rows
