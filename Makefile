@@ -11,7 +11,7 @@ GO ?= go
 BIN := bin/l2gflow
 DEMO_OUT ?= demo-out
 
-.PHONY: build worker test fmt-check vet unit demo bench fuzz clean
+.PHONY: build worker test fmt-check vet unit demo bench fuzz clean flex-template
 
 build:
 	$(GO) build -o $(BIN) ./cmd/l2gflow
@@ -19,6 +19,17 @@ build:
 # The linux/amd64 binary Dataflow workers run (pass it with --worker_binary).
 worker:
 	GOOS=linux GOARCH=amd64 CGO_ENABLED=0 $(GO) build -o bin/l2gflow-linux-amd64 ./cmd/l2gflow
+
+# The Dataflow Flex Template of the labeling job (flex/): the launcher
+# image and the template file. Needs Docker and gcloud, and:
+#   IMAGE=<region>-docker.pkg.dev/<project>/<repo>/l2gflow
+#   TEMPLATE=gs://<bucket>/templates/l2gflow-label.json
+flex-template: worker
+	@command -v docker >/dev/null || { echo "flex-template: needs docker (and gcloud); see flex/Dockerfile"; exit 1; }
+	@test -n "$(IMAGE)" -a -n "$(TEMPLATE)" || { echo "flex-template: set IMAGE=... and TEMPLATE=gs://..."; exit 1; }
+	docker build -f flex/Dockerfile -t $(IMAGE) .
+	docker push $(IMAGE)
+	gcloud dataflow flex-template build $(TEMPLATE) --image $(IMAGE) --sdk-language GO --metadata-file flex/metadata.json
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -27,6 +27,11 @@ import (
 const childEnv = "L2GFLOW_TEST_CHILD_ARGS"
 
 func TestMain(m *testing.M) {
+	// Started by prism as a worker process (TestProcessEnvironment): this
+	// test binary holds the same registrations as l2gflow.
+	if code, ok := runAsWorker(os.Args[1:]); ok {
+		os.Exit(code)
+	}
 	if args := os.Getenv(childEnv); args != "" {
 		os.Exit(run(context.Background(), strings.Split(args, "\n"), os.Stdout, os.Stderr))
 	}

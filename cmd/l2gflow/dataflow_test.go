@@ -3,18 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/l2gflow/l2gflow/config"
-	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/storage"
-	"github.com/l2gflow/l2gflow/io/storage/gcstest"
-	"github.com/l2gflow/l2gflow/io/synth"
-	"github.com/l2gflow/l2gflow/model"
 )
 
 // TestDataflowDryRun builds the labeling job for Dataflow offline
@@ -22,53 +14,23 @@ import (
 // metadata server a dead address. The printed job must hold the six
 // labeling stages and the options given.
 func TestDataflowDryRun(t *testing.T) {
-	gcstest.Start(t, "df")
+	worker := dataflowFixture(t, "df")
 	ctx := context.Background()
 	st := storage.New()
 	defer st.Close()
-	if _, err := synth.Write(ctx, st, "gs://df/data", synth.Options{Images: 12, Size: 64, Classes: 3, Seed: 2}); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := dataset.Load(ctx, st, "gs://df/data", "train")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := config.Default().Train
-	tc.Out, tc.Method, tc.Steps, tc.ImageSize, tc.ViewSize, tc.CheckpointEv = "gs://df/m.l2g", "cam", 1, 64, 48, 0
-	if _, err := model.Train(ctx, model.TrainOptions{Config: tc, Data: ds, Store: st}); err != nil {
-		t.Fatal(err)
-	}
-	worker := filepath.Join(t.TempDir(), "worker")
-	os.WriteFile(worker, []byte("stand-in worker binary"), 0o755)
-	// Beam's flags are process-wide: put them back afterwards.
-	for _, name := range []string{"runner", "dry_run", "project", "region", "staging_location", "temp_location",
-		"worker_machine_type", "max_num_workers", "worker_binary", "sdk_container_image"} {
-		f := flag.CommandLine.Lookup(name)
-		if f == nil {
-			t.Fatalf("Beam flag --%s is not registered", name)
-		}
-		old := f.Value.String()
-		t.Cleanup(func() { flag.CommandLine.Set(name, old) })
-	}
-	// Beam's Dataflow runner logs the job on the process's stderr.
-	logFile, err := os.CreateTemp(t.TempDir(), "stderr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	saved := os.Stderr
-	os.Stderr = logFile
 	var stdout, stderr bytes.Buffer
-	code := run(ctx, []string{"label", "--runner", "dataflow", "--dry_run",
-		"--project", "my-project", "--region", "europe-west4",
-		"--staging_location", "gs://df/staging", "--temp_location", "gs://df/tmp",
-		"--worker_machine_type", "n2-highcpu-8", "--max_num_workers", "17",
-		"--worker_binary", worker, "--sdk_container_image", "apache/beam_go_sdk:2.77.0",
-		"--model", "gs://df/m.l2g", "--data", "gs://df/data", "--split", "train", "--out", "gs://df/labels",
-		"--verbose"}, &stdout, &stderr)
-	os.Stderr = saved
-	logFile.Close()
-	beamLog, _ := os.ReadFile(logFile.Name())
-	log := stderr.String() + string(beamLog)
+	var code int
+	// Beam's Dataflow runner logs the job on the process's stderr.
+	beamLog := withStderr(t, func() {
+		code = run(ctx, []string{"label", "--runner", "dataflow", "--dry_run",
+			"--project", "my-project", "--region", "europe-west4",
+			"--staging_location", "gs://df/staging", "--temp_location", "gs://df/tmp",
+			"--worker_machine_type", "n2-highcpu-8", "--max_num_workers", "17",
+			"--worker_binary", worker, "--sdk_container_image", "apache/beam_go_sdk:2.77.0",
+			"--model", "gs://df/m.l2g", "--data", "gs://df/data", "--split", "train", "--out", "gs://df/labels",
+			"--verbose"}, &stdout, &stderr)
+	})
+	log := stderr.String() + beamLog
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, log)
 	}

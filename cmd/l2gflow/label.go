@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
@@ -14,7 +15,13 @@ import (
 	"github.com/l2gflow/l2gflow/pipelines/label"
 )
 
+// labelFlags are the label command's settings outside the configuration.
+type labelFlags struct {
+	progressEvery time.Duration
+}
+
 func labelCommand() *command {
+	lf := &labelFlags{}
 	return &command{
 		name:      "label",
 		summary:   "write pseudo labels with the Beam labeling pipeline",
@@ -46,19 +53,21 @@ func labelCommand() *command {
 			fs.BoolVar(&l.Incremental, "incremental", l.Incremental, "label only images without a label from this model (scheduled runs)")
 			fs.StringVar(&l.RunID, "run-id", l.RunID, "name of the run's records (default: the start time)")
 			fs.StringVar(&l.MaxFailures, "max-failures", l.MaxFailures, "exit 1 when dead letters exceed N, a fraction (0.01) or a percentage (1%)")
+			fs.DurationVar(&lf.progressEvery, "progress-every", 0, "interval of progress lines (default 10s; 30s on Dataflow)")
 			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
 			fs.BoolVar(&cfg.Runner.Verbose, "verbose", cfg.Runner.Verbose, "show the Beam runner's own log lines")
 		},
-		run: runLabel,
+		run: func(ctx context.Context, env *cmdEnv) error { return runLabel(ctx, env, lf) },
 	}
 }
 
-func runLabel(ctx context.Context, env *cmdEnv) error {
+func runLabel(ctx context.Context, env *cmdEnv, lf *labelFlags) error {
 	cfg := env.cfg
 	quietBeam(env, cfg.Runner.Verbose)
 	beam.Init()
 	res, err := label.Run(ctx, label.Options{Dataset: cfg.Dataset, Label: cfg.Label, Backend: cfg.Runner.Backend,
-		Runner: *runners.Runner, InProcess: cfg.Label.InProcess, Producer: "l2gflow " + Version, Log: env.stderr})
+		Runner: *runners.Runner, InProcess: cfg.Label.InProcess, Producer: "l2gflow " + Version, Log: env.stderr,
+		ProgressEvery: lf.progressEvery})
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 
 	"github.com/l2gflow/l2gflow/config"
@@ -65,31 +64,26 @@ func commands() []*command {
 }
 
 func main() {
-	if workerMode(os.Args[1:]) {
-		// Started by a Beam runner as a worker (e.g. on Dataflow, with
-		// --worker and endpoint flags): serve the harness, then exit.
-		flag.Parse()
-		beam.Init()
-		return
+	if exitCode, ok := runAsWorker(os.Args[1:]); ok {
+		os.Exit(exitCode)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := run(ctx, withDefaultArgs(os.Args[1:], os.Getenv(defaultArgsEnv)), os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
-// workerMode reports whether the process was started as a Beam worker
-// harness: no command, and a --worker flag.
-func workerMode(args []string) bool {
-	if len(args) == 0 || !strings.HasPrefix(args[0], "-") {
-		return false
+// defaultArgsEnv names arguments put before a command line that starts
+// with a flag: a Dataflow Flex Template launcher runs the binary with
+// --name=value parameters only, and its image sets the command here
+// (flex/Dockerfile: "label --runner=dataflow --async").
+const defaultArgsEnv = "L2GFLOW_DEFAULT_ARGS"
+
+func withDefaultArgs(args []string, defaults string) []string {
+	if defaults == "" || (len(args) > 0 && !strings.HasPrefix(args[0], "-")) {
+		return args
 	}
-	for _, a := range args {
-		if a == "--worker" || a == "-worker" || strings.HasPrefix(a, "--worker=") || strings.HasPrefix(a, "-worker=") {
-			return true
-		}
-	}
-	return false
+	return append(strings.Fields(defaults), args...)
 }
 
 func topUsage(w io.Writer) {
@@ -156,6 +150,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+// printFlags prints the defaults of the flags of fs that keep() accepts.
+func printFlags(w io.Writer, fs *flag.FlagSet, keep func(string) bool) {
+	part := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	part.SetOutput(w)
+	fs.VisitAll(func(f *flag.Flag) {
+		if keep(f.Name) {
+			part.Var(f.Value, f.Name, f.Usage)
+		}
+	})
+	part.PrintDefaults()
+}
+
 // configPath finds --config/-config in args without parsing the rest, so
 // that the file can be loaded before the flags that override it.
 func configPath(args []string) string {
@@ -187,6 +193,8 @@ func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr
 	if cmd.bind != nil {
 		cmd.bind(fs, &cfg)
 	}
+	own := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { own[f.Name] = true })
 	if cmd.beamFlags {
 		// Beam registers its flags on the global flag set; share their
 		// values so that Beam sees what the user gave.
@@ -198,7 +206,11 @@ func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: l2gflow %s %s\n\n%s\n\nFlags:\n", cmd.name, cmd.usage, cmd.summary)
-		fs.PrintDefaults()
+		printFlags(stderr, fs, func(name string) bool { return own[name] })
+		if cmd.beamFlags {
+			fmt.Fprintf(stderr, "\nBeam pipeline options (--runner, and Dataflow's --project, --region, ...):\n")
+			printFlags(stderr, fs, func(name string) bool { return !own[name] })
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -1,9 +1,13 @@
 package label
 
 import (
+	"bytes"
 	"context"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/dataset"
@@ -151,4 +155,108 @@ func TestPermanentModelErrorStopsEarly(t *testing.T) {
 	if l, _ := st.List(ctx, "gs://nomodel/labels", "*"); len(l) != 0 {
 		t.Errorf("a failed start wrote %v", l)
 	}
+}
+
+// TestTransientFaultsNeverChangeALabel makes image and saliency reads of
+// some objects fail beyond the storage retries (503 for as long as the
+// fault lasts). The saliency rule reads every map, so a fault taken for a
+// missing map would change a label: instead the job fails (prism retries
+// no bundle), the labels it wrote are those of a clean run, and a re-run
+// after the fault finishes the rest to the clean run's bytes. A corrupt
+// image stays a dead letter throughout.
+func TestTransientFaultsNeverChangeALabel(t *testing.T) {
+	srv := gcstest.Start(t, "transient")
+	st, ds, modelURI := gcsFixture(t, "transient", 16)
+	ctx := context.Background()
+	corrupt := ds.Records[0]
+	if err := st.WriteFile(ctx, corrupt.Image, []byte("not a jpeg")); err != nil {
+		t.Fatal(err)
+	}
+	opts := func(out string) Options {
+		o := options("gs://transient/data", modelURI, out)
+		o.Label.Background = "saliency"
+		o.Storage = storage.Options{MaxAttempts: 2, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+			AttemptTimeout: 400 * time.Millisecond}
+		return o
+	}
+	clean, err := runRecord(ctx, opts("gs://transient/clean"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clean.Counts.DeadLetters != 1 || clean.Counts.LabelsWritten != int64(len(ds.Records)-1) {
+		t.Fatalf("clean run counts %+v", clean.Counts)
+	}
+	var withSal []string
+	for _, r := range ds.Records[1:] {
+		if r.Saliency != "" {
+			withSal = append(withSal, r.ID)
+		}
+	}
+	faulty := map[string]bool{}
+	for _, id := range withSal[:2] {
+		faulty["/Saliency/"+id+".png"] = true
+	}
+	faulty["/JPEGImages/"+ds.Records[len(ds.Records)-1].ID+".jpg"] = true
+	var on atomic.Bool
+	on.Store(true)
+	gcstest.FaultyProxy(t, srv, gcstest.Faults{Unavailable: func(r *http.Request) bool {
+		if !on.Load() || r.Method != http.MethodGet {
+			return false
+		}
+		for suffix := range faulty {
+			if strings.HasSuffix(r.URL.Path, suffix) {
+				return true
+			}
+		}
+		return false
+	}})
+	_, err = runRecord(ctx, opts("gs://transient/faulty"))
+	if err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("a job whose reads fail past the retries: err = %v, want a failure naming the 503", err)
+	}
+	t.Logf("faulty run: %v", err)
+	cleanLabels := gcsLabels(t, st, "gs://transient/clean")
+	for id, data := range gcsLabels(t, st, "gs://transient/faulty") {
+		if !bytes.Equal(data, cleanLabels[id]) {
+			t.Errorf("%s: a label written during the faults differs from the clean run's", id)
+		}
+	}
+	// The fault passes; the re-run finishes the rest.
+	on.Store(false)
+	rec, err := runRecord(ctx, opts("gs://transient/faulty"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Counts.DeadLetters != 1 || rec.Counts.Failed[transforms.StageLoad] != 1 {
+		t.Errorf("re-run counts %+v: want the corrupt image's dead letter only", rec.Counts)
+	}
+	final := gcsLabels(t, st, "gs://transient/faulty")
+	if len(final) != len(cleanLabels) {
+		t.Errorf("%d labels after the re-run, %d in the clean run", len(final), len(cleanLabels))
+	}
+	for id, data := range cleanLabels {
+		if !bytes.Equal(data, final[id]) {
+			t.Errorf("%s: differs from the clean run after the re-run", id)
+		}
+	}
+}
+
+// gcsLabels reads the labels under a gs:// prefix by id.
+func gcsLabels(t *testing.T, st *storage.Store, out string) map[string][]byte {
+	t.Helper()
+	uris, err := st.List(context.Background(), out, "*.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string][]byte{}
+	for _, u := range uris {
+		if id, ok := transforms.LabelID(out, u); ok {
+			raw, err := st.ReadFile(context.Background(), u, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m[id] = raw
+		}
+	}
+	return m
 }

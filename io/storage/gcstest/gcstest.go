@@ -47,6 +47,9 @@ type Faults struct {
 	// CutEvery cuts the connection of every n-th request after those
 	// (without a response); 0 never.
 	CutEvery int
+	// Unavailable, when set, answers 503 to every request it returns true
+	// for (a fault that outlasts any retry budget while it lasts).
+	Unavailable func(r *http.Request) bool
 }
 
 // FaultyProxy puts a fault-injecting reverse proxy in front of the
@@ -64,6 +67,11 @@ func FaultyProxy(t testing.TB, srv *fakestorage.Server, f Faults) func() (unavai
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		i := n.Add(1)
 		switch {
+		case f.Unavailable != nil && f.Unavailable(r):
+			unavailable.Add(1)
+			io.Copy(io.Discard, r.Body)
+			http.Error(w, "injected fault", http.StatusServiceUnavailable)
+			return
 		case i <= int64(f.FirstUnavailable):
 			unavailable.Add(1)
 			io.Copy(io.Discard, r.Body)
