@@ -368,8 +368,8 @@ type ViewSource interface {
 // mapSource serves prepared views.
 type mapSource []*maps.Map
 
-func (s mapSource) Len() int                { return len(s) }
-func (s mapSource) Size(i int) (int, int)   { return s[i].H, s[i].W }
+func (s mapSource) Len() int              { return len(s) }
+func (s mapSource) Size(i int) (int, int) { return s[i].H, s[i].W }
 func (s mapSource) Fill(i int, dst []float32, stride int) {
 	v := s[i]
 	for y := 0; y < v.H; y++ {

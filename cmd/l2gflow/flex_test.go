@@ -22,7 +22,7 @@ func TestFlexTemplateParameters(t *testing.T) {
 	var meta struct {
 		Name        string `json:"name"`
 		Description string `json:"description"`
-		Parameters []struct {
+		Parameters  []struct {
 			Name       string `json:"name"`
 			Label      string `json:"label"`
 			HelpText   string `json:"helpText"`
