@@ -167,10 +167,6 @@ type Label struct {
 	// MaxViewPixels scales down any inference view larger than this
 	// (default 1048576 = 1024x1024; a 500x375 image at scale 2 is 750000).
 	MaxViewPixels int `yaml:"max_view_pixels"`
-	// ChunkSize splits a job on a local runner (prism, direct), which keeps
-	// every stage's output in memory, into jobs of this many images, so
-	// that memory stays flat as the dataset grows. 0 = one job.
-	ChunkSize int `yaml:"chunk_size"`
 }
 
 // Eval configures the evaluation of pseudo labels.
@@ -208,8 +204,7 @@ func Default() Config {
 		Label: Label{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true, LocalViews: "none",
 			LocalCombine: "sum", Background: "threshold", BgThreshold: 0.25,
 			SaliencyThreshold: 0.2, CAMThreshold: 0.1, SaliencyFallback: "threshold", BatchSize: 8,
-			BatchPixels: 16384, BucketsPerOctave: 8, BucketMaxAspect: 2, MaxViewPixels: 1 << 20,
-			ChunkSize: 500},
+			BatchPixels: 16384, BucketsPerOctave: 8, BucketMaxAspect: 2, MaxViewPixels: 1 << 20},
 		Eval:   Eval{SweepFrom: 0.05, SweepTo: 0.50, SweepStep: 0.05},
 		Runner: Runner{Backend: "go:parallelism=-1"},
 	}

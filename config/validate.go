@@ -165,7 +165,6 @@ func (cfg *Config) Validate(sections Section) error {
 		c.intRange("label.buckets_per_octave", l.BucketsPerOctave, 1, 32)
 		c.floatRange("label.bucket_max_aspect", l.BucketMaxAspect, 1, 8)
 		c.intRange("label.max_view_pixels", l.MaxViewPixels, 4096, 1<<30)
-		c.intRange("label.chunk_size", l.ChunkSize, 0, 1<<30)
 	}
 	if sections&SectionEval != 0 {
 		e := cfg.Eval

@@ -178,7 +178,7 @@ func TestLabelSurvivesSIGKILL(t *testing.T) {
 		t.Fatalf("train: exit %d\n%s", code, out)
 	}
 	label := func(out string) []string {
-		return []string{"label", "--data", root, "--model", modelPath, "--out", out, "--chunk-size", "60", "--batch-size", "4"}
+		return []string{"label", "--data", root, "--model", modelPath, "--out", out, "--batch-size", "4"}
 	}
 	ref := filepath.Join(dir, "ref")
 	if code, out := cli(t, label(ref)...); code != 0 {

@@ -48,7 +48,6 @@ func labelCommand() *command {
 			fs.IntVar(&l.BatchPixels, "batch-pixels", l.BatchPixels, "padded pixels of an inference batch")
 			fs.IntVar(&l.BucketsPerOctave, "buckets-per-octave", l.BucketsPerOctave, "canonical view sides per doubling of size")
 			fs.IntVar(&l.MaxViewPixels, "max-view-pixels", l.MaxViewPixels, "scale down inference views larger than this")
-			fs.IntVar(&l.ChunkSize, "chunk-size", l.ChunkSize, "on prism/direct, run jobs of this many images (0: one job)")
 			fs.BoolVar(&l.InProcess, "in-process", l.InProcess, "run the stages without Beam (debugging)")
 			fs.BoolVar(&l.Incremental, "incremental", l.Incremental, "label only images without a label from this model (scheduled runs)")
 			fs.StringVar(&l.RunID, "run-id", l.RunID, "name of the run's records (default: the start time)")

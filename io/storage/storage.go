@@ -522,7 +522,7 @@ func (s *Store) Remove(ctx context.Context, uri string) error {
 }
 
 // CleanStaleTemps removes the temporary files that local atomic writes left
-// under dir (and its subdirectories, two levels down) when their process
+// under dir (and its subdirectories, three levels down: the run records' parts) when their process
 // was killed before renaming them: files named .<name>.tmp-<pid>-* whose
 // process no longer runs. Remote URIs have no such files (an upload
 // appears whole or not at all) and are left alone. It returns how many
@@ -532,7 +532,7 @@ func CleanStaleTemps(dir string) (int, error) {
 		return 0, nil
 	}
 	removed := 0
-	for _, pattern := range []string{".*.tmp-*", "*/.*.tmp-*", "*/*/.*.tmp-*"} {
+	for _, pattern := range []string{".*.tmp-*", "*/.*.tmp-*", "*/*/.*.tmp-*", "*/*/*/.*.tmp-*"} {
 		matches, err := filepath.Glob(filepath.Join(dir, pattern))
 		if err != nil {
 			return removed, err

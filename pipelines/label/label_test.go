@@ -455,3 +455,14 @@ func TestVariedSizes(t *testing.T) {
 		}
 	}
 }
+
+func TestRootCause(t *testing.T) {
+	err := errors.New("job job-001 failed:\nbundle inst010 stage-010 failed:process bundle ...\n24: ParDo[transforms.loadFn] Out:[21 22]\n" +
+		"\tcaused by:\nsource failed processing data\n\tcaused by:\nDoFn[UID:24, PID:e16, Name: github.com/l2gflow/l2gflow/transforms.loadFn] failed:\nimage s: read x: 503")
+	if got := RootCause(err); got != "stage loadFn: image s: read x: 503" {
+		t.Errorf("RootCause = %q", got)
+	}
+	if got := RootCause(errors.New("plain")); got != "plain" {
+		t.Errorf("RootCause of a plain error = %q", got)
+	}
+}
