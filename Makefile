@@ -11,7 +11,7 @@ GO ?= go
 BIN := bin/l2gflow
 DEMO_OUT ?= demo-out
 
-.PHONY: build worker test fmt-check vet unit demo bench fuzz clean flex-template
+.PHONY: build worker test fmt-check vet unit demo bench bench-compare fuzz clean flex-template
 
 build:
 	$(GO) build -o $(BIN) ./cmd/l2gflow
@@ -48,6 +48,15 @@ demo: build
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+# l2gflow against its PyTorch reference on the pinned workloads (3
+# alternating rounds, 2 threads each side; bench/compare.py). Uses Debian's
+# python3-torch (installed here if missing), never a python3 earlier on PATH.
+ROUNDS ?= 3
+bench-compare: build
+	@/usr/bin/python3 -c "import torch, torchvision" 2>/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch python3-torchvision >/dev/null; }
+	/usr/bin/python3 bench/compare.py --l2gflow ./$(BIN) --rounds $(ROUNDS) --out bench/compare.md
 
 # Each fuzz target for FUZZTIME (the seeds alone run in `make test`).
 FUZZTIME ?= 20s

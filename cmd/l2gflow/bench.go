@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
@@ -30,6 +31,10 @@ type benchFlags struct {
 	imageSizes bool
 	size       int
 	choices    string
+	// workloads measures the pinned network workloads instead.
+	workloads bool
+	minTime   time.Duration
+	only      string
 }
 
 func benchCommand() *command {
@@ -37,7 +42,7 @@ func benchCommand() *command {
 	return &command{
 		name:     "bench",
 		summary:  "measure the labeling pipeline on prism against the in-process path (images/s, cores, memory)",
-		usage:    "[--out DIR] [--images 200,2000] [--rounds 2] [--model M] | --image-sizes [--images 300] [--size 128] [--buckets-per-octave 4,8,16]",
+		usage:    "[--out DIR] [--images 200,2000] [--rounds 2] [--model M] | --image-sizes [--images 300] [--size 128] [--buckets-per-octave 4,8,16] | --workloads [--min-time 3s]",
 		sections: config.SectionRunner,
 		bind: func(fs *flag.FlagSet, cfg *config.Config) {
 			fs.StringVar(&bf.out, "out", "bench-out", "working `dir` (dataset, model, labels, bench.json)")
@@ -47,6 +52,9 @@ func benchCommand() *command {
 			fs.BoolVar(&bf.imageSizes, "image-sizes", false, "measure labeling megapixels/s on varied against fixed image sizes, each run a new label process")
 			fs.IntVar(&bf.size, "size", 128, "--image-sizes: typical long side of the synthetic images")
 			fs.StringVar(&bf.choices, "buckets-per-octave", "8", "--image-sizes: comma-separated bucket densities to measure on the varied set")
+			fs.BoolVar(&bf.workloads, "workloads", false, "measure the pinned network workloads (JSON lines; see bench/compare.py)")
+			fs.DurationVar(&bf.minTime, "min-time", minTimeDefault, "--workloads: time each workload runs after its warm-up")
+			fs.StringVar(&bf.only, "only", "", "--workloads: only those whose name contains this")
 			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
 		},
 		run: func(ctx context.Context, env *cmdEnv) error { return runBench(ctx, env, bf) },
@@ -56,6 +64,9 @@ func benchCommand() *command {
 func runBench(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 	if bf.imageSizes {
 		return runSizeBench(ctx, env, bf)
+	}
+	if bf.workloads {
+		return runWorkloads(ctx, env, bf)
 	}
 	quietBeam(env, false)
 	beam.Init()
