@@ -63,3 +63,18 @@ func TestFlexTemplateParameters(t *testing.T) {
 		t.Errorf("a command line with a command took the default: %v", got)
 	}
 }
+
+// TestLabelHelpGroupsFlags checks that label --help lists l2gflow's own
+// flags first and Beam's ~58 pipeline options after them, as a group.
+func TestLabelHelpGroupsFlags(t *testing.T) {
+	code, out := cli(t, "label", "--help")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	group := strings.Index(out, "Beam pipeline options")
+	own := strings.Index(out, "-max-failures")
+	beamFlag := strings.Index(out, "-staging_location")
+	if group < 0 || own < 0 || beamFlag < 0 || !(own < group && group < beamFlag) {
+		t.Errorf("l2gflow's flags, then Beam's as a group: positions %d, %d, %d\n%s", own, group, beamFlag, out)
+	}
+}
