@@ -150,7 +150,7 @@ func (n *Net) backbone(b *layerBuilder, x *Node) *Node {
 	if a.StemPool {
 		// PyTorch's MaxPool2d(3, stride 2, padding 1); inputs are >= 0
 		// after the ReLU, so padding cannot win the max.
-		y = graph.MaxPool(b.mask.apply(y)).Window(3).Strides(2).PaddingPerDim([][2]int{{1, 1}, {1, 1}}).Done()
+		y = maxPool3x3s2(b.mask.apply(y))
 	}
 	strides, dils := a.stageStrides()
 	for s, depth := range a.Depths {
