@@ -14,7 +14,12 @@ import (
 // plain MatMul with the same FLOPs ([N*Ho*Wo, K*K*Cin] x [K*K*Cin, Cout]),
 // interleaved in one loop so that machine noise hits all three alike. It
 // reports each one's GFLOP/s and the conv/matmul ratios.
-func BenchmarkConv(b *testing.B) {
+func BenchmarkConv(b *testing.B) { benchConv(b, Conv2D) }
+
+// BenchmarkConvRect is BenchmarkConv for the rectangle-gather im2col.
+func BenchmarkConvRect(b *testing.B) { benchConv(b, conv2DRect) }
+
+func benchConv(b *testing.B, conv func(x, w *Node, stride, dilation int) *Node) {
 	backend := testBackend(b)
 	// The 3x3 layers of the tiny preset on 128 px images (batch 8), then
 	// three ResNet-18/34 layers at 224 px.
@@ -42,9 +47,9 @@ func BenchmarkConv(b *testing.B) {
 			m := tensors.FromFlatDataAndDimensions(randSlice(r, inner*l.cout), inner, l.cout)
 			flops := 2 * float64(rows) * float64(inner) * float64(l.cout)
 
-			fwd := graph.MustNewExec(backend, func(x, w *Node) *Node { return Conv2D(x, w, l.stride, l.dil) })
+			fwd := graph.MustNewExec(backend, func(x, w *Node) *Node { return conv(x, w, l.stride, l.dil) })
 			fwdBwd := graph.MustNewExec(backend, func(x, w *Node) []*Node {
-				y := Conv2D(x, w, l.stride, l.dil)
+				y := conv(x, w, l.stride, l.dil)
 				return graph.Gradient(graph.ReduceAllSum(graph.Mul(y, y)), x, w)
 			})
 			mm := graph.MustNewExec(backend, func(a, m *Node) *Node { return graph.MatMul(a, m) })

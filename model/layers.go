@@ -14,7 +14,10 @@ type Node = graph.Node
 //
 // It is written by hand on MatMul because the Go backend's native
 // convolution is a direct loop about 40x slower than its SIMD matrix
-// multiplication. It is im2col done by one Gather: the K*K shifted (and
+// multiplication. Undilated convolutions of 8 or more input channels
+// gather each window as one rectangle straight into the im2col matrix
+// (conv2DRect: no transpose); the others (the 3-channel stem, dilated
+// layers) are im2col done by one Gather of taps: the K*K shifted (and
 // strided) windows of the padded input are gathered straight into
 // [N, Ho, Wo, K*K, Cin] layout, which is then one MatMul with the weights
 // as [K*K*Cin, Cout]. A Gather copies contiguous runs of Cin values with
@@ -29,6 +32,23 @@ type Node = graph.Node
 // few input channels, whole column groups are gathered: see
 // conv2DStrided).
 func Conv2D(x, w *Node, stride, dilation int) *Node {
+	dims := x.Shape().Dimensions
+	n, h, wd, cin := dims[0], dims[1], dims[2], dims[3]
+	wdims := w.Shape().Dimensions
+	k, cout := wdims[0], wdims[3]
+	if k == 1 && stride == 1 {
+		y := graph.MatMul(graph.Reshape(x, n*h*wd, cin), graph.Reshape(w, cin, cout))
+		return graph.Reshape(y, n, h, wd, cout)
+	}
+	if dilation == 1 && cin >= groupedMaxChannels {
+		return conv2DRect(x, w, stride, dilation)
+	}
+	return conv2DTaps(x, w, stride, dilation)
+}
+
+// conv2DTaps is Conv2D by a gather of the K*K taps' windows, transposed
+// into the im2col matrix.
+func conv2DTaps(x, w *Node, stride, dilation int) *Node {
 	dims := x.Shape().Dimensions
 	n, h, wd, cin := dims[0], dims[1], dims[2], dims[3]
 	wdims := w.Shape().Dimensions

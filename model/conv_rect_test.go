@@ -1,0 +1,49 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+// TestConvRectMatchesConv2D compares the rectangle-gather convolution with
+// the tap-gather one, values and gradients, over strides, dilations and
+// odd sizes.
+func TestConvRectMatchesConv2D(t *testing.T) {
+	backend := testBackend(t)
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, c := range []struct{ n, h, w, cin, cout, k, s, d int }{
+		{2, 9, 7, 3, 5, 3, 1, 1}, {2, 9, 7, 3, 5, 3, 2, 1}, {1, 13, 10, 4, 6, 7, 2, 1},
+		{2, 11, 9, 3, 4, 3, 1, 2}, {1, 8, 8, 2, 3, 3, 1, 4}, {2, 5, 6, 3, 4, 1, 2, 1}, {1, 6, 7, 2, 2, 3, 1, 3},
+	} {
+		t.Run(fmt.Sprintf("%+v", c), func(t *testing.T) {
+			x := tensors.FromFlatDataAndDimensions(randSlice(r, c.n*c.h*c.w*c.cin), c.n, c.h, c.w, c.cin)
+			w := tensors.FromFlatDataAndDimensions(randSlice(r, c.k*c.k*c.cin*c.cout), c.k, c.k, c.cin, c.cout)
+			run := func(conv func(x, w *Node, s, d int) *Node) []*tensors.Tensor {
+				e := graph.MustNewExec(backend, func(x, w *Node) []*Node {
+					y := conv(x, w, c.s, c.d)
+					gs := graph.Gradient(graph.ReduceAllSum(graph.Mul(y, y)), x, w)
+					return []*Node{y, gs[0], gs[1]}
+				})
+				return e.MustExec(x, w)
+			}
+			want, got := run(conv2DTaps), run(conv2DRect)
+			for i, name := range []string{"output", "input gradient", "weight gradient"} {
+				a, _ := tensors.CopyFlatData[float32](want[i])
+				b, _ := tensors.CopyFlatData[float32](got[i])
+				if len(a) != len(b) {
+					t.Fatalf("%s: %v vs %v", name, want[i].Shape(), got[i].Shape())
+				}
+				for j := range a {
+					if math.Abs(float64(a[j]-b[j])) > 1e-3*(1+math.Abs(float64(a[j]))) {
+						t.Fatalf("%s[%d]: %g vs %g", name, j, a[j], b[j])
+					}
+				}
+			}
+		})
+	}
+}
