@@ -32,7 +32,7 @@ flex-template: worker
 	gcloud dataflow flex-template build $(TEMPLATE) --image $(IMAGE) --sdk-language GO --metadata-file flex/metadata.json
 
 fmt-check:
-	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null | grep -v '^third_party/' || find . -name '*.go' -not -path './third_party/*')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 vet:

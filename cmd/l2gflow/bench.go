@@ -32,9 +32,10 @@ type benchFlags struct {
 	size       int
 	choices    string
 	// workloads measures the pinned network workloads instead.
-	workloads bool
-	minTime   time.Duration
-	only      string
+	workloads  bool
+	minTime    time.Duration
+	only       string
+	cpuProfile string
 }
 
 func benchCommand() *command {
@@ -55,6 +56,7 @@ func benchCommand() *command {
 			fs.BoolVar(&bf.workloads, "workloads", false, "measure the pinned network workloads (JSON lines; see bench/compare.py)")
 			fs.DurationVar(&bf.minTime, "min-time", minTimeDefault, "--workloads: time each workload runs after its warm-up")
 			fs.StringVar(&bf.only, "only", "", "--workloads: only those whose name contains this")
+			fs.StringVar(&bf.cpuProfile, "cpuprofile", "", "--workloads: write a CPU profile of each workload into this `dir` (go tool pprof)")
 			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
 		},
 		run: func(ctx context.Context, env *cmdEnv) error { return runBench(ctx, env, bf) },

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -28,7 +31,16 @@ func runWorkloads(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		var stop func()
+		if bf.cpuProfile != "" {
+			if stop, err = startProfile(filepath.Join(bf.cpuProfile, profileName(w.Name))); err != nil {
+				return err
+			}
+		}
 		v, err := w.Measure(backend, bf.minTime)
+		if stop != nil {
+			stop()
+		}
 		if err != nil {
 			return err
 		}
@@ -37,6 +49,35 @@ func runWorkloads(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 		runtime.GC()
 	}
 	return nil
+}
+
+// profileName is a file name for a workload's CPU profile.
+func profileName(name string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(name) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		} else if b.Len() > 0 && !strings.HasSuffix(b.String(), "-") {
+			b.WriteByte('-')
+		}
+	}
+	return strings.Trim(b.String(), "-") + ".pprof"
+}
+
+// startProfile starts a CPU profile into path and returns its stop.
+func startProfile(path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // minTimeDefault is how long each workload runs after its warm-up.
