@@ -234,6 +234,9 @@ func (f *Fuser) Result(tags []int) *maps.Map {
 // EngineOptions configure an inference engine.
 type EngineOptions struct {
 	Buckets BucketOptions
+	// Background keeps the background map: CAMs have C+1 channels (the
+	// last is background) instead of the C class maps.
+	Background bool `json:",omitempty"`
 	// Concurrency is the number of batches run at once in the process
 	// (default GOMAXPROCS): every caller of Infer shares this one limit.
 	Concurrency int
@@ -253,6 +256,9 @@ type Engine struct {
 	mean    [3]float32
 	std     [3]float32
 	classes int
+	// channels are the maps Infer returns: the classes, and the
+	// background when asked.
+	channels int
 	slots   chan struct{}
 	stats   engineCounters
 }
@@ -303,7 +309,10 @@ func NewEngine(backend compute.Backend, m *Model, o EngineOptions) (*Engine, err
 		conc = runtime.GOMAXPROCS(0)
 	}
 	e := &Engine{Model: m, fwd: fwd, buckets: buckets, stride: m.Net.Arch.TotalStride(),
-		classes: len(m.Manifest.Classes), slots: make(chan struct{}, conc)}
+		classes: len(m.Manifest.Classes), channels: len(m.Manifest.Classes), slots: make(chan struct{}, conc)}
+	if o.Background {
+		e.channels++
+	}
 	for i := 0; i < 3; i++ {
 		e.mean[i], e.std[i] = float32(m.Manifest.Input.Mean[i]), float32(m.Manifest.Input.Std[i])
 	}
@@ -378,8 +387,8 @@ func (s mapSource) Fill(i int, dst []float32, stride int) {
 }
 
 // Infer runs the network on views of any sizes (normalised RGB maps as
-// PrepareView gives) and returns each one's foreground CAM (the C class
-// maps, background dropped) at ceil(size / TotalStride): what an unpadded
+// PrepareView gives) and returns each one's CAM (the C class maps, and the background map last
+// when EngineOptions.Background) at ceil(size / TotalStride): what an unpadded
 // run of the view alone gives. Views are grouped by bucket into batches,
 // which run concurrently within the engine's limit. A panic inside a
 // batch is returned as an error.
@@ -479,11 +488,11 @@ func (e *Engine) runBatch(b Bucket, idx []int, src ViewSource, out []*maps.Map) 
 	for j, i := range idx {
 		h, w := src.Size(i)
 		rh, rw := ceilDiv(h, e.stride), ceilDiv(w, e.stride)
-		m := maps.New(rh, rw, e.classes)
+		m := maps.New(rh, rw, e.channels)
 		for y := 0; y < rh; y++ {
 			for x := 0; x < rw; x++ {
 				p := (j*ch+y)*cw + x
-				copy(m.Pix[(y*rw+x)*e.classes:(y*rw+x+1)*e.classes], cam[p*k:p*k+e.classes])
+				copy(m.Pix[(y*rw+x)*e.channels:(y*rw+x+1)*e.channels], cam[p*k:p*k+e.channels])
 			}
 		}
 		out[i] = m
