@@ -11,7 +11,7 @@ GO ?= go
 BIN := bin/l2gflow
 DEMO_OUT ?= demo-out
 
-.PHONY: build worker test fmt-check vet unit demo bench bench-compare fuzz clean flex-template
+.PHONY: build worker test fmt-check vet unit demo bench bench-compare fuzz clean flex-template study study-quick
 
 build:
 	$(GO) build -o $(BIN) ./cmd/l2gflow
@@ -54,6 +54,16 @@ bench: build
 # alternating rounds, 2 threads each side; bench/compare.py). Uses Debian's
 # python3-torch (installed here if missing), never a python3 earlier on PATH.
 ROUNDS ?= 3
+# The label-quality study (hours on 2 cores; resumable: re-run to continue).
+# Not part of make test. STUDY_ARGS adds flags, e.g. STUDY_ARGS="--arms cam,l2g".
+STUDY_OUT ?= study-out
+study: build
+	./$(BIN) study --out $(STUDY_OUT) --report docs/quality.md $(STUDY_ARGS)
+
+# The study's check of minutes (one seed, 300 images); reports to $(STUDY_OUT)-quick.
+study-quick: build
+	./$(BIN) study --quick --out $(STUDY_OUT)-quick --report $(STUDY_OUT)-quick/quality.md $(STUDY_ARGS)
+
 bench-compare: build
 	@/usr/bin/python3 -c "import torch, torchvision" 2>/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch python3-torchvision >/dev/null; }
@@ -74,4 +84,4 @@ fuzz:
 	done
 
 clean:
-	rm -rf bin $(DEMO_OUT)
+	rm -rf bin $(DEMO_OUT) $(STUDY_OUT)-quick

@@ -47,6 +47,10 @@ type Synth struct {
 	// gets its own size around it, as photos do, unless FixedSize.
 	Size      int  `yaml:"size"`
 	FixedSize bool `yaml:"fixed_size"` // every image Size x Size
+	// Generator is the benchmark's version: "v2" (default: class-tinted
+	// objects, distractors, imperfect saliency) or "v1" (the first one,
+	// byte for byte).
+	Generator string `yaml:"generator"`
 	// Classes is the number of foreground classes (2-20), default 6.
 	Classes int   `yaml:"classes"`
 	Seed    int64 `yaml:"seed"` // default 1
@@ -112,6 +116,10 @@ type Train struct {
 	// statistics used and kept, scales and shifts not trained), as the
 	// reference does with its pretrained backbone.
 	FreezeBN bool `yaml:"freeze_bn"`
+	// PCM adds the reference networks' pixel correlation module (an
+	// affinity refinement of the CAM from low-level features) to both
+	// networks, at training and at inference.
+	PCM bool `yaml:"pcm"`
 }
 
 // Label configures the pseudo-labeling pipeline.
@@ -128,8 +136,14 @@ type Label struct {
 	LocalCombine string `yaml:"local_combine"`
 	// Background is the background rule: threshold (reference) or saliency.
 	Background string `yaml:"background"`
-	// BgThreshold is the background score of the threshold rule (0.25).
+	// BgThreshold is the background score of the threshold rule (0.25,
+	// the reference's), used when the model has no calibrated threshold
+	// or BgThresholdFrom is "fixed".
 	BgThreshold float64 `yaml:"bg_threshold"`
+	// BgThresholdFrom is "model" (default: the threshold the model chose
+	// at the end of training from its training images' saliency maps,
+	// when it has one) or "fixed" (always BgThreshold).
+	BgThresholdFrom string `yaml:"bg_threshold_from"`
 	// SaliencyThreshold binarises saliency for the saliency rule (0.2).
 	SaliencyThreshold float64 `yaml:"saliency_threshold"`
 	// CAMThreshold drops class scores below it in the saliency rule.
@@ -193,7 +207,7 @@ type Runner struct {
 func Default() Config {
 	return Config{
 		Dataset: Dataset{Split: "train", MaxPixels: 50_000_000},
-		Synth: Synth{Images: 2000, Size: 128, Classes: 6, Seed: 1, ValFraction: 0.2,
+		Synth: Synth{Images: 2000, Size: 128, Generator: "v2", Classes: 6, Seed: 1, ValFraction: 0.2,
 			NoSaliencyFraction: 0.1},
 		Train: Train{Out: "model.l2g", Method: "l2g", Arch: "tiny", OutputStride: 8,
 			ImageSize: 128, ViewSize: 96, Views: 6, ViewMode: "corners+random",
@@ -202,10 +216,10 @@ func Default() Config {
 			StepEpochs: 5, BatchSize: 8, Epochs: 10, Seed: 1, CheckpointEv: 200,
 			PretrainedStrict: true},
 		Label: Label{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true, LocalViews: "none",
-			LocalCombine: "sum", Background: "threshold", BgThreshold: 0.25,
+			LocalCombine: "sum", Background: "threshold", BgThreshold: 0.25, BgThresholdFrom: "model",
 			SaliencyThreshold: 0.2, CAMThreshold: 0.1, SaliencyFallback: "threshold", BatchSize: 8,
 			BatchPixels: 16384, BucketsPerOctave: 8, BucketMaxAspect: 2, MaxViewPixels: 1 << 20},
-		Eval:   Eval{SweepFrom: 0.05, SweepTo: 0.50, SweepStep: 0.05},
+		Eval:   Eval{SweepFrom: 0.01, SweepTo: 0.50, SweepStep: 0.01},
 		Runner: Runner{Backend: "go:parallelism=-1"},
 	}
 }

@@ -86,7 +86,7 @@ func TestValidate(t *testing.T) {
 		{"no scales", func(c *Config) { c.Label.Scales = nil }, "label.scales"},
 		{"scale zero", func(c *Config) { c.Label.Scales = []float64{1, 0} }, "label.scales[1]"},
 		{"unknown background", func(c *Config) { c.Label.Background = "crf" }, "label.background"},
-		{"sweep reversed", func(c *Config) { c.Eval.SweepTo = 0.01 }, "eval.sweep_to"},
+		{"sweep reversed", func(c *Config) { c.Eval.SweepTo = c.Eval.SweepFrom / 2 }, "eval.sweep_to"},
 		{"synth classes", func(c *Config) { c.Synth.Classes = 1 }, "synth.classes"},
 		{"synth size", func(c *Config) { c.Synth.Size = 8 }, "synth.size"},
 		{"backend", func(c *Config) { c.Runner.Backend = "" }, "runner.backend"},

@@ -73,6 +73,7 @@ func (cfg *Config) Validate(sections Section) error {
 		c.intRange("synth.images", s.Images, 1, 10_000_000)
 		c.intRange("synth.size", s.Size, 32, 4096)
 		c.intRange("synth.classes", s.Classes, 2, 20)
+		c.oneOf("synth.generator", s.Generator, "v1", "v2")
 		c.floatRange("synth.val_fraction", s.ValFraction, 0, 0.9)
 		c.floatRange("synth.no_saliency_fraction", s.NoSaliencyFraction, 0, 1)
 	}
@@ -157,6 +158,7 @@ func (cfg *Config) Validate(sections Section) error {
 		c.oneOf("label.local_combine", l.LocalCombine, "sum", "max")
 		c.oneOf("label.background", l.Background, "threshold", "saliency")
 		c.floatRange("label.bg_threshold", l.BgThreshold, 0, 1)
+		c.oneOf("label.bg_threshold_from", l.BgThresholdFrom, "model", "fixed")
 		c.floatRange("label.saliency_threshold", l.SaliencyThreshold, 0, 1)
 		c.floatRange("label.cam_threshold", l.CAMThreshold, 0, 1)
 		c.oneOf("label.saliency_fallback", l.SaliencyFallback, "threshold", "skip")

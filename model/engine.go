@@ -50,6 +50,12 @@ type ViewOptions struct {
 	Limits BucketOptions
 }
 
+// DefaultViewOptions are the reference's labeling views: scales 0.5, 1,
+// 1.5 and 2, each also mirrored.
+func DefaultViewOptions() ViewOptions {
+	return ViewOptions{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true}
+}
+
 // Views lists the views of an h x w image.
 func (o ViewOptions) Views(h, w int) []ViewSpec {
 	out := o.views(h, w)
@@ -259,8 +265,8 @@ type Engine struct {
 	// channels are the maps Infer returns: the classes, and the
 	// background when asked.
 	channels int
-	slots   chan struct{}
-	stats   engineCounters
+	slots    chan struct{}
+	stats    engineCounters
 }
 
 // NewEngine prepares inference for a model: it compiles every bucket's
@@ -575,4 +581,26 @@ func (e *Engine) CAM(img *imagefile.RGB, tags []int, opts ViewOptions) (*maps.Ma
 		}
 	}
 	return f.Result(tags), nil
+}
+
+// Logits returns the network's image logits for img at its own size (one
+// view, scale 1, not flipped): the mean of each class's CAM over the map,
+// as in training. They score classification, which labeling depends on:
+// a class the classifier never learns cannot be labelled.
+func (e *Engine) Logits(img *imagefile.RGB) ([]float64, error) {
+	cams, _, err := e.Infer([]*maps.Map{e.Normalize(img)})
+	if err != nil {
+		return nil, err
+	}
+	m := cams[0]
+	out := make([]float64, e.classes)
+	for p := 0; p < m.H*m.W; p++ {
+		for c := range out {
+			out[c] += float64(m.Pix[p*m.C+c])
+		}
+	}
+	for c := range out {
+		out[c] /= float64(m.H * m.W)
+	}
+	return out, nil
 }

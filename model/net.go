@@ -28,6 +28,9 @@ type Arch struct {
 	// pretrained weights compute the same features); otherwise every block
 	// of the stage uses the new dilation.
 	TorchvisionDilation bool `json:"torchvision_dilation,omitempty"`
+	// PCM adds the reference's pixel correlation module (see pcm): the
+	// CAM plus its affinity-weighted revision, at training and inference.
+	PCM bool `json:"pcm,omitempty"`
 }
 
 // Preset returns a named backbone: tiny (trains on 2 CPU cores in
@@ -112,9 +115,6 @@ func (a Arch) TotalStride() int {
 type Net struct {
 	Arch    Arch
 	Classes int // foreground classes C
-	// Refine is the place for an optional refinement of the final
-	// features (the reference's PCM); nil means none.
-	Refine func(b *layerBuilder, feats *Node) *Node
 	// FrozenBN freezes batch normalisation while training, as the
 	// reference does with its pretrained backbone: running statistics
 	// are used and kept, scales and shifts are not trained.
@@ -129,21 +129,39 @@ type Output struct {
 
 // forward builds the network on x [N,H,W,3] (normalised RGB).
 func (n *Net) forward(b *layerBuilder, x *Node) Output {
-	y := n.backbone(b, x)
-	if n.Refine != nil {
-		y = n.Refine(b, y)
-	}
+	y, stages := n.backbone(b, x)
 	head := *b
 	head.group = Head
 	cin := y.Shape().Dimensions[3]
 	w := head.ps.get(ParamSpec{Name: head.name("classifier/w"), Shape: []int{1, 1, cin, n.Classes + 1}, Init: InitSmall, FanIn: cin, Group: Head})
 	cam := Conv2D(y, w, 1, 1)
+	if n.Arch.PCM {
+		cam = b.pcm(x, n.Arch.pcmStages(stages), cam)
+	}
 	fg := graph.Slice(cam, graph.AxisRange(), graph.AxisRange(), graph.AxisRange(), graph.AxisRange(0, n.Classes))
 	return Output{CAM: cam, Logits: b.mask.mean(fg)}
 }
 
-// backbone builds the feature extractor: stem and stages, [N,h,w,C].
-func (n *Net) backbone(b *layerBuilder, x *Node) *Node {
+// pcmStages picks PCM's mid-level features: the outputs of up to two
+// stages before the last that have the final stride (chosen from the
+// architecture, not the input size, so the parameters do not depend on
+// it).
+func (a Arch) pcmStages(stages []*Node) []*Node {
+	strides, _ := a.stageStrides()
+	total := a.TotalStride()
+	var mids []*Node
+	for i := len(stages) - 2; i >= 0 && len(mids) < 2; i-- {
+		if total /= strides[i+1]; total != a.TotalStride() {
+			break
+		}
+		mids = append([]*Node{stages[i]}, mids...)
+	}
+	return mids
+}
+
+// backbone builds the feature extractor: stem and stages. It returns the
+// final features [N,h,w,C] and every stage's output.
+func (n *Net) backbone(b *layerBuilder, x *Node) (*Node, []*Node) {
 	a := n.Arch
 	b.frozenBN = n.FrozenBN
 	y := b.convBN("stem", x, a.StemKernel, a.StemWidth, 2, 1, true)
@@ -153,6 +171,7 @@ func (n *Net) backbone(b *layerBuilder, x *Node) *Node {
 		y = maxPool3x3s2(b.mask.apply(y))
 	}
 	strides, dils := a.stageStrides()
+	var stages []*Node
 	for s, depth := range a.Depths {
 		for k := 0; k < depth; k++ {
 			stride, dil := 1, dils[s]
@@ -172,8 +191,9 @@ func (n *Net) backbone(b *layerBuilder, x *Node) *Node {
 				y = b.basic(name, y, a.Widths[s], stride, dil)
 			}
 		}
+		stages = append(stages, y)
 	}
-	return y
+	return y, stages
 }
 
 func (b *layerBuilder) basic(name string, x *Node, width, stride, dil int) *Node {

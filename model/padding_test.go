@@ -63,20 +63,29 @@ func TestPaddedInferenceMatchesUnpadded(t *testing.T) {
 	cases := []struct {
 		arch   string
 		stride int
+		pcm    bool
 		bh, bw int
 		sizes  [][2]int
 	}{
-		{"tiny", 8, 72, 88, [][2]int{{37, 53}, {72, 88}, {9, 17}, {64, 41}}},
-		{"tiny", 16, 80, 64, [][2]int{{80, 63}, {33, 33}, {1, 1}}},
-		{"resnet18", 16, 64, 72, [][2]int{{50, 71}, {17, 64}, {64, 72}}},
-		{"resnet50", 8, 40, 48, [][2]int{{39, 25}, {21, 47}}},
+		{"tiny", 8, false, 72, 88, [][2]int{{37, 53}, {72, 88}, {9, 17}, {64, 41}}},
+		{"tiny", 16, false, 80, 64, [][2]int{{80, 63}, {33, 33}, {1, 1}}},
+		{"resnet18", 16, false, 64, 72, [][2]int{{50, 71}, {17, 64}, {64, 72}}},
+		{"resnet50", 8, false, 40, 48, [][2]int{{39, 25}, {21, 47}}},
+		{"tiny", 8, true, 72, 88, [][2]int{{37, 53}, {72, 88}, {9, 17}}},
+		{"tiny", 16, true, 80, 64, [][2]int{{80, 63}, {33, 33}, {1, 1}}},
+		{"resnet18", 8, true, 64, 72, [][2]int{{50, 71}, {17, 64}}},
 	}
 	for _, tc := range cases {
-		t.Run(fmt.Sprintf("%s-os%d", tc.arch, tc.stride), func(t *testing.T) {
+		name := fmt.Sprintf("%s-os%d", tc.arch, tc.stride)
+		if tc.pcm {
+			name += "-pcm"
+		}
+		t.Run(name, func(t *testing.T) {
 			arch, err := Preset(tc.arch, tc.stride)
 			if err != nil {
 				t.Fatal(err)
 			}
+			arch.PCM = tc.pcm
 			net := &Net{Arch: arch, Classes: 5}
 			f, err := NewForward(backend, net, randomBNParams(t, net, 3), GlobalPrefix)
 			if err != nil {

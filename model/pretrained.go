@@ -72,8 +72,8 @@ type pretrainedValue struct {
 // Convolution weights are converted from PyTorch's OIHW layout; batch
 // normalisation statistics are kept. With strict, any missing, unexpected
 // or mis-shaped tensor is an error naming them all; otherwise they are
-// skipped and listed in the report. The classifier head is left as
-// initialised. The report counts one network's parameters.
+// skipped and listed in the report. The classifier head and PCM's
+// projections are left as initialised. The report counts one network's parameters.
 func (n *Net) LoadPretrained(params *Params, f *weights.File, strict bool, prefixes ...string) (*ImportReport, error) {
 	convs, err := torchvisionConvs(n.Arch)
 	if err != nil {
@@ -94,7 +94,7 @@ func (n *Net) LoadPretrained(params *Params, f *weights.File, strict bool, prefi
 		first := k == 0 // the networks share the architecture: report one
 		for i, s := range params.Specs {
 			name, ok := strings.CutPrefix(s.Name, prefix)
-			if !ok || strings.HasPrefix(name, "classifier/") {
+			if !ok || strings.HasPrefix(name, "classifier/") || strings.HasPrefix(name, "pcm/") {
 				continue
 			}
 			v, ok := values[name]

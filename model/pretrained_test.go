@@ -68,7 +68,8 @@ func backboneFeatures(t *testing.T, net *Net, params *Params, x []float32, dims 
 	}
 	exec, err := graph.NewExec(backend, func(g *graph.Graph, inputs []*Node) *Node {
 		ps := &paramSource{g: g, nodes: bindParams(specs, inputs)}
-		return net.backbone(&layerBuilder{ps: ps, prefix: GlobalPrefix}, inputs[len(specs)])
+		y, _ := net.backbone(&layerBuilder{ps: ps, prefix: GlobalPrefix}, inputs[len(specs)])
+		return y
 	})
 	if err != nil {
 		t.Fatal(err)

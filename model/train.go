@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gomlx/compute"
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/l2gflow/l2gflow/config"
@@ -108,6 +109,7 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	garch.PCM = c.PCM
 	global := &Net{Arch: garch, Classes: classes, FrozenBN: c.FreezeBN}
 	specs, err := global.ParamSpecs(backend, GlobalPrefix)
 	if err != nil {
@@ -119,6 +121,7 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 		if err != nil {
 			return nil, err
 		}
+		larch.PCM = c.PCM
 		local = &Net{Arch: larch, Classes: classes, FrozenBN: c.FreezeBN}
 		lspecs, err := local.ParamSpecs(backend, LocalPrefix)
 		if err != nil {
@@ -284,6 +287,12 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 	}
 	m.Networks["global"], _ = json.Marshal(garch)
 	m.Training, _ = json.Marshal(c)
+	if m.Threshold, err = calibrateTrained(ctx, backend, global, params, m, o); err != nil {
+		return nil, err
+	}
+	if t := m.Threshold; t != nil {
+		logf("background threshold %.3g: the best agreement with the saliency maps of %d training images", t.Value, t.Images)
+	}
 	var ts []artifact.Tensor
 	for i, s := range params.Specs {
 		if strings.HasPrefix(s.Name, GlobalPrefix) {
@@ -483,4 +492,22 @@ func loadCheckpoint(ctx context.Context, st *storage.Store, uri string, specs []
 		out.slots = append(out.slots, tensors.FromFlatDataAndDimensions(t.Data, sh...))
 	}
 	return out, nil
+}
+
+// calibrateTrained chooses the trained model's background threshold from
+// its training images' saliency maps (see Calibrate), with the labeling
+// pipeline's default views.
+func calibrateTrained(ctx context.Context, backend compute.Backend, global *Net, params *Params, m *artifact.Manifest, o TrainOptions) (*artifact.Threshold, error) {
+	gp := &Params{}
+	for i, s := range params.Specs {
+		if strings.HasPrefix(s.Name, GlobalPrefix) {
+			gp.Specs = append(gp.Specs, s)
+			gp.Values = append(gp.Values, params.Values[i])
+		}
+	}
+	e, err := NewEngine(backend, &Model{Manifest: m, Net: &Net{Arch: global.Arch, Classes: global.Classes}, Params: gp}, EngineOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("calibration: %w", err)
+	}
+	return Calibrate(ctx, e, o.Store, o.Data.Records, DefaultViewOptions(), o.MaxPixels)
 }

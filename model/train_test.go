@@ -9,9 +9,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/gomlx/compute"
 
 	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/artifact"
@@ -68,12 +71,19 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+// TestEveryParameterGetsAGradient takes one L2G step (the reference
+// objective) with and without PCM and requires every parameter to move.
 func TestEveryParameterGetsAGradient(t *testing.T) {
 	backend := testBackend(t)
 	st, ds := tinyData(t, 20, 64, 3)
-	c := tinyTrainConfig("", "l2g")
-	c.GlobalClsWeight = 0 // the reference objective
+	for _, pcm := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pcm=%v", pcm), func(t *testing.T) { everyParameterGetsAGradient(t, backend, st, ds, pcm) })
+	}
+}
+
+func everyParameterGetsAGradient(t *testing.T, backend compute.Backend, st *storage.Store, ds *dataset.Dataset, pcm bool) {
 	arch, _ := Preset("tiny", 8)
+	arch.PCM = pcm
 	g, l := &Net{Arch: arch, Classes: 3}, &Net{Arch: arch, Classes: 3}
 	gs, _ := g.ParamSpecs(backend, GlobalPrefix)
 	ls, _ := l.ParamSpecs(backend, LocalPrefix)
@@ -105,7 +115,11 @@ func TestEveryParameterGetsAGradient(t *testing.T) {
 	if err := q.SetFromTensors(newP); err != nil {
 		t.Fatal(err)
 	}
+	pcmParams := 0
 	for i, s := range specs {
+		if strings.Contains(s.Name, "pcm/") {
+			pcmParams++
+		}
 		changed := false
 		for k, v := range q.Values[i] {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
@@ -118,6 +132,9 @@ func TestEveryParameterGetsAGradient(t *testing.T) {
 		if !changed {
 			t.Errorf("%s did not change: no gradient (or, for state, no running statistics)", s.Name)
 		}
+	}
+	if pcm != (pcmParams == 4) { // proj1 and mix, in each network
+		t.Errorf("%d PCM parameters with pcm %v", pcmParams, pcm)
 	}
 }
 
@@ -201,6 +218,44 @@ func TestTrainLearnsCAMsInsideObjects(t *testing.T) {
 		t.Errorf("CAM peaks on the tagged object %.2f of the time (chance %.2f): want >= 0.6 and >= 3x chance", hit, chance)
 	}
 	labelsPaddedEqualUnpadded(t, e)
+	calibrationReadsNoGroundTruth(t, e, st, ds, m.Manifest.Threshold)
+}
+
+// calibrationReadsNoGroundTruth checks the threshold training recorded
+// (chosen among the candidates, from the training images with saliency)
+// and that calibration reads no ground truth: with every ground-truth path
+// pointing at a missing file, and with the ground-truth files deleted, it
+// chooses the same threshold from the same agreement figures.
+func calibrationReadsNoGroundTruth(t *testing.T, e *Engine, st *storage.Store, ds *dataset.Dataset, trained *artifact.Threshold) {
+	t.Helper()
+	withSal := 0
+	for _, r := range ds.Records {
+		if r.Saliency != "" {
+			withSal++
+		}
+	}
+	if trained == nil || trained.Images != min(withSal, CalibrationImages) || !slices.Contains(ThresholdCandidates, trained.Value) || len(trained.IoU) != len(ThresholdCandidates) {
+		t.Fatalf("trained threshold %+v: want one of the candidates, chosen on %d images", trained, min(withSal, CalibrationImages))
+	}
+	recs := slices.Clone(ds.Records)
+	for i := range recs {
+		if recs[i].GT == "" {
+			t.Fatalf("%s: the synthetic record has no ground truth to hide", recs[i].ID)
+		}
+		recs[i].GT = filepath.Join(t.TempDir(), "missing.png")
+	}
+	for _, r := range ds.Records {
+		if err := os.Remove(r.GT); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := Calibrate(context.Background(), e, st, recs, DefaultViewOptions(), 1<<22)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || got.Value != trained.Value || got.Images != trained.Images || !slices.Equal(got.IoU, trained.IoU) {
+		t.Errorf("calibration without ground truth %+v, at training %+v: want the same", got, trained)
+	}
 }
 
 // labelsPaddedEqualUnpadded labels images of varied sizes with a trained

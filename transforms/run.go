@@ -148,8 +148,12 @@ type RunRecord struct {
 	Config  json.RawMessage `json:"config,omitempty"`
 	// Mode is how existing labels were treated: overwrite, skip-existing
 	// or incremental.
-	Mode   string `json:"mode"`
-	Counts Counts `json:"counts"`
+	Mode string `json:"mode"`
+	// Threshold is the threshold rule's background threshold and where it
+	// came from ("model": calibrated at training on saliency maps;
+	// "fixed": the configuration).
+	Threshold ThresholdUsed `json:"threshold"`
+	Counts    Counts        `json:"counts"`
 	// Buckets are the inference engine's bucket options.
 	Buckets         model.BucketOptions `json:"buckets"`
 	PaddingOverhead float64             `json:"padding_overhead"`
@@ -169,6 +173,13 @@ type RunRecord struct {
 // maxDeadLettersInRecord bounds the dead letters copied into the run
 // record (all are in its errors file).
 const maxDeadLettersInRecord = 100
+
+// ThresholdUsed is the background threshold a run labelled with.
+type ThresholdUsed struct {
+	Value  float64 `json:"value"`
+	Source string  `json:"source"`
+	Images int     `json:"calibration_images,omitempty"`
+}
 
 // RunOptions configure a run's bookkeeping (RecordRun and the in-process
 // path): plain data, carried by DoFns as JSON.

@@ -60,7 +60,7 @@ func usagef(format string, args ...any) error {
 }
 
 func commands() []*command {
-	return []*command{synthCommand(), trainCommand(), labelCommand(), evalCommand(), demoCommand(), benchCommand(), versionCommand()}
+	return []*command{synthCommand(), trainCommand(), labelCommand(), evalCommand(), demoCommand(), studyCommand(), benchCommand(), versionCommand()}
 }
 
 func main() {

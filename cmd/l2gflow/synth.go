@@ -15,7 +15,7 @@ func synthCommand() *command {
 	return &command{
 		name:     "synth",
 		summary:  "write the synthetic benchmark (images, ground truth, saliency, tag lists)",
-		usage:    "--out DIR [--images N] [--size S] [--fixed-size] [--seed K] [--classes C]",
+		usage:    "--out DIR [--images N] [--size S] [--fixed-size] [--generator v1|v2] [--seed K] [--classes C]",
 		sections: config.SectionSynth,
 		bind: func(fs *flag.FlagSet, cfg *config.Config) {
 			s := &cfg.Synth
@@ -23,6 +23,7 @@ func synthCommand() *command {
 			fs.IntVar(&s.Images, "images", s.Images, "number of images")
 			fs.IntVar(&s.Size, "size", s.Size, "typical long side in pixels (each image its own size around it)")
 			fs.BoolVar(&s.FixedSize, "fixed-size", s.FixedSize, "every image size x size (the first benchmark's behaviour)")
+			fs.StringVar(&s.Generator, "generator", s.Generator, "benchmark version: v2 (distractors, imperfect saliency) or v1 (the first)")
 			fs.Int64Var(&s.Seed, "seed", s.Seed, "random seed (same seed, same bytes)")
 			fs.IntVar(&s.Classes, "classes", s.Classes, "number of foreground classes (2-20)")
 			fs.Float64Var(&s.ValFraction, "val-fraction", s.ValFraction, "fraction of images in the val split")
@@ -38,11 +39,9 @@ func runSynth(ctx context.Context, env *cmdEnv) error {
 	defer st.Close()
 	start := time.Now()
 	p := newProgress(env.stderr, "synth", s.Images)
-	sum, err := synth.Write(ctx, st, s.Out, synth.Options{
-		Images: s.Images, Size: s.Size, FixedSize: s.FixedSize, Classes: s.Classes, Seed: s.Seed,
-		ValFraction: s.ValFraction, NoSaliencyFraction: s.NoSaliencyFraction,
-		Progress: func(done, total int) { p.update(done) },
-	})
+	opts := synth.FromConfig(s)
+	opts.Progress = func(done, total int) { p.update(done) }
+	sum, err := synth.Write(ctx, st, s.Out, opts)
 	p.finish()
 	if err != nil {
 		return err

@@ -116,10 +116,26 @@ type Manifest struct {
 	Metrics    Metrics     `json:"metrics"`
 	// Resume holds a checkpoint's position (model artifacts leave it empty).
 	Resume json.RawMessage `json:"resume,omitempty"`
+	// Threshold is the background threshold chosen for the model's labels
+	// from its training images' saliency maps (never ground truth), when
+	// they have any.
+	Threshold *Threshold `json:"threshold,omitempty"`
 
 	WeightsSHA256 string       `json:"weights_sha256"`
 	WeightsBytes  int64        `json:"weights_bytes"`
 	Tensors       []TensorInfo `json:"tensors"`
+}
+
+// Threshold is a background threshold calibrated on data: the candidate
+// whose foreground (a tagged class's normalised CAM above it) agrees best
+// with the binarised saliency maps of Images training images.
+type Threshold struct {
+	Value  float64 `json:"value"`
+	Images int     `json:"images"`
+	// Candidates and IoU are every threshold tried and its agreement (the
+	// intersection over union of the two foregrounds, over all images).
+	Candidates []float64 `json:"candidates"`
+	IoU        []float64 `json:"iou"`
 }
 
 // ViewSize is the side of the local views the model's training cut (in

@@ -11,6 +11,13 @@
 // distractor); objects overlap and vary in scale. Saliency maps are soft and
 // imperfect like a real detector's: blurred edges, missed regions, false
 // positives, and no file at all for some images.
+//
+// Generator v2 (the default) makes the benchmark less convenient, closer
+// to photos: a body carries faint evidence of its class (a tint towards the
+// class colour, a class-specific stripe period), distractors are objects
+// of another kind rather than part-less bodies, and saliency maps fail as
+// real detectors do (parts cut off, bleeding into high-contrast clutter,
+// firing on the distractors). v1 is kept byte for byte for comparison.
 package synth
 
 import (
@@ -21,6 +28,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/imagefile"
 	"github.com/l2gflow/l2gflow/io/storage"
@@ -35,6 +43,10 @@ type Options struct {
 	// Size (the first generator's behaviour, byte for byte).
 	Size      int
 	FixedSize bool
+	// Generator is the benchmark's version: "v2" (the default, "") or
+	// "v1", the first one, kept byte for byte for comparison (see
+	// Generate).
+	Generator string
 	Classes   int   // foreground classes, 2..20
 	Seed      int64 // same seed, same bytes
 	// ValFraction of the images are listed in val_cls.txt, the rest in
@@ -46,6 +58,13 @@ type Options struct {
 	Workers int
 	// Progress, if set, is called after each image is written.
 	Progress func(done, total int)
+}
+
+// FromConfig returns the generator options of a synth configuration
+// (Workers and Progress left unset).
+func FromConfig(c config.Synth) Options {
+	return Options{Images: c.Images, Size: c.Size, FixedSize: c.FixedSize, Generator: c.Generator,
+		Classes: c.Classes, Seed: c.Seed, ValFraction: c.ValFraction, NoSaliencyFraction: c.NoSaliencyFraction}
 }
 
 // Sample is one generated image with its annotations.
@@ -132,6 +151,10 @@ func (o Options) imageSize(i int) (int, int) {
 // Size, FixedSize, Classes, Seed and fractions, and i.
 func Generate(opts Options, i int) Sample {
 	r := rand.New(rand.NewPCG(uint64(opts.Seed), uint64(i)))
+	v2 := opts.Generator != "v1"
+	// v2 draws its own randomness from a stream of its own, so that v1's
+	// images come out byte for byte as before v2 existed.
+	r2 := rand.New(rand.NewPCG(uint64(opts.Seed)^0xb0d1e5, uint64(i)))
 	sw, sh := opts.imageSize(i)
 	fw, fh := float64(sw), float64(sh)
 	fs := math.Min(fw, fh) // object and clutter sizes follow the short side
@@ -153,8 +176,12 @@ func Generate(opts Options, i int) Sample {
 			}
 		}
 	}
+	// contrast marks clutter pixels that stand out from the background
+	// (v2's saliency bleeds into them, as a detector's does).
+	contrast := make([]bool, sw*sh)
 	for k, n := 0, 4+r.IntN(6); k < n; k++ {
 		lum := 40 + 180*r.Float64()
+		strong := math.Abs(lum-base[0]) > 70
 		col := [3]float64{lum + 40*(r.Float64()-0.5), lum + 40*(r.Float64()-0.5), lum + 40*(r.Float64()-0.5)}
 		if r.IntN(2) == 0 { // rectangle
 			x0, y0 := r.IntN(sw), r.IntN(sh)
@@ -164,6 +191,7 @@ func Generate(opts Options, i int) Sample {
 					for c := 0; c < 3; c++ {
 						img.Pix[3*(y*sw+x)+c] = clamp8(col[c])
 					}
+					contrast[y*sw+x] = strong
 				}
 			}
 		} else { // thick line
@@ -178,6 +206,7 @@ func Generate(opts Options, i int) Sample {
 							for c := 0; c < 3; c++ {
 								img.Pix[3*(y*sw+x)+c] = clamp8(col[c])
 							}
+							contrast[y*sw+x] = strong
 						}
 					}
 				}
@@ -199,13 +228,23 @@ func Generate(opts Options, i int) Sample {
 	}
 	paintBody := func(o object, mark uint8, fill []uint8) {
 		sa, ca := math.Sin(o.stripeAngle), math.Cos(o.stripeAngle)
+		period := 7.0
+		if v2 && mark != 0 {
+			// v2: a body carries faint evidence of its class, as a bird's
+			// body is still bird-like: a slight tint towards the class
+			// colour and a class-specific stripe period.
+			period = 6 + float64(o.class%3)
+			for c := 0; c < 3; c++ {
+				o.tint[c] += 0.12 * (partColours[o.class][c] - 128)
+			}
+		}
 		for y := 0; y < sh; y++ {
 			for x := 0; x < sw; x++ {
 				fx, fy := float64(x)+0.5, float64(y)+0.5
 				if o.body.inside(fx, fy) > 1 {
 					continue
 				}
-				stripe := 28 * math.Sin((fx*ca+fy*sa)*2*math.Pi/7)
+				stripe := 28 * math.Sin((fx*ca+fy*sa)*2*math.Pi/period)
 				n := 16 * (r.Float64() - 0.5)
 				p := 3 * (y*sw + x)
 				for c := 0; c < 3; c++ {
@@ -218,12 +257,20 @@ func Generate(opts Options, i int) Sample {
 		}
 	}
 
-	// A distractor: a body without a part, not an object.
+	// A distractor: v1, a body without a part (the look of every object);
+	// v2, an object of another kind (a boxy shape with a grained, dotted
+	// texture of its own colour), as the background of a photo holds
+	// things that are none of the classes.
 	var distractor *object
+	distractorMask := make([]bool, sw*sh)
 	if r.Float64() < 0.35 {
 		d := newBody()
 		distractor = &d
-		paintBody(d, 0, nil)
+		if v2 {
+			paintOther(r2, img, d.body, distractorMask)
+		} else {
+			paintBody(d, 0, nil)
+		}
 	}
 
 	nobj := 1 + r.IntN(3)
@@ -302,7 +349,11 @@ func Generate(opts Options, i int) Sample {
 
 	var sal *imagefile.Gray
 	if r.Float64() >= opts.NoSaliencyFraction {
-		sal = saliency(r, sw, sh, lab, distractor)
+		if v2 {
+			sal = saliencyV2(r2, sw, sh, lab, objs, distractorMask, contrast)
+		} else {
+			sal = saliency(r, sw, sh, lab, distractor)
+		}
 	}
 	return Sample{ID: ID(i), Image: img, GT: gt, Saliency: sal, Tags: tags, Val: r.Float64() < opts.ValFraction}
 }
@@ -386,6 +437,9 @@ type Summary struct {
 func Write(ctx context.Context, st *storage.Store, root string, opts Options) (Summary, error) {
 	if opts.Images <= 0 || opts.Size < 32 || opts.Classes < 2 || opts.Classes > len(classNames) {
 		return Summary{}, fmt.Errorf("synth: need images > 0, size >= 32 and 2..%d classes", len(classNames))
+	}
+	if opts.Generator != "" && opts.Generator != "v1" && opts.Generator != "v2" {
+		return Summary{}, fmt.Errorf("synth: unknown generator %q (want v1 or v2)", opts.Generator)
 	}
 	workers := opts.Workers
 	if workers <= 0 {
@@ -508,4 +562,129 @@ func writeSample(ctx context.Context, st *storage.Store, root string, smp Sample
 		}
 	}
 	return nil
+}
+
+// paintOther paints an object of no class inside e's bounding shape: a
+// superellipse (boxy), desaturated colour, grain and dots.
+func paintOther(r *rand.Rand, img *imagefile.RGB, e ellipse, mask []bool) {
+	lum := 60 + 140*r.Float64()
+	col := [3]float64{lum + 50*(r.Float64()-0.5), lum + 50*(r.Float64()-0.5), lum + 50*(r.Float64()-0.5)}
+	dot := 3 + r.IntN(3)
+	for y := 0; y < img.H; y++ {
+		for x := 0; x < img.W; x++ {
+			dx, dy := float64(x)+0.5-e.cx, float64(y)+0.5-e.cy
+			u := (dx*e.cos + dy*e.sin) / e.rx
+			v := (-dx*e.sin + dy*e.cos) / e.ry
+			if u*u*u*u+v*v*v*v > 1 {
+				continue
+			}
+			shade := 1.0
+			if x%dot == 0 && y%dot == 0 {
+				shade = 0.6
+			}
+			n := 30 * (r.Float64() - 0.5)
+			p := 3 * (y*img.W + x)
+			for c := 0; c < 3; c++ {
+				img.Pix[p+c] = clamp8(col[c]*shade + n)
+			}
+			mask[y*img.W+x] = true
+		}
+	}
+}
+
+// saliencyV2 makes a saliency map with a salient-object detector's
+// faults rather than a blurred ground truth: thin ends of objects missed
+// (an opening of the mask), some objects only partly found (cut along a
+// line), saliency bleeding into high-contrast clutter and onto objects of
+// no class, soft edges and noise.
+func saliencyV2(r *rand.Rand, sw, sh int, lab []uint8, objs []object, other, contrast []bool) *imagefile.Gray {
+	mask := make([]float64, sw*sh)
+	for i, v := range lab {
+		if v != 0 {
+			mask[i] = 1
+		}
+	}
+	// Opening with a (2k+1)^2 square: erode then dilate, which removes
+	// parts thinner than 2k+1 pixels.
+	k := 1 + r.IntN(2)
+	mask = morph(morph(mask, sw, sh, k, math.Min), sw, sh, k, math.Max)
+	m := make([]float64, sw*sh)
+	for i, v := range mask {
+		m[i] = v * (0.85 + 0.15*r.Float64())
+	}
+	for _, o := range objs {
+		if r.Float64() >= 0.3 {
+			continue
+		}
+		// Partly found: the part of the body beyond a line through its
+		// centre fades.
+		a := r.Float64() * 2 * math.Pi
+		keep := 0.1 + 0.3*r.Float64()
+		for y := 0; y < sh; y++ {
+			for x := 0; x < sw; x++ {
+				fx, fy := float64(x)+0.5, float64(y)+0.5
+				if o.body.inside(fx, fy) <= 1 && (fx-o.body.cx)*math.Cos(a)+(fy-o.body.cy)*math.Sin(a) > 0 {
+					m[y*sw+x] *= keep
+				}
+			}
+		}
+	}
+	bleed := 0.0
+	if r.Float64() < 0.5 {
+		bleed = 0.4 + 0.4*r.Float64()
+	}
+	fooled := 0.0
+	if r.Float64() < 0.5 {
+		fooled = 0.5 + 0.4*r.Float64()
+	}
+	for i := range m {
+		if contrast[i] {
+			m[i] = math.Max(m[i], bleed)
+		}
+		if other[i] {
+			m[i] = math.Max(m[i], fooled)
+		}
+	}
+	m = boxBlur(boxBlur(m, sw, sh, 2), sw, sh, 2)
+	out := imagefile.NewGray(sw, sh)
+	for i, v := range m {
+		out.Pix[i] = clamp8(255 * (v + 0.05*(r.Float64()-0.5)))
+	}
+	return out
+}
+
+// morph applies a (2k+1)^2 min (erosion) or max (dilation) filter to a w
+// x h map, treating outside as 0.
+func morph(m []float64, w, h, k int, op func(a, b float64) float64) []float64 {
+	tmp := make([]float64, len(m))
+	out := make([]float64, len(m))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			v := m[y*w+x]
+			for d := -k; d <= k; d++ {
+				xx := x + d
+				u := 0.0
+				if xx >= 0 && xx < w {
+					u = m[y*w+xx]
+				}
+				v = op(v, u)
+			}
+			tmp[y*w+x] = v
+		}
+	}
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			v := tmp[y*w+x]
+			for d := -k; d <= k; d++ {
+				yy := y + d
+				u := 0.0
+				if yy >= 0 && yy < h {
+					u = tmp[yy*w+x]
+				}
+				v = op(v, u)
+			}
+			out[y*w+x] = v
+		}
+	}
+	return out
 }

@@ -186,7 +186,7 @@ func countObjects(s Sample) int {
 func TestWriteRejectsBadOptions(t *testing.T) {
 	st := storage.New()
 	defer st.Close()
-	for _, o := range []Options{{Images: 0, Size: 64, Classes: 3}, {Images: 1, Size: 8, Classes: 3}, {Images: 1, Size: 64, Classes: 21}} {
+	for _, o := range []Options{{Images: 0, Size: 64, Classes: 3}, {Images: 1, Size: 8, Classes: 3}, {Images: 1, Size: 64, Classes: 21}, {Images: 1, Size: 64, Classes: 3, Generator: "v3"}} {
 		if _, err := Write(context.Background(), st, t.TempDir(), o); err == nil {
 			t.Errorf("%+v: want an error", o)
 		}
@@ -196,7 +196,8 @@ func TestWriteRejectsBadOptions(t *testing.T) {
 // TestSizesVary checks that sizes vary the way photos do by default: each
 // image its own width and height, long side 0.8-1.3x Size, aspect up to
 // 1:1.8, about a third portrait; and that --fixed-size gives the first
-// generator's bytes (hash of its output before sizes varied).
+// generator's bytes with --generator v1 (hash of its output before sizes
+// varied).
 func TestSizesVary(t *testing.T) {
 	o := Options{Images: 600, Size: 128, Classes: 6, Seed: 1}
 	sizes := map[[2]int]bool{}
@@ -221,7 +222,7 @@ func TestSizesVary(t *testing.T) {
 	}
 
 	hash := sha256.New()
-	fixed := Options{Size: 64, FixedSize: true, Classes: 5, Seed: 7, ValFraction: 0.25, NoSaliencyFraction: 0.2}
+	fixed := Options{Size: 64, FixedSize: true, Generator: "v1", Classes: 5, Seed: 7, ValFraction: 0.25, NoSaliencyFraction: 0.2}
 	for i := 0; i < 6; i++ {
 		s := Generate(fixed, i)
 		hash.Write(s.Image.Pix)
@@ -265,5 +266,61 @@ func TestSampleSheet(t *testing.T) {
 		if err := os.WriteFile(path, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestGeneratorV2 checks what v2 changes and what it keeps: the same
+// image sizes as v1 for the same seed, different pixels, and saliency maps
+// that agree less with the ground truth (parts cut off, bleeding into
+// clutter and distractors) while still being mostly right.
+func TestGeneratorV2(t *testing.T) {
+	iou := func(s Sample) (float64, bool) {
+		if s.Saliency == nil {
+			return 0, false
+		}
+		inter, union := 0, 0
+		for i, g := range s.GT.Pix {
+			fg := g != 0 && g != imagefile.Ignore
+			sal := s.Saliency.Pix[i] >= 128
+			if g == imagefile.Ignore {
+				continue
+			}
+			if fg && sal {
+				inter++
+			}
+			if fg || sal {
+				union++
+			}
+		}
+		return float64(inter) / float64(max(union, 1)), true
+	}
+	var sum1, sum2 float64
+	n, worse := 0, 0
+	for i := 0; i < 120; i++ {
+		o1 := Options{Size: 96, Classes: 6, Seed: 5, Generator: "v1"}
+		o2 := o1
+		o2.Generator = "v2"
+		a, b := Generate(o1, i), Generate(o2, i)
+		if a.Image.W != b.Image.W || a.Image.H != b.Image.H {
+			t.Fatalf("%s: v2 changed the size", a.ID)
+		}
+		if bytes.Equal(a.Image.Pix, b.Image.Pix) {
+			t.Errorf("%s: v2 image identical to v1", a.ID)
+		}
+		i1, ok1 := iou(a)
+		i2, ok2 := iou(b)
+		if ok1 && ok2 {
+			sum1 += i1
+			sum2 += i2
+			n++
+			if i2 < i1-0.05 {
+				worse++
+			}
+		}
+	}
+	m1, m2 := sum1/float64(n), sum2/float64(n)
+	t.Logf("saliency IoU with ground truth: v1 %.3f, v2 %.3f; v2 clearly worse on %d of %d", m1, m2, worse, n)
+	if m2 >= m1 || m2 < 0.5 || worse < n/5 {
+		t.Errorf("v2 saliency IoU %.3f (v1 %.3f, %d of %d worse): want imperfect but mostly right", m2, m1, worse, n)
 	}
 }

@@ -86,9 +86,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	st := storage.New()
 	defer st.Close()
 	o.logf("demo 1/4: synthesising %d images, long side about %d px (%d classes), in %s", o.Synth.Images, o.Synth.Size, o.Synth.Classes, o.Synth.Out)
-	if _, err := synth.Write(ctx, st, o.Synth.Out, synth.Options{Images: o.Synth.Images, Size: o.Synth.Size, FixedSize: o.Synth.FixedSize,
-		Classes: o.Synth.Classes, Seed: o.Synth.Seed, ValFraction: o.Synth.ValFraction,
-		NoSaliencyFraction: o.Synth.NoSaliencyFraction}); err != nil {
+	if _, err := synth.Write(ctx, st, o.Synth.Out, synth.FromConfig(o.Synth)); err != nil {
 		return nil, err
 	}
 	ds, err := dataset.Load(ctx, st, o.Synth.Out, "train")

@@ -51,7 +51,9 @@ func TestSweepPicksTheRightThreshold(t *testing.T) {
 	st.WriteFile(ctx, filepath.Join(dir, "gt.png"), gtPNG)
 	st.WriteFile(ctx, filepath.Join(dir, "lab.png"), labPNG)
 	st.WriteFile(ctx, filepath.Join(dir, "a.cam"), transforms.EncodeMap(cam))
-	th := Thresholds(config.Default().Eval)
+	ec := config.Default().Eval
+	ec.SweepFrom, ec.SweepTo, ec.SweepStep = 0.05, 0.5, 0.05
+	th := Thresholds(ec)
 	if len(th) != 10 || th[0] != 0.05 || th[9] != 0.5 {
 		t.Fatalf("thresholds %v", th)
 	}

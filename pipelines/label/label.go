@@ -134,11 +134,16 @@ func Prepare(ctx context.Context, o Options) (*Plan, error) {
 		runID = started.Format("20060102T150405.000000000Z")
 	}
 	p.Label = o.labelOptions(m)
+	used := transforms.ThresholdUsed{Value: o.Label.BgThreshold, Source: "fixed"}
+	if t := m.Manifest.Threshold; t != nil && o.Label.BgThresholdFrom != "fixed" {
+		used = transforms.ThresholdUsed{Value: t.Value, Source: "model", Images: t.Images}
+	}
+	p.Label.Fuse.BgThreshold = used.Value
 	dsRaw, _ := json.Marshal(o.Dataset)
 	cfgRaw, _ := json.Marshal(o.Label)
 	p.Run = transforms.RunOptions{Out: o.Label.Out, RunID: runID, ModelSHA: m.SHA256, Storage: o.Storage,
 		MaxFailures: o.Label.MaxFailures,
-		Record: RunRecord{Started: started, Runner: p.Runner, Producer: o.Producer, Mode: string(p.Mode),
+		Record: RunRecord{Started: started, Runner: p.Runner, Producer: o.Producer, Mode: string(p.Mode), Threshold: used,
 			Model:   transforms.ModelInfo{URI: o.Label.Model, SHA256: m.SHA256, Manifest: m.Manifest},
 			Dataset: dsRaw, Config: cfgRaw, Buckets: p.Label.Engine.Buckets}}
 	return p, nil
@@ -181,6 +186,14 @@ func (p *Plan) Execute(ctx context.Context) (*Result, error) {
 	o := p.Options
 	o.logf("label: %d images listed in %s; model %s (%s, sha256 %s); %s; run %s",
 		p.Info.Listed, p.Source.List, o.Label.Model, p.Model.Manifest.Method, p.Model.SHA256[:12], p.Mode, p.Run.RunID)
+	if p.Label.Fuse.Background == transforms.BackgroundThreshold || p.Label.Fuse.SaliencyFallback == transforms.FallbackThreshold {
+		th := p.Run.Record.Threshold
+		from := "fixed by the configuration"
+		if th.Source == "model" {
+			from = fmt.Sprintf("chosen by the model on %d training images' saliency maps", th.Images)
+		}
+		o.logf("label: background threshold %.3g, %s", th.Value, from)
+	}
 	if o.InProcess {
 		stop := o.progress(int64(p.Info.Listed))
 		rec, err := transforms.RunInProcess(ctx, p.Source, p.Mode, p.Label, p.Run)

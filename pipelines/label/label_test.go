@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -220,12 +221,92 @@ func TestLabelPipelineEndToEnd(t *testing.T) {
 	}
 }
 
+// rewriteModel writes the model artifact at src to dst with its manifest
+// changed by edit (same weights).
+func rewriteModel(t *testing.T, src, dst string, edit func(*artifact.Manifest)) {
+	t.Helper()
+	m, err := model.LoadModel(mustRead(t, src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(m.Manifest)
+	var ts []artifact.Tensor
+	for i, s := range m.Params.Specs {
+		ts = append(ts, artifact.Tensor{Name: s.Name, Shape: s.Shape, Data: m.Params.Values[i]})
+	}
+	raw, err := artifact.Marshal(m.Manifest, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestThresholdSource checks where the threshold rule's background
+// threshold comes from: the model's calibrated one by default, the
+// configuration's with bg_threshold_from fixed or when the model has none;
+// the run record says which, and the labels follow it.
+func TestThresholdSource(t *testing.T) {
+	root, modelPath, _ := fixture(t, 12)
+	ctx := context.Background()
+	calibrated := filepath.Join(t.TempDir(), "calibrated.l2g")
+	rewriteModel(t, modelPath, calibrated, func(m *artifact.Manifest) {
+		m.Threshold = &artifact.Threshold{Value: 0.6, Images: 7, Candidates: []float64{0.25, 0.6}, IoU: []float64{0.5, 0.7}}
+	})
+	none := filepath.Join(t.TempDir(), "none.l2g")
+	rewriteModel(t, modelPath, none, func(m *artifact.Manifest) { m.Threshold = nil })
+	tests := []struct {
+		name, model, from string
+		want              transforms.ThresholdUsed
+	}{
+		{"model's", calibrated, "model", transforms.ThresholdUsed{Value: 0.6, Source: "model", Images: 7}},
+		{"fixed by the configuration", calibrated, "fixed", transforms.ThresholdUsed{Value: 0.25, Source: "fixed"}},
+		{"model without one", none, "model", transforms.ThresholdUsed{Value: 0.25, Source: "fixed"}},
+	}
+	labels := map[string]map[string][]byte{}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := options(root, tc.model, t.TempDir())
+			o.Label.BgThreshold, o.Label.BgThresholdFrom = 0.25, tc.from
+			rec, err := runRecord(ctx, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.Threshold != tc.want {
+				t.Errorf("threshold %+v, want %+v", rec.Threshold, tc.want)
+			}
+			var onDisk RunRecord
+			if err := json.Unmarshal(mustRead(t, filepath.Join(o.Label.Out, transforms.RunFile)), &onDisk); err != nil || onDisk.Threshold != tc.want {
+				t.Errorf("_run.json threshold %+v (%v), want %+v", onDisk.Threshold, err, tc.want)
+			}
+			labels[tc.name] = readLabels(t, o.Label.Out)
+		})
+	}
+	a, b, c := labels["model's"], labels["fixed by the configuration"], labels["model without one"]
+	if len(a) == 0 || fmt.Sprint(b) != fmt.Sprint(c) {
+		t.Fatalf("labels at 0.25 differ between the two runs that used it")
+	}
+	differ := 0
+	for id := range a {
+		if !bytes.Equal(a[id], b[id]) {
+			differ++
+		}
+	}
+	if differ == 0 {
+		t.Error("labels at the model's threshold 0.6 equal those at 0.25")
+	}
+}
+
 func TestDirectRunnerAndSaliencyRule(t *testing.T) {
 	root, modelPath, ds := fixture(t, 16)
 	ctx := context.Background()
 	outPrism, outDirect := t.TempDir(), t.TempDir()
 	o := options(root, modelPath, outPrism)
 	o.Label.Background = "saliency"
+	// A class score threshold high enough that a briefly trained model
+	// leaves some salient pixels to no class (marked 255 below).
+	o.Label.CAMThreshold = 0.5
 	recP, err := runRecord(ctx, o)
 	if err != nil {
 		t.Fatal(err)
@@ -313,15 +394,7 @@ func TestIncrementalRuns(t *testing.T) {
 	}
 	// A different model artifact relabels everything.
 	other := filepath.Join(t.TempDir(), "other.l2g")
-	data, _ := os.ReadFile(modelPath)
-	m, _ := model.LoadModel(data)
-	m.Manifest.Producer = "another build" // same weights, another artifact
-	var ts []artifact.Tensor
-	for i, s := range m.Params.Specs {
-		ts = append(ts, artifact.Tensor{Name: s.Name, Shape: s.Shape, Data: m.Params.Values[i]})
-	}
-	raw, _ := artifact.Marshal(m.Manifest, ts)
-	os.WriteFile(other, raw, 0o644)
+	rewriteModel(t, modelPath, other, func(m *artifact.Manifest) { m.Producer = "another build" }) // same weights, another artifact
 	o.Label.Model = other
 	rec, err = runRecord(ctx, o)
 	if err != nil {

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/l2gflow/l2gflow/config"
+	"github.com/l2gflow/l2gflow/pipelines/study"
+)
+
+// studyFlags are the study's settings.
+type studyFlags struct {
+	out, report, arms, seeds, generators string
+	images, epochs                       int
+	quick, reportOnly                    bool
+}
+
+func studyCommand() *command {
+	sf := &studyFlags{}
+	def := study.Defaults("study-out")
+	return &command{
+		name:     "study",
+		summary:  "label-quality study: every arm over seeds and generators, resumable, written to docs/quality.md (an hour or more)",
+		usage:    "[--out study-out] [--report docs/quality.md] [--quick] [--arms a,b] [--seeds 1,2,3] [--generators v2,v1] [--report-only]",
+		sections: config.SectionRunner,
+		bind: func(fs *flag.FlagSet, cfg *config.Config) {
+			fs.StringVar(&sf.out, "out", "study-out", "working `dir` (data, models, results; a re-run resumes there)")
+			fs.StringVar(&sf.report, "report", "docs/quality.md", "Markdown report `file` (sweep plots are written beside it)")
+			fs.BoolVar(&sf.quick, "quick", false, "a check of minutes: 300 images, a third of the epochs, one seed, generator v2")
+			fs.StringVar(&sf.arms, "arms", "", "comma-separated arms to run (default all: "+armNames()+")")
+			fs.StringVar(&sf.seeds, "seeds", "1,2,3", "comma-separated seeds (each its own dataset and training seed)")
+			fs.StringVar(&sf.generators, "generators", "v2,v1", "comma-separated benchmark generators")
+			fs.IntVar(&sf.images, "images", def.Synth.Images, "synthetic images a dataset (80% train)")
+			fs.IntVar(&sf.epochs, "epochs", def.Train.Epochs, "training epochs of every arm")
+			fs.BoolVar(&sf.reportOnly, "report-only", false, "rewrite the report from the results under --out without running anything")
+			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
+		},
+		run: func(ctx context.Context, env *cmdEnv) error { return runStudy(ctx, env, sf) },
+	}
+}
+
+func armNames() string {
+	var names []string
+	for _, a := range study.Arms() {
+		names = append(names, a.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func runStudy(ctx context.Context, env *cmdEnv, sf *studyFlags) error {
+	o := study.Defaults(sf.out)
+	o.Synth.Images, o.Train.Epochs = sf.images, sf.epochs
+	o.Arms, o.Generators, o.Seeds = splitList(sf.arms), splitList(sf.generators), nil
+	for _, f := range splitList(sf.seeds) {
+		seed, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return usagef("--seeds: %q is not an integer", f)
+		}
+		o.Seeds = append(o.Seeds, seed)
+	}
+	if len(o.Seeds) == 0 || len(o.Generators) == 0 {
+		return usagef("--seeds and --generators need at least one value")
+	}
+	for _, g := range o.Generators {
+		if g != "v1" && g != "v2" {
+			return usagef("--generators: unknown generator %q (want v1 or v2)", g)
+		}
+	}
+	if sf.quick {
+		o = o.Quick()
+	}
+	cfg := config.Config{Synth: o.Synth, Train: o.Train, Runner: env.cfg.Runner}
+	cfg.Synth.Out = sf.out
+	if err := cfg.Validate(config.SectionSynth | config.SectionTrain); err != nil {
+		return usageError{err}
+	}
+	o.Backend, o.Log = env.cfg.Runner.Backend, env.stderr
+	var results []study.Result
+	var err error
+	if sf.reportOnly {
+		results, err = study.LoadResults(sf.out)
+	} else {
+		results, err = study.Run(ctx, o)
+	}
+	if err != nil {
+		return err
+	}
+	if len(results) == 0 {
+		return fmt.Errorf("no results under %s", sf.out)
+	}
+	if err := os.MkdirAll(filepath.Dir(sf.report), 0o755); err != nil {
+		return err
+	}
+	base := strings.TrimSuffix(filepath.Base(sf.report), filepath.Ext(sf.report))
+	command := "l2gflow " + strings.Join(os.Args[1:], " ")
+	if err := study.WriteReport(sf.report, results, study.ReportOptions{Options: o, Command: strings.TrimSpace(command), Plot: base + "-sweeps-%s.svg"}); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "%d runs; report %s\n", len(results), sf.report)
+	return nil
+}

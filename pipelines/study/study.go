@@ -1,0 +1,412 @@
+// Package study runs the label-quality study: for each benchmark
+// generator and seed it synthesises a dataset, trains every arm (a method
+// and its settings), labels the train split with it under the threshold
+// rule (at the model's calibrated threshold, CAMs kept for the threshold
+// sweep) and under the saliency rule, evaluates both against the ground
+// truth, and scores the classifier on the val split. Each finished run
+// leaves a result file, so an interrupted study resumes where it stopped;
+// Report aggregates the results over seeds into docs/quality.md and a
+// plot of the threshold sweeps.
+package study
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/l2gflow/l2gflow/config"
+	"github.com/l2gflow/l2gflow/io/dataset"
+	"github.com/l2gflow/l2gflow/io/storage"
+	"github.com/l2gflow/l2gflow/io/synth"
+	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/pipelines/eval"
+	"github.com/l2gflow/l2gflow/pipelines/label"
+)
+
+// Arm is one method with its settings.
+type Arm struct {
+	Name string
+	// Doc says what the arm tests, for the report.
+	Doc string
+	// Train changes the study's base training configuration.
+	Train func(t *config.Train)
+	// EqualTimeTo names an arm (run before this one) whose training time,
+	// per seed, is this arm's time budget; its epochs are then only an
+	// upper bound.
+	EqualTimeTo string
+}
+
+// Arms are the study's arms, in the order they run.
+func Arms() []Arm {
+	return []Arm{
+		{Name: "cam", Doc: "plain CAM baseline: the global network with the classification loss only", Train: func(t *config.Train) { t.Method = "cam" }},
+		{Name: "l2g", Doc: "L2G with train's defaults", Train: func(t *config.Train) { t.Method = "l2g" }},
+		{Name: "cam-time", Doc: "CAM trained for as long (wall time) as L2G, up to 4x the epochs", EqualTimeTo: "l2g",
+			Train: func(t *config.Train) { t.Method, t.Epochs = "cam", 4*t.Epochs }},
+		{Name: "l2g-pcm", Doc: "L2G with the pixel correlation module (the reference's networks)", Train: func(t *config.Train) { t.Method, t.PCM = "l2g", true }},
+		{Name: "l2g-gcw0", Doc: "L2G without the global classification loss (the reference objective)", Train: func(t *config.Train) { t.Method, t.GlobalClsWeight = "l2g", 0 }},
+		{Name: "l2g-gcw1", Doc: "L2G with the global classification loss at weight 1", Train: func(t *config.Train) { t.Method, t.GlobalClsWeight = "l2g", 1 }},
+		{Name: "l2g-kl", Doc: "L2G with the paper's KL transfer loss instead of the code's MSE", Train: func(t *config.Train) { t.Method, t.Transfer = "l2g", "kl" }},
+	}
+}
+
+// Options configure a study.
+type Options struct {
+	Out        string   // working directory: data, models, labels, results
+	Arms       []string // names of the arms to run (all when empty)
+	Seeds      []int64  // dataset and training seeds
+	Generators []string // benchmark generators (v2, v1)
+	Synth      config.Synth
+	Train      config.Train // base configuration every arm changes
+	Label      config.Label
+	Eval       config.Eval
+	Backend    string
+	Log        io.Writer
+}
+
+// Defaults are the full study's settings: the demo's dataset (1,000
+// images of about 128 px, 6 classes), train's defaults, 3 seeds, both
+// generators.
+func Defaults(out string) Options {
+	cfg := config.Default()
+	s := cfg.Synth
+	s.Images = 1000
+	t := cfg.Train
+	t.CheckpointEv = 0
+	l := cfg.Label
+	l.KeepCAMs, l.Overwrite = true, true
+	return Options{Out: out, Seeds: []int64{1, 2, 3}, Generators: []string{"v2", "v1"},
+		Synth: s, Train: t, Label: l, Eval: cfg.Eval, Backend: cfg.Runner.Backend}
+}
+
+// Quick shrinks a study to a check of minutes: 300 images of about 96 px,
+// a third of the epochs (at least 2), one seed, the v2 generator.
+func (o Options) Quick() Options {
+	o.Synth.Images, o.Synth.Size = 300, 96
+	o.Train.Epochs = max(2, o.Train.Epochs/3)
+	o.Train.ImageSize, o.Train.ViewSize = 96, 72
+	o.Seeds, o.Generators = o.Seeds[:1], []string{"v2"}
+	return o
+}
+
+// Result is one run of one arm: what it cost and what it scored.
+type Result struct {
+	Arm       string `json:"arm"`
+	Generator string `json:"generator"`
+	Seed      int64  `json:"seed"`
+	// Config is the arm's training configuration.
+	Config       config.Train `json:"config"`
+	TrainSeconds float64      `json:"train_seconds"`
+	Epochs       float64      `json:"epochs"`
+	Steps        int          `json:"steps"`
+	// Threshold is the calibrated background threshold the labels were
+	// written with (NaN when the model has none: then the configured one).
+	Threshold Score `json:"threshold"`
+	// Written is the mIoU of the labels as written (threshold rule at
+	// Threshold); Fixed the sweep's mIoU at the configured fixed
+	// threshold; Best the sweep's best, at BestThreshold; Saliency the
+	// saliency background rule's.
+	Written       Score              `json:"miou_written"`
+	FixedAt       float64            `json:"fixed_threshold"`
+	Fixed         Score              `json:"miou_fixed"`
+	Best          Score              `json:"miou_best"`
+	BestThreshold Score              `json:"best_threshold"`
+	Saliency      Score              `json:"miou_saliency"`
+	Sweep         []eval.SweepPoint  `json:"sweep"`
+	ClassIoU      map[string]float64 `json:"class_iou"`
+	// Classification of the val split from the image logits.
+	Classification Classification `json:"classification"`
+	LabelSeconds   float64        `json:"label_seconds"`
+}
+
+// ResultFile is the name of a finished run's result in its directory.
+const ResultFile = "result.json"
+
+// Run runs every (generator, seed, arm) that has no result yet, then
+// returns all results under Out (also those of earlier invocations).
+func Run(ctx context.Context, o Options) ([]Result, error) {
+	arms, err := selectArms(o.Arms)
+	if err != nil {
+		return nil, err
+	}
+	st := storage.New()
+	defer st.Close()
+	total := len(o.Generators) * len(o.Seeds) * len(arms)
+	done := 0
+	for _, gen := range o.Generators {
+		for _, seed := range o.Seeds {
+			data := filepath.Join(o.Out, gen, fmt.Sprintf("seed%d", seed), "data")
+			for _, arm := range arms {
+				done++
+				dir := filepath.Join(o.Out, gen, fmt.Sprintf("seed%d", seed), arm.Name)
+				if _, err := os.Stat(filepath.Join(dir, ResultFile)); err == nil {
+					o.logf("study %d/%d: %s seed %d %s: done earlier", done, total, gen, seed, arm.Name)
+					continue
+				}
+				if err := ensureData(ctx, st, o, gen, seed, data); err != nil {
+					return nil, err
+				}
+				o.logf("study %d/%d: %s seed %d %s", done, total, gen, seed, arm.Name)
+				res, err := runArm(ctx, st, o, arm, gen, seed, data, dir)
+				if err != nil {
+					return nil, fmt.Errorf("%s seed %d %s: %w", gen, seed, arm.Name, err)
+				}
+				if err := writeJSON(filepath.Join(dir, ResultFile), res); err != nil {
+					return nil, err
+				}
+				o.logf("study %d/%d: %s seed %d %s: mIoU written %.1f (thr %.2f), fixed %.1f, best %.1f (%.2f), saliency rule %.1f; mAP %.1f; trained %s",
+					done, total, gen, seed, arm.Name, 100*res.Written, res.Threshold, 100*res.Fixed, 100*res.Best, res.BestThreshold,
+					100*res.Saliency, 100*res.Classification.MAP, time.Duration(res.TrainSeconds*float64(time.Second)).Round(time.Second))
+			}
+		}
+	}
+	return LoadResults(o.Out)
+}
+
+func selectArms(names []string) ([]Arm, error) {
+	all := Arms()
+	if len(names) == 0 {
+		return all, nil
+	}
+	var out []Arm
+	for _, a := range all {
+		if slices.Contains(names, a.Name) {
+			out = append(out, a)
+		}
+	}
+	for _, n := range names {
+		if !slices.ContainsFunc(all, func(a Arm) bool { return a.Name == n }) {
+			known := make([]string, len(all))
+			for i, a := range all {
+				known[i] = a.Name
+			}
+			return nil, fmt.Errorf("unknown arm %q (arms: %s)", n, strings.Join(known, ", "))
+		}
+	}
+	return out, nil
+}
+
+// ensureData synthesises the dataset of a (generator, seed) unless its
+// tag lists (written last) exist.
+func ensureData(ctx context.Context, st *storage.Store, o Options, gen string, seed int64, root string) error {
+	if _, err := os.Stat(filepath.Join(root, "val_cls.txt")); err == nil {
+		return nil
+	}
+	s := o.Synth
+	s.Out, s.Generator, s.Seed = root, gen, seed
+	o.logf("study: synthesising %d images (generator %s, seed %d) in %s", s.Images, gen, seed, root)
+	_, err := synth.Write(ctx, st, root, synth.FromConfig(s))
+	return err
+}
+
+func runArm(ctx context.Context, st *storage.Store, o Options, arm Arm, gen string, seed int64, data, dir string) (*Result, error) {
+	ds, err := dataset.Load(ctx, st, data, "train")
+	if err != nil {
+		return nil, err
+	}
+	tc := o.Train
+	arm.Train(&tc)
+	tc.Seed, tc.Out = seed, filepath.Join(dir, "model.l2g")
+	if arm.EqualTimeTo != "" {
+		ref, err := readResult(filepath.Join(filepath.Dir(dir), arm.EqualTimeTo, ResultFile))
+		if err != nil {
+			return nil, fmt.Errorf("equal time needs arm %s first: %w", arm.EqualTimeTo, err)
+		}
+		tc.TimeBudget = (time.Duration(ref.TrainSeconds * float64(time.Second))).Round(time.Second).String()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	res := &Result{Arm: arm.Name, Generator: gen, Seed: seed, Config: tc}
+	m, err := trainedModel(ctx, st, o, tc, ds)
+	if err != nil {
+		return nil, err
+	}
+	res.TrainSeconds, res.Epochs, res.Steps = m.Manifest.Metrics.DurationSec, m.Manifest.Metrics.Epochs, m.Manifest.Metrics.Steps
+	res.Threshold = Score(math.NaN())
+	if t := m.Manifest.Threshold; t != nil {
+		res.Threshold = Score(t.Value)
+	}
+
+	dc := config.Default().Dataset
+	dc.Root, dc.Split = data, "train"
+	start := time.Now()
+	lc := o.Label
+	lc.Model, lc.Out = tc.Out, filepath.Join(dir, "labels")
+	if _, err := label.Run(ctx, label.Options{Dataset: dc, Label: lc, Backend: o.Backend, InProcess: true}); err != nil {
+		return nil, fmt.Errorf("label: %w", err)
+	}
+	res.LabelSeconds = time.Since(start).Seconds()
+	mt, err := eval.Run(ctx, eval.Options{Dataset: dc, Eval: withLabels(o.Eval, lc.Out), InProcess: true})
+	if err != nil {
+		return nil, fmt.Errorf("eval: %w", err)
+	}
+	if err := eval.WriteReport(ctx, st, filepath.Join(dir, "report"), mt, 0); err != nil {
+		return nil, err
+	}
+	res.Written, res.Sweep = Score(mt.MIoU), mt.Sweep
+	res.FixedAt, res.Fixed = o.Label.BgThreshold, Score(math.NaN())
+	for _, p := range mt.Sweep {
+		if math.Abs(p.Threshold-o.Label.BgThreshold) < 1e-9 {
+			res.Fixed = Score(p.MIoU)
+		}
+	}
+	res.Best, res.BestThreshold = Score(math.NaN()), Score(math.NaN())
+	if mt.Best != nil {
+		res.Best, res.BestThreshold = Score(mt.Best.MIoU), Score(mt.Best.Threshold)
+	}
+	res.ClassIoU = map[string]float64{}
+	for _, c := range mt.Classes {
+		if c.IoU != nil {
+			res.ClassIoU[c.Name] = *c.IoU
+		}
+	}
+
+	sc := o.Label
+	sc.Model, sc.Out, sc.Background, sc.KeepCAMs = tc.Out, filepath.Join(dir, "labels-saliency"), "saliency", false
+	if _, err := label.Run(ctx, label.Options{Dataset: dc, Label: sc, Backend: o.Backend, InProcess: true}); err != nil {
+		return nil, fmt.Errorf("label (saliency rule): %w", err)
+	}
+	ms, err := eval.Run(ctx, eval.Options{Dataset: dc, Eval: withLabels(o.Eval, sc.Out), InProcess: true})
+	if err != nil {
+		return nil, fmt.Errorf("eval (saliency rule): %w", err)
+	}
+	res.Saliency = Score(ms.MIoU)
+
+	val, err := dataset.Load(ctx, st, data, "val")
+	if err != nil {
+		return nil, err
+	}
+	backend, err := model.NewBackend(o.Backend)
+	if err != nil {
+		return nil, err
+	}
+	e, err := model.NewEngine(backend, m, model.EngineOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if res.Classification, err = Classify(ctx, e, st, val.Records, m.Manifest.Classes); err != nil {
+		return nil, err
+	}
+	// The labels and CAMs are large and re-made from the model in a
+	// minute; the model and the metrics stay.
+	for _, d := range []string{lc.Out, sc.Out} {
+		if err := os.RemoveAll(d); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// trainedModel trains the arm's model (resuming an interrupted training
+// from its checkpoint) unless the artifact exists, and loads it.
+func trainedModel(ctx context.Context, st *storage.Store, o Options, tc config.Train, ds *dataset.Dataset) (*model.Model, error) {
+	if _, err := os.Stat(tc.Out); errors.Is(err, fs.ErrNotExist) {
+		tc.CheckpointEv = 200
+		if _, err := os.Stat(tc.Out + ".ckpt"); err == nil {
+			tc.Resume = true // an interrupted training continues
+		}
+		if _, err := model.Train(ctx, model.TrainOptions{Config: tc, Data: ds, Backend: o.Backend,
+			MaxPixels: config.Default().Dataset.MaxPixels, Log: o.Log, Store: st, ProgressEvery: 30 * time.Second}); err != nil {
+			return nil, fmt.Errorf("train: %w", err)
+		}
+	}
+	data, err := os.ReadFile(tc.Out)
+	if err != nil {
+		return nil, err
+	}
+	return model.LoadModel(data)
+}
+
+// withLabels is the eval configuration for a labels directory, with its
+// report in a sibling directory ("labels" -> "report").
+func withLabels(e config.Eval, labels string) config.Eval {
+	e.Labels = labels
+	e.Report = filepath.Join(filepath.Dir(labels), "report"+strings.TrimPrefix(filepath.Base(labels), "labels"))
+	return e
+}
+
+// LoadResults reads every result under out.
+func LoadResults(out string) ([]Result, error) {
+	var all []Result
+	err := filepath.WalkDir(out, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != ResultFile {
+			return err
+		}
+		r, err := readResult(path)
+		if err != nil {
+			return err
+		}
+		all = append(all, *r)
+		return nil
+	})
+	return all, err
+}
+
+func readResult(path string) (*Result, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Result
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
+}
+
+// Score is a number that may be missing (NaN), written as null.
+type Score float64
+
+// MarshalJSON writes NaN as null.
+func (s Score) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(float64(s)) || math.IsInf(float64(s), 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(s))
+}
+
+// UnmarshalJSON reads null as NaN.
+func (s *Score) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*s = Score(math.NaN())
+		return nil
+	}
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*s = Score(f)
+	return nil
+}
+
+// writeJSON writes v atomically (temporary file, rename).
+func writeJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func (o Options) logf(format string, args ...any) {
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, format+"\n", args...)
+	}
+}
