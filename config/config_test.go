@@ -110,3 +110,24 @@ func TestValidate(t *testing.T) {
 		t.Errorf("train section of the defaults: %v", err)
 	}
 }
+
+// TestReferenceLoadsAndValidates checks config/reference.yaml: it
+// validates (with a weights file and paths given, as a command line would)
+// and sets what
+// the official L2G code uses.
+func TestReferenceLoadsAndValidates(t *testing.T) {
+	cfg, err := Load("reference.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Train.Pretrained = "resnet50.safetensors"
+	cfg.Label.Model, cfg.Label.Out, cfg.Eval.Labels = "model.l2g", "labels", "labels"
+	if err := cfg.Validate(SectionTrain | SectionLabel | SectionEval); err != nil {
+		t.Fatalf("reference.yaml does not validate: %v", err)
+	}
+	tr := cfg.Train
+	if tr.ImageSize != 448 || tr.ViewSize != 320 || tr.Views != 6 || tr.LR != 0.001 || tr.BatchSize != 3 || tr.GlobalClsWeight != 0 ||
+		!tr.FreezeBN || !tr.PCM || cfg.Label.BgThreshold != 0.25 || cfg.Label.BgThresholdFrom != "fixed" {
+		t.Errorf("reference settings: %+v, label %+v", tr, cfg.Label)
+	}
+}

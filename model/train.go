@@ -65,14 +65,14 @@ type stepSignature struct {
 	Stride                                       int
 	Seed                                         int64
 	Fingerprint                                  string
-	FreezeBN                                     bool
+	FreezeBN, PCM                                bool
 }
 
 func signature(c config.Train, classes int, fingerprint string) stepSignature {
 	return stepSignature{Method: c.Method, Arch: c.Arch, LocalArch: localArch(c), ViewMode: c.ViewMode,
 		Optimizer: c.Optimizer, Classes: classes, Batch: c.BatchSize, ImageSize: c.ImageSize,
 		ViewSize: c.ViewSize, Views: c.Views, Stride: c.OutputStride, Seed: c.Seed, Fingerprint: fingerprint,
-		FreezeBN: c.FreezeBN}
+		FreezeBN: c.FreezeBN, PCM: c.PCM}
 }
 
 func localArch(c config.Train) string {
@@ -278,7 +278,7 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 	m := &artifact.Manifest{
 		Kind: artifact.KindModel, Created: time.Now().UTC(), Producer: o.Producer, Method: c.Method,
 		Classes: o.Data.Classes, Networks: map[string]json.RawMessage{},
-		Input:      artifact.Input{Size: c.ImageSize, Mean: f64(ImageMean[:]), Std: f64(ImageStd[:])},
+		Input:      artifact.Input{Size: c.ImageSize, ViewSize: c.ViewSize, Mean: f64(ImageMean[:]), Std: f64(ImageStd[:])},
 		Dataset:    artifact.Dataset{Source: o.Data.Source, Fingerprint: o.Data.Fingerprint, Images: len(o.Data.Records)},
 		Pretrained: source,
 		Metrics: artifact.Metrics{Steps: step, Epochs: float64(step) / float64(spe), Images: images,

@@ -16,7 +16,7 @@ import (
 // studyFlags are the study's settings.
 type studyFlags struct {
 	out, report, arms, seeds, generators string
-	images, epochs                       int
+	images                               int
 	quick, reportOnly                    bool
 }
 
@@ -26,8 +26,8 @@ func studyCommand() *command {
 	return &command{
 		name:     "study",
 		summary:  "label-quality study: every arm over seeds and generators, resumable, written to docs/quality.md (an hour or more)",
-		usage:    "[--out study-out] [--report docs/quality.md] [--quick] [--arms a,b] [--seeds 1,2,3] [--generators v2,v1] [--report-only]",
-		sections: config.SectionRunner,
+		usage:    "[--config FILE (train section: the arms' base)] [--out study-out] [--report docs/quality.md] [--quick] [--arms a,b] [--seeds 1,2,3] [--generators v2,v1] [--report-only]",
+		sections: config.SectionRunner | config.SectionTrain,
 		bind: func(fs *flag.FlagSet, cfg *config.Config) {
 			fs.StringVar(&sf.out, "out", "study-out", "working `dir` (data, models, results; a re-run resumes there)")
 			fs.StringVar(&sf.report, "report", "docs/quality.md", "Markdown report `file` (sweep plots are written beside it)")
@@ -36,7 +36,7 @@ func studyCommand() *command {
 			fs.StringVar(&sf.seeds, "seeds", "1,2,3", "comma-separated seeds (each its own dataset and training seed)")
 			fs.StringVar(&sf.generators, "generators", "v2,v1", "comma-separated benchmark generators")
 			fs.IntVar(&sf.images, "images", def.Synth.Images, "synthetic images a dataset (80% train)")
-			fs.IntVar(&sf.epochs, "epochs", def.Train.Epochs, "training epochs of every arm")
+			fs.IntVar(&cfg.Train.Epochs, "epochs", cfg.Train.Epochs, "training epochs of every arm")
 			fs.BoolVar(&sf.reportOnly, "report-only", false, "rewrite the report from the results under --out without running anything")
 			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
 		},
@@ -63,8 +63,12 @@ func splitList(s string) []string {
 }
 
 func runStudy(ctx context.Context, env *cmdEnv, sf *studyFlags) error {
+	// The base of every arm is the configuration (train's defaults unless
+	// --config says otherwise); the label and eval sections too.
 	o := study.Defaults(sf.out)
-	o.Synth.Images, o.Train.Epochs = sf.images, sf.epochs
+	o.Synth.Images = sf.images
+	o.Train, o.Label, o.Eval = env.cfg.Train, env.cfg.Label, env.cfg.Eval
+	o.Train.CheckpointEv, o.Label.KeepCAMs, o.Label.Overwrite = 0, true, true
 	o.Arms, o.Generators, o.Seeds = splitList(sf.arms), splitList(sf.generators), nil
 	for _, f := range splitList(sf.seeds) {
 		seed, err := strconv.ParseInt(f, 10, 64)

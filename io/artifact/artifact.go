@@ -61,9 +61,12 @@ type TensorInfo struct {
 
 // Input describes what the network expects.
 type Input struct {
-	Size int       `json:"size"` // training image side
-	Mean []float64 `json:"mean"` // per-channel mean of RGB/255
-	Std  []float64 `json:"std"`  // per-channel std of RGB/255
+	Size int `json:"size"` // training image side
+	// ViewSize is the side of the local views training cut (0 in
+	// artifacts written before it was recorded here).
+	ViewSize int       `json:"view_size,omitempty"`
+	Mean     []float64 `json:"mean"` // per-channel mean of RGB/255
+	Std      []float64 `json:"std"`  // per-channel std of RGB/255
 }
 
 // Dataset identifies the training data.
@@ -142,6 +145,10 @@ type Threshold struct {
 // training pixels), read from its training configuration; 0 when the
 // model was not trained with local views.
 func (m *Manifest) ViewSize() int {
+	if m.Input.ViewSize > 0 {
+		return m.Input.ViewSize
+	}
+	// Artifacts of earlier versions: the training configuration's.
 	var tc struct {
 		ImageSize int `json:"ImageSize"`
 		ViewSize  int `json:"ViewSize"`

@@ -90,3 +90,23 @@ func TestEncodeRejectsBadTensors(t *testing.T) {
 		t.Error("duplicate name: want an error")
 	}
 }
+
+// TestViewSize reads the local view size from the manifest's input, and
+// from the training configuration in artifacts written before the input
+// recorded it.
+func TestViewSize(t *testing.T) {
+	tests := []struct {
+		name string
+		m    Manifest
+		want int
+	}{
+		{"recorded", Manifest{Input: Input{Size: 128, ViewSize: 96}, Training: json.RawMessage(`{"ImageSize":128,"ViewSize":64}`)}, 96},
+		{"earlier artifact", Manifest{Input: Input{Size: 128}, Training: json.RawMessage(`{"ImageSize":128,"ViewSize":64}`)}, 64},
+		{"no training configuration", Manifest{Input: Input{Size: 128}}, 0},
+	}
+	for _, tc := range tests {
+		if got := tc.m.ViewSize(); got != tc.want {
+			t.Errorf("%s: view size %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
