@@ -50,3 +50,12 @@ func NewBackend(config string) (compute.Backend, error) {
 	}
 	return b, nil
 }
+
+// BackendName is the backend configuration a run uses: cfg, or the
+// default when empty.
+func BackendName(cfg string) string {
+	if cfg == "" {
+		return DefaultBackend
+	}
+	return cfg
+}

@@ -46,7 +46,7 @@ func benchTrainStep(b *testing.B, method string) {
 	if br.Err != nil {
 		b.Fatal(br.Err)
 	}
-	p, s := InitParams(specs, 1).Tensors(), zeroSlots(step.SlotShapes())
+	p, s := InitParams(specs, 1).Tensors(), ZeroSlots(step.SlotShapes())
 	p, s, _, err = step.Step(p, s, br.Batch, 0.001, 1) // compile
 	if err != nil {
 		b.Fatal(err)

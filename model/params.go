@@ -14,6 +14,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -205,4 +206,16 @@ func bindParams(specs []ParamSpec, inputs []*graph.Node) map[string]*graph.Node 
 		m[s.Name] = inputs[i]
 	}
 	return m
+}
+
+// CountTrainable counts the trainable values (not state) of the
+// parameters under prefix.
+func CountTrainable(specs []ParamSpec, prefix string) int {
+	n := 0
+	for _, s := range specs {
+		if !s.State && strings.HasPrefix(s.Name, prefix) {
+			n += s.Size()
+		}
+	}
+	return n
 }

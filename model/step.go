@@ -316,11 +316,19 @@ func (s *Stepper) Step(params, slots []*tensors.Tensor, b *Batch, lr float64, st
 	return outs[:np], outs[np : np+ns], l, nil
 }
 
-// zeroSlots returns zero optimizer state.
-func zeroSlots(shapesList [][]int) []*tensors.Tensor {
+// ZeroSlots returns zero optimizer state of the given shapes (a fresh
+// run's optimizer slots).
+func ZeroSlots(shapesList [][]int) []*tensors.Tensor {
 	out := make([]*tensors.Tensor, len(shapesList))
 	for i, sh := range shapesList {
 		out[i] = tensors.FromShape(shapes.Make(dtypes.Float32, sh...))
 	}
 	return out
+}
+
+// finalize frees tensors no longer needed (their backend buffers too).
+func finalize(ts []*tensors.Tensor) {
+	for _, t := range ts {
+		t.FinalizeAll()
+	}
 }

@@ -149,7 +149,7 @@ func (w Workload) prepare(backend compute.Backend) (func() error, error) {
 	}
 	batch := randomBatch(InputConfig{Method: method, Classes: w.classes(), Batch: w.Batch, ImageSize: w.Size, ViewSize: w.View,
 		Views: w.Views, ViewMode: "corners+random", Stride: w.OS}, r)
-	p, s := InitParams(specs, 1).Tensors(), zeroSlots(step.SlotShapes())
+	p, s := InitParams(specs, 1).Tensors(), ZeroSlots(step.SlotShapes())
 	n := int64(0)
 	return func() error {
 		n++

@@ -16,6 +16,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/synth"
 	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/model/trainer"
 )
 
 func recordID(r dataset.Record, emit func(string)) { emit(r.ID) }
@@ -89,7 +90,7 @@ func TestLabelImagesComposite(t *testing.T) {
 	}
 	tc := config.Default().Train
 	tc.Out, tc.Method, tc.Steps, tc.ImageSize, tc.ViewSize, tc.CheckpointEv, tc.BatchSize = modelURI, "cam", 1, 48, 32, 0, 4
-	if _, err := model.Train(ctx, model.TrainOptions{Config: tc, Data: ds, Store: st}); err != nil {
+	if _, err := trainer.Run(ctx, trainer.Options{Config: tc, Data: ds, Store: st}); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(ds.Records[0].Image, []byte("junk"), 0o644)

@@ -16,6 +16,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/synth"
 	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/model/trainer"
 	"github.com/l2gflow/l2gflow/transforms"
 )
 
@@ -100,7 +101,7 @@ func exampleData(ctx context.Context, root, modelURI string) error {
 	}
 	tc := config.Default().Train
 	tc.Out, tc.Method, tc.Steps, tc.ImageSize, tc.ViewSize, tc.CheckpointEv, tc.BatchSize = modelURI, "cam", 2, 48, 32, 0, 4
-	if _, err := model.Train(ctx, model.TrainOptions{Config: tc, Data: ds, Store: st}); err != nil {
+	if _, err := trainer.Run(ctx, trainer.Options{Config: tc, Data: ds, Store: st}); err != nil {
 		return err
 	}
 	return st.WriteFile(ctx, ds.Records[0].Image, []byte("not an image"))

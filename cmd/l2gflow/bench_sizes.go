@@ -20,6 +20,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/synth"
 	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/model/trainer"
 	"github.com/l2gflow/l2gflow/pipelines/label"
 )
 
@@ -98,7 +99,7 @@ func runSizeBench(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 		tc := config.Default().Train
 		tc.Out, tc.Method, tc.Steps, tc.Optimizer, tc.LR = modelURI, "cam", 30, "adam", 0.001
 		fmt.Fprintf(env.stderr, "bench: training a small model (%d steps)\n", tc.Steps)
-		if _, err := model.Train(ctx, model.TrainOptions{Config: tc, Data: ds, Store: st, Backend: env.cfg.Runner.Backend}); err != nil {
+		if _, err := trainer.Run(ctx, trainer.Options{Config: tc, Data: ds, Store: st, Backend: env.cfg.Runner.Backend}); err != nil {
 			return err
 		}
 	}

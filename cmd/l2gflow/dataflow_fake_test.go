@@ -24,7 +24,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/storage/gcstest"
 	"github.com/l2gflow/l2gflow/io/synth"
-	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/model/trainer"
 	"github.com/l2gflow/l2gflow/transforms"
 )
 
@@ -47,7 +47,7 @@ func dataflowFixture(t *testing.T, bucket string) (worker string) {
 	}
 	tc := config.Default().Train
 	tc.Out, tc.Method, tc.Steps, tc.ImageSize, tc.ViewSize, tc.CheckpointEv = "gs://"+bucket+"/m.l2g", "cam", 1, 64, 48, 0
-	if _, err := model.Train(ctx, model.TrainOptions{Config: tc, Data: ds, Store: st}); err != nil {
+	if _, err := trainer.Run(ctx, trainer.Options{Config: tc, Data: ds, Store: st}); err != nil {
 		t.Fatal(err)
 	}
 	worker = filepath.Join(t.TempDir(), "worker")

@@ -9,7 +9,7 @@ import (
 	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/storage"
-	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/model/trainer"
 )
 
 // bindDataset registers the dataset flags shared by train, label and eval.
@@ -77,9 +77,9 @@ func runTrain(ctx context.Context, env *cmdEnv) error {
 	if err != nil {
 		return err
 	}
-	res, err := model.Train(ctx, model.TrainOptions{Config: cfg.Train, Data: ds, Backend: cfg.Runner.Backend,
+	res, err := trainer.Run(ctx, trainer.Options{Config: cfg.Train, Data: ds, Backend: cfg.Runner.Backend,
 		MaxPixels: cfg.Dataset.MaxPixels, Producer: "l2gflow " + Version, Log: env.stderr, Store: st})
-	if errors.Is(err, model.ErrInterrupted) {
+	if errors.Is(err, trainer.ErrInterrupted) {
 		return err
 	}
 	if err != nil {

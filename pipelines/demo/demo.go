@@ -17,7 +17,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/synth"
-	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/model/trainer"
 	"github.com/l2gflow/l2gflow/pipelines/eval"
 	"github.com/l2gflow/l2gflow/pipelines/label"
 )
@@ -100,7 +100,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		tc.Method = method
 		tc.Out = filepath.Join(o.Out, method+".l2g")
 		o.logf("demo 2/4 (%d/2): training %s for %d epochs on %d images", i+1, method, tc.Epochs, len(ds.Records))
-		tr, err := model.Train(ctx, model.TrainOptions{Config: tc, Data: ds, Backend: o.Backend,
+		tr, err := trainer.Run(ctx, trainer.Options{Config: tc, Data: ds, Backend: o.Backend,
 			MaxPixels: config.Default().Dataset.MaxPixels, Producer: o.Producer, Log: o.Log, Store: st,
 			ProgressEvery: 10 * time.Second})
 		if err != nil {

@@ -15,7 +15,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/storage/gcstest"
 	"github.com/l2gflow/l2gflow/io/synth"
-	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/model/trainer"
 	"github.com/l2gflow/l2gflow/pipelines/eval"
 	"github.com/l2gflow/l2gflow/transforms"
 )
@@ -82,7 +82,7 @@ func TestTrainLabelEvalOnGCS(t *testing.T) {
 	if len(parts) == 0 || len(ids) != len(ds.Records) {
 		t.Errorf("index parts %v list %d ids, want %d", parts, len(ids), len(ds.Records))
 	}
-	if ok, _ := st.Exists(ctx, model.CheckpointURI("gs://e2e/models/m.l2g")); ok {
+	if ok, _ := st.Exists(ctx, trainer.CheckpointURI("gs://e2e/models/m.l2g")); ok {
 		t.Error("the finished training left its checkpoint")
 	}
 }

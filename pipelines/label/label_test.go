@@ -20,6 +20,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/synth"
 	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/model/trainer"
 	"github.com/l2gflow/l2gflow/model/maps"
 	"github.com/l2gflow/l2gflow/transforms"
 )
@@ -45,7 +46,7 @@ func dataAndModel(t *testing.T, st *storage.Store, root, modelURI, method string
 	c := config.Default().Train
 	c.Out, c.Method, c.ImageSize, c.ViewSize, c.Views = modelURI, method, 64, 48, 4
 	c.Steps, c.Optimizer, c.LR, c.BatchSize, c.CheckpointEv = steps, "adam", 0.002, 8, ckpt
-	if _, err := model.Train(ctx, model.TrainOptions{Config: c, Data: ds, Store: st}); err != nil {
+	if _, err := trainer.Run(ctx, trainer.Options{Config: c, Data: ds, Store: st}); err != nil {
 		t.Fatal(err)
 	}
 	return ds

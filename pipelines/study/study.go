@@ -28,6 +28,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/synth"
 	"github.com/l2gflow/l2gflow/model"
+	"github.com/l2gflow/l2gflow/model/trainer"
 	"github.com/l2gflow/l2gflow/pipelines/eval"
 	"github.com/l2gflow/l2gflow/pipelines/label"
 )
@@ -315,7 +316,7 @@ func trainedModel(ctx context.Context, st *storage.Store, o Options, tc config.T
 		if _, err := os.Stat(tc.Out + ".ckpt"); err == nil {
 			tc.Resume = true // an interrupted training continues
 		}
-		if _, err := model.Train(ctx, model.TrainOptions{Config: tc, Data: ds, Backend: o.Backend,
+		if _, err := trainer.Run(ctx, trainer.Options{Config: tc, Data: ds, Backend: o.Backend,
 			MaxPixels: config.Default().Dataset.MaxPixels, Log: o.Log, Store: st, ProgressEvery: 30 * time.Second}); err != nil {
 			return nil, fmt.Errorf("train: %w", err)
 		}

@@ -1,4 +1,4 @@
-package model
+package trainer
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/gomlx/compute"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/artifact"
@@ -22,8 +23,19 @@ import (
 	"github.com/l2gflow/l2gflow/io/imagefile"
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/synth"
+	"github.com/l2gflow/l2gflow/io/weights"
+	"github.com/l2gflow/l2gflow/model"
 	"github.com/l2gflow/l2gflow/model/maps"
 )
+
+func testBackend(t testing.TB) compute.Backend {
+	t.Helper()
+	b, err := model.NewBackend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
 
 // tinyData writes a small synthetic set (images of varied sizes around
 // size) and loads its train split.
@@ -44,6 +56,27 @@ func synthData(t testing.TB, o synth.Options) (*storage.Store, *dataset.Dataset)
 		t.Fatal(err)
 	}
 	return st, ds
+}
+
+// readFixture reads a file made by ../testdata/pretrained/make_fixture.py
+// (PyTorch), decompressing .zst files.
+func readFixture(t *testing.T, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "pretrained", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.HasSuffix(name, ".zst") {
+		dec, err := zstd.NewReader(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dec.Close()
+		if data, err = dec.DecodeAll(data, nil); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	return data
 }
 
 func tinyTrainConfig(out, method string) config.Train {
@@ -71,76 +104,9 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
-// TestEveryParameterGetsAGradient takes one L2G step (the reference
-// objective) with and without PCM and requires every parameter to move.
-func TestEveryParameterGetsAGradient(t *testing.T) {
-	backend := testBackend(t)
-	st, ds := tinyData(t, 20, 64, 3)
-	for _, pcm := range []bool{false, true} {
-		t.Run(fmt.Sprintf("pcm=%v", pcm), func(t *testing.T) { everyParameterGetsAGradient(t, backend, st, ds, pcm) })
-	}
-}
-
-func everyParameterGetsAGradient(t *testing.T, backend compute.Backend, st *storage.Store, ds *dataset.Dataset, pcm bool) {
-	arch, _ := Preset("tiny", 8)
-	arch.PCM = pcm
-	g, l := &Net{Arch: arch, Classes: 3}, &Net{Arch: arch, Classes: 3}
-	gs, _ := g.ParamSpecs(backend, GlobalPrefix)
-	ls, _ := l.ParamSpecs(backend, LocalPrefix)
-	specs := append(gs, ls...)
-	// Plain SGD with lr 1: the update is the gradient itself.
-	step, err := NewStepper(backend, StepConfig{Method: "l2g", Classes: 3, Batch: 8, ImageSize: 64, Views: 4, ViewSize: 48,
-		Stride: 8, BgThr: 0.001, Transfer: "mse", KDWeight: 10, Optim: OptimConfig{Kind: "sgd", HeadMult: 1}}, g, l, specs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	loader, err := NewLoader(InputConfig{Method: "l2g", Classes: 3, Batch: 8, ImageSize: 64, ViewSize: 48, Views: 4,
-		ViewMode: "corners+random", Stride: 8, Seed: 1}, st, ds.Records, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	br := <-loader.Batches(context.Background(), 0, 1)
-	if br.Err != nil {
-		t.Fatal(br.Err)
-	}
-	p := InitParams(specs, 1)
-	newP, _, losses, err := step.Step(p.Tensors(), zeroSlots(step.SlotShapes()), br.Batch, 1, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if losses.Cls <= 0 || losses.Transfer <= 0 {
-		t.Errorf("losses %+v: want positive classification and transfer terms", losses)
-	}
-	q := p.Clone()
-	if err := q.SetFromTensors(newP); err != nil {
-		t.Fatal(err)
-	}
-	pcmParams := 0
-	for i, s := range specs {
-		if strings.Contains(s.Name, "pcm/") {
-			pcmParams++
-		}
-		changed := false
-		for k, v := range q.Values[i] {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				t.Fatalf("%s: non-finite after one step", s.Name)
-			}
-			if v != p.Values[i][k] {
-				changed = true
-			}
-		}
-		if !changed {
-			t.Errorf("%s did not change: no gradient (or, for state, no running statistics)", s.Name)
-		}
-	}
-	if pcm != (pcmParams == 4) { // proj1 and mix, in each network
-		t.Errorf("%d PCM parameters with pcm %v", pcmParams, pcm)
-	}
-}
-
 // camHitRate measures how often the peak of a tagged class's CAM lies on
 // that class's object, and the chance rate (the class's share of pixels).
-func camHitRate(t *testing.T, e *Engine, st *storage.Store, recs []dataset.Record) (hit, chance float64) {
+func camHitRate(t *testing.T, e *model.Engine, st *storage.Store, recs []dataset.Record) (hit, chance float64) {
 	var n int
 	for _, r := range recs {
 		raw, err := st.ReadFile(context.Background(), r.Image, 0)
@@ -150,7 +116,7 @@ func camHitRate(t *testing.T, e *Engine, st *storage.Store, recs []dataset.Recor
 		img, _ := imagefile.DecodeRGB(raw, 0)
 		gtRaw, _ := st.ReadFile(context.Background(), r.GT, 0)
 		gt, _ := imagefile.DecodeLabel(gtRaw, 0)
-		cam, err := e.CAM(img, r.Tags, ViewOptions{Scales: []float64{1}})
+		cam, err := e.CAM(img, r.Tags, model.ViewOptions{Scales: []float64{1}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -187,7 +153,7 @@ func TestTrainLearnsCAMsInsideObjects(t *testing.T) {
 	c := tinyTrainConfig(out, "cam")
 	c.Steps = 200
 	var log logBuffer
-	res, err := Train(context.Background(), TrainOptions{Config: c, Data: ds, Store: st, Log: &log, ProgressEvery: 1})
+	res, err := Run(context.Background(), Options{Config: c, Data: ds, Store: st, Log: &log, ProgressEvery: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,14 +167,14 @@ func TestTrainLearnsCAMsInsideObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := LoadModel(data)
+	m, err := model.LoadModel(data)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m.SHA256 != res.ArtifactSHA256 || m.Manifest.Metrics.Steps != 200 || m.Manifest.Dataset.Fingerprint != ds.Fingerprint {
 		t.Errorf("artifact manifest: %+v", m.Manifest)
 	}
-	e, err := NewEngine(testBackend(t), m, EngineOptions{})
+	e, err := model.NewEngine(testBackend(t), m, model.EngineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +192,7 @@ func TestTrainLearnsCAMsInsideObjects(t *testing.T) {
 // and that calibration reads no ground truth: with every ground-truth path
 // pointing at a missing file, and with the ground-truth files deleted, it
 // chooses the same threshold from the same agreement figures.
-func calibrationReadsNoGroundTruth(t *testing.T, e *Engine, st *storage.Store, ds *dataset.Dataset, trained *artifact.Threshold) {
+func calibrationReadsNoGroundTruth(t *testing.T, e *model.Engine, st *storage.Store, ds *dataset.Dataset, trained *artifact.Threshold) {
 	t.Helper()
 	withSal := 0
 	for _, r := range ds.Records {
@@ -234,8 +200,8 @@ func calibrationReadsNoGroundTruth(t *testing.T, e *Engine, st *storage.Store, d
 			withSal++
 		}
 	}
-	if trained == nil || trained.Images != min(withSal, CalibrationImages) || !slices.Contains(ThresholdCandidates, trained.Value) || len(trained.IoU) != len(ThresholdCandidates) {
-		t.Fatalf("trained threshold %+v: want one of the candidates, chosen on %d images", trained, min(withSal, CalibrationImages))
+	if trained == nil || trained.Images != min(withSal, model.CalibrationImages) || !slices.Contains(model.ThresholdCandidates, trained.Value) || len(trained.IoU) != len(model.ThresholdCandidates) {
+		t.Fatalf("trained threshold %+v: want one of the candidates, chosen on %d images", trained, min(withSal, model.CalibrationImages))
 	}
 	recs := slices.Clone(ds.Records)
 	for i := range recs {
@@ -249,7 +215,7 @@ func calibrationReadsNoGroundTruth(t *testing.T, e *Engine, st *storage.Store, d
 			t.Fatal(err)
 		}
 	}
-	got, err := Calibrate(context.Background(), e, st, recs, DefaultViewOptions(), 1<<22)
+	got, err := model.Calibrate(context.Background(), e, st, recs, model.DefaultViewOptions(), 1<<22)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,14 +228,14 @@ func calibrationReadsNoGroundTruth(t *testing.T, e *Engine, st *storage.Store, d
 // model twice, through the engine (views padded to their buckets and
 // batched) and with every view run alone at its own size, and requires
 // the same label bytes.
-func labelsPaddedEqualUnpadded(t *testing.T, e *Engine) {
+func labelsPaddedEqualUnpadded(t *testing.T, e *model.Engine) {
 	st, ds := tinyData(t, 60, 72, 3)
-	ref, err := NewForward(testBackend(t), e.Model.Net, e.Model.Params, GlobalPrefix)
+	ref, err := model.NewForward(testBackend(t), e.Model.Net, e.Model.Params, model.GlobalPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ref.SetMaxCompiled(1000)
-	opts := ViewOptions{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true}
+	opts := model.ViewOptions{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true}
 	sizes := map[[2]int]bool{}
 	var maxDiff float64
 	for _, r := range ds.Records {
@@ -287,9 +253,9 @@ func labelsPaddedEqualUnpadded(t *testing.T, e *Engine) {
 			t.Fatal(err)
 		}
 		norm := e.Normalize(img)
-		f := NewFuser(img.H, img.W, len(e.Model.Manifest.Classes), maps.Sum)
+		f := model.NewFuser(img.H, img.W, len(e.Model.Manifest.Classes), maps.Sum)
 		for _, v := range opts.Views(img.H, img.W) {
-			in := PrepareView(norm, v)
+			in := model.PrepareView(norm, v)
 			cam, dims, _, err := ref.Run(in.Pix, 1, in.H, in.W, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -298,7 +264,7 @@ func labelsPaddedEqualUnpadded(t *testing.T, e *Engine) {
 			for p := 0; p < dims[1]*dims[2]; p++ {
 				copy(m.Pix[p*m.C:(p+1)*m.C], cam[p*dims[3]:p*dims[3]+m.C])
 			}
-			if err := f.Add(v, RestoreView(m, v, img.H, img.W)); err != nil {
+			if err := f.Add(v, model.RestoreView(m, v, img.H, img.W)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -347,7 +313,7 @@ func lossOf(t *testing.T, lines []string, first bool) float64 {
 func TestL2GTrainInterruptAndResume(t *testing.T) {
 	st, ds := tinyData(t, 40, 64, 3)
 	dir := t.TempDir()
-	run := func(out string, steps int, ctx context.Context, cancelAt string, resume bool) (*TrainResult, error) {
+	run := func(out string, steps int, ctx context.Context, cancelAt string, resume bool) (*Result, error) {
 		c := tinyTrainConfig(out, "l2g")
 		c.Steps, c.Resume = steps, resume
 		ctx, cancel := context.WithCancel(ctx)
@@ -357,7 +323,7 @@ func TestL2GTrainInterruptAndResume(t *testing.T) {
 				cancel()
 			}
 		}}
-		return Train(ctx, TrainOptions{Config: c, Data: ds, Store: st, Log: log, ProgressEvery: 1})
+		return Run(ctx, Options{Config: c, Data: ds, Store: st, Log: log, ProgressEvery: 1})
 	}
 	// Uninterrupted reference run.
 	ref, err := run(dir+"/ref.l2g", 6, context.Background(), "", false)
@@ -387,8 +353,8 @@ func TestL2GTrainInterruptAndResume(t *testing.T) {
 	}
 	a, _ := os.ReadFile(dir + "/ref.l2g")
 	b, _ := os.ReadFile(out)
-	ma, _ := LoadModel(a)
-	mb, _ := LoadModel(b)
+	ma, _ := model.LoadModel(a)
+	mb, _ := model.LoadModel(b)
 	var maxDiff float64
 	for i := range ma.Params.Values {
 		for k, v := range ma.Params.Values[i] {
@@ -405,7 +371,7 @@ func TestL2GTrainInterruptAndResume(t *testing.T) {
 	}
 	c := tinyTrainConfig(dir+"/ref.l2g", "l2g")
 	c.Steps, c.Resume, c.Views = 6, true, 5
-	if _, err := Train(context.Background(), TrainOptions{Config: c, Data: ds, Store: st}); err == nil || !strings.Contains(err.Error(), "different settings") {
+	if _, err := Run(context.Background(), Options{Config: c, Data: ds, Store: st}); err == nil || !strings.Contains(err.Error(), "different settings") {
 		t.Errorf("resume with other settings: err = %v", err)
 	}
 }
@@ -415,7 +381,7 @@ func TestLoadModelChecks(t *testing.T) {
 	out := t.TempDir() + "/m.l2g"
 	c := tinyTrainConfig(out, "cam")
 	c.Steps = 1
-	if _, err := Train(context.Background(), TrainOptions{Config: c, Data: ds, Store: st}); err != nil {
+	if _, err := Run(context.Background(), Options{Config: c, Data: ds, Store: st}); err != nil {
 		t.Fatal(err)
 	}
 	good, _ := os.ReadFile(out)
@@ -439,7 +405,7 @@ func TestLoadModelChecks(t *testing.T) {
 		{"checkpoint", checkpoint, "not a model"},
 	}
 	for _, tc := range tests {
-		if _, err := LoadModel(tc.data); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := model.LoadModel(tc.data); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want one containing %q", tc.name, err, tc.want)
 		}
 	}
@@ -495,12 +461,82 @@ func TestTrainVariedSizes(t *testing.T) {
 		c := tinyTrainConfig(filepath.Join(t.TempDir(), method+".l2g"), method)
 		c.Steps, c.BatchSize = 4, 5
 		var log logBuffer
-		res, err := Train(ctx, TrainOptions{Config: c, Data: ds, Store: st, Log: &log})
+		res, err := Run(ctx, Options{Config: c, Data: ds, Store: st, Log: &log})
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", method, err, log.b.String())
 		}
 		if res.Manifest.Metrics.Steps != 4 || strings.Contains(log.b.String(), "NaN") {
 			t.Errorf("%s: %d steps, log:\n%s", method, res.Manifest.Metrics.Steps, log.b.String())
 		}
+	}
+}
+
+// TestTrainFromPretrained trains a few L2G steps of resnet18 from the
+// fixture file with frozen batch normalisation: both networks start from
+// it, the batch-norm tensors stay the file's, the convolutions move, and
+// the artifact names the file and its sha256.
+func TestTrainFromPretrained(t *testing.T) {
+	st, ds := tinyData(t, 12, 48, 3)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "resnet18.safetensors")
+	if err := os.WriteFile(file, readFixture(t, "resnet18.safetensors.zst"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := weights.Open(context.Background(), st, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tinyTrainConfig(filepath.Join(dir, "model.l2g"), "l2g")
+	c.Arch, c.Pretrained, c.FreezeBN = "resnet18", file, true
+	c.ImageSize, c.ViewSize, c.Views, c.BatchSize, c.Steps = 32, 24, 4, 2, 2
+	var log logBuffer
+	res, err := Run(context.Background(), Options{Config: c, Data: ds, Log: &log, Store: st})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.b.String())
+	}
+	p := res.Manifest.Pretrained
+	if p == nil || p.Name != "resnet18.safetensors" || p.SHA256 != f.SHA256 || p.Format != "safetensors" || p.Loaded != 100 {
+		t.Fatalf("artifact records pretrained %+v, want resnet18.safetensors with sha256 %s", p, f.SHA256)
+	}
+	if !strings.Contains(log.b.String(), "pretrained resnet18.safetensors (safetensors") {
+		t.Errorf("log does not report the pretrained file:\n%s", log.b.String())
+	}
+	data, err := st.ReadFile(context.Background(), c.Out, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.LoadModel(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileVar := f.Tensors["layer3.1.bn2.running_var"].Data
+	fileGamma := f.Tensors["layer3.1.bn2.weight"].Data
+	gotVar := m.Params.Values[m.Params.Index("global/stage3/block2/conv2/bn/var")]
+	gotGamma := m.Params.Values[m.Params.Index("global/stage3/block2/conv2/bn/gamma")]
+	for i := range fileVar {
+		if gotVar[i] != fileVar[i] || gotGamma[i] != fileGamma[i] {
+			t.Fatalf("frozen batch norm changed: var %g -> %g, gamma %g -> %g", fileVar[i], gotVar[i], fileGamma[i], gotGamma[i])
+		}
+	}
+	// The file's weights as the networks started from them.
+	arch, _ := model.Preset("resnet18", c.OutputStride)
+	net := &model.Net{Arch: arch, Classes: 3, FrozenBN: true}
+	specs, _ := net.ParamSpecs(testBackend(t), model.GlobalPrefix)
+	start := model.InitParams(specs, 1)
+	if _, err := net.LoadPretrained(start, f, true, model.GlobalPrefix); err != nil {
+		t.Fatal(err)
+	}
+	startConv := start.Values[start.Index("global/stage4/block2/conv2/w")]
+	got := m.Params.Values[m.Params.Index("global/stage4/block2/conv2/w")]
+	var moved, diff float64
+	for i := range got {
+		d := math.Abs(float64(got[i] - startConv[i]))
+		diff = max(diff, d)
+		if d > 0 {
+			moved++
+		}
+	}
+	if moved == 0 || diff > 0.1 {
+		t.Errorf("conv weights after 2 steps: %v changed, max change %g; want small non-zero changes from the file's", moved, diff)
 	}
 }
