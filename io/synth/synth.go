@@ -235,7 +235,7 @@ func Generate(opts Options, i int) Sample {
 			// colour and a class-specific stripe period.
 			period = 6 + float64(o.class%3)
 			for c := 0; c < 3; c++ {
-				o.tint[c] += 0.12 * (partColours[o.class][c] - 128)
+				o.tint[c] += 0.05 * (partColours[o.class][c] - 128)
 			}
 		}
 		for y := 0; y < sh; y++ {

@@ -20,8 +20,8 @@ import (
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/synth"
 	"github.com/l2gflow/l2gflow/model"
-	"github.com/l2gflow/l2gflow/model/trainer"
 	"github.com/l2gflow/l2gflow/model/maps"
+	"github.com/l2gflow/l2gflow/model/trainer"
 	"github.com/l2gflow/l2gflow/transforms"
 )
 
