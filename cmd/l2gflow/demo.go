@@ -61,7 +61,7 @@ func runDemo(ctx context.Context, env *cmdEnv, df *demoFlags) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprint(env.stdout, "\n"+demo.Table(res, o.Label.BgThreshold))
+	fmt.Fprint(env.stdout, "\n"+demo.Table(res))
 	for _, r := range res.Rows {
 		fmt.Fprintf(env.stdout, "report (%s): %s\n", r.Method, r.Report)
 	}

@@ -37,18 +37,15 @@ type Options struct {
 
 // Defaults are the demo's settings: about 10 minutes on 2 cores.
 //
-// Both methods train for the same number of epochs (the same passes over
-// the same images). Because there is no pretrained backbone here, L2G's
-// global network also gets its own classification loss
-// (global_cls_weight 1; the reference, which starts from ImageNet weights,
-// uses 0), and 4 corner views keep its step affordable.
+// Both methods train with train's defaults (the best settings measured for
+// the tiny backbone from scratch, see docs/quality.md) for the same number
+// of epochs (the same passes over the same images), on 1,000 images.
 func Defaults(out string) Options {
 	cfg := config.Default()
 	s := cfg.Synth
 	s.Out, s.Images = filepath.Join(out, "data"), 1000
 	t := cfg.Train
-	t.Epochs, t.Optimizer, t.LR, t.Schedule = 12, "adam", 0.001, "poly"
-	t.Views, t.GlobalClsWeight, t.CheckpointEv = 4, 1, 0
+	t.CheckpointEv = 0
 	l := cfg.Label
 	l.KeepCAMs, l.Overwrite = true, true
 	return Options{Out: out, Synth: s, Train: t, Label: l, Eval: cfg.Eval, Backend: cfg.Runner.Backend}
@@ -57,7 +54,9 @@ func Defaults(out string) Options {
 // Row is one method's line of the comparison.
 type Row struct {
 	Method        string  `json:"method"`
-	MIoU          float64 `json:"miou"`      // labels as written (threshold rule at BgThreshold)
+	MIoU          float64 `json:"miou"`      // labels as written (threshold rule at Threshold)
+	Threshold     float64 `json:"threshold"` // the background threshold the labels were written with
+	ThresholdFrom string  `json:"threshold_from"`
 	BestMIoU      float64 `json:"best_miou"` // best of the threshold sweep
 	BestThreshold float64 `json:"best_threshold"`
 	TrainSeconds  float64 `json:"train_seconds"`
@@ -119,6 +118,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return nil, fmt.Errorf("label %s: %w", method, err)
 		}
 		row.LabelImgPerS = rec.Record.ImagesPerS
+		row.Threshold, row.ThresholdFrom = rec.Record.Threshold.Value, rec.Record.Threshold.Source
 
 		ec := o.Eval
 		ec.Labels, ec.Report = lc.Out, filepath.Join(o.Out, "report-"+method)
@@ -138,7 +138,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Rows = append(res.Rows, row)
 	}
 	res.TotalSecs = time.Since(start).Seconds()
-	table := Table(res, o.Label.BgThreshold)
+	table := Table(res)
 	raw, _ := json.MarshalIndent(res, "", "  ")
 	if err := st.WriteFile(ctx, filepath.Join(o.Out, "summary.json"), append(raw, '\n')); err != nil {
 		return nil, err
@@ -149,17 +149,19 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	return res, nil
 }
 
-// Table renders the comparison as a Markdown table.
-func Table(r *Result, bgThr float64) string {
+// Table renders the comparison as a Markdown table. The first mIoU is
+// that of the labels as written, at the background threshold labeling
+// used (the model's calibrated one unless configured otherwise).
+func Table(r *Result) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| method | mIoU (bg %.2f) | best mIoU (bg thr) | training | train img/s | labelling img/s |\n", bgThr)
+	b.WriteString("| method | mIoU as written (bg thr, source) | best mIoU (bg thr) | training | train img/s | labelling img/s |\n")
 	b.WriteString("| --- | --- | --- | --- | --- | --- |\n")
 	for _, row := range r.Rows {
 		best := "-"
 		if !math.IsNaN(row.BestMIoU) {
 			best = fmt.Sprintf("%.1f (%.2f)", 100*row.BestMIoU, row.BestThreshold)
 		}
-		fmt.Fprintf(&b, "| %s | %.1f | %s | %s, %.1f epochs | %.1f | %.1f |\n", row.Method, 100*row.MIoU, best,
+		fmt.Fprintf(&b, "| %s | %.1f (%.2f, %s) | %s | %s, %.1f epochs | %.1f | %.1f |\n", row.Method, 100*row.MIoU, row.Threshold, row.ThresholdFrom, best,
 			(time.Duration(row.TrainSeconds * float64(time.Second))).Round(time.Second).String(), row.Epochs, row.TrainImgPerS, row.LabelImgPerS)
 	}
 	fmt.Fprintf(&b, "\n%d training images; whole demo %s.\n", r.Images, (time.Duration(r.TotalSecs * float64(time.Second))).Round(time.Second).String())

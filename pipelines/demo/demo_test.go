@@ -29,8 +29,9 @@ func TestDemoRunsEndToEnd(t *testing.T) {
 		t.Fatalf("rows %+v", res.Rows)
 	}
 	for _, r := range res.Rows {
-		if math.IsNaN(r.MIoU) || r.MIoU <= 0 || r.Epochs != 1 || r.LabelImgPerS <= 0 || r.TrainSeconds <= 0 {
-			t.Errorf("row %+v", r)
+		if math.IsNaN(r.MIoU) || r.MIoU <= 0 || r.Epochs != 1 || r.LabelImgPerS <= 0 || r.TrainSeconds <= 0 ||
+			r.Threshold <= 0 || r.ThresholdFrom != "model" {
+			t.Errorf("row %+v (want labels written at the model's calibrated threshold)", r)
 		}
 		if _, err := os.Stat(r.Report); err != nil {
 			t.Errorf("report: %v", err)
