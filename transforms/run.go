@@ -179,6 +179,9 @@ type ThresholdUsed struct {
 	Value  float64 `json:"value"`
 	Source string  `json:"source"`
 	Images int     `json:"calibration_images,omitempty"`
+	// CAMThreshold is the saliency rule's class-score floor: the model's
+	// threshold when Source is "model", else label.cam_threshold.
+	CAMThreshold float64 `json:"cam_threshold"`
 }
 
 // RunOptions configure a run's bookkeeping (RecordRun and the in-process

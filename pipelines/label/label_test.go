@@ -261,9 +261,9 @@ func TestThresholdSource(t *testing.T) {
 		name, model, from string
 		want              transforms.ThresholdUsed
 	}{
-		{"model's", calibrated, "model", transforms.ThresholdUsed{Value: 0.6, Source: "model", Images: 7}},
-		{"fixed by the configuration", calibrated, "fixed", transforms.ThresholdUsed{Value: 0.25, Source: "fixed"}},
-		{"model without one", none, "model", transforms.ThresholdUsed{Value: 0.25, Source: "fixed"}},
+		{"model's", calibrated, "model", transforms.ThresholdUsed{Value: 0.6, Source: "model", Images: 7, CAMThreshold: 0.6}},
+		{"fixed by the configuration", calibrated, "fixed", transforms.ThresholdUsed{Value: 0.25, Source: "fixed", CAMThreshold: 0.1}},
+		{"model without one", none, "model", transforms.ThresholdUsed{Value: 0.25, Source: "fixed", CAMThreshold: 0.1}},
 	}
 	labels := map[string]map[string][]byte{}
 	for _, tc := range tests {
@@ -307,7 +307,7 @@ func TestDirectRunnerAndSaliencyRule(t *testing.T) {
 	o.Label.Background = "saliency"
 	// A class score threshold high enough that a briefly trained model
 	// leaves some salient pixels to no class (marked 255 below).
-	o.Label.CAMThreshold = 0.5
+	o.Label.CAMThreshold, o.Label.BgThresholdFrom = 0.5, "fixed"
 	recP, err := runRecord(ctx, o)
 	if err != nil {
 		t.Fatal(err)
