@@ -146,9 +146,9 @@ type Label struct {
 	BgThresholdFrom string `yaml:"bg_threshold_from"`
 	// SaliencyThreshold binarises saliency for the saliency rule (0.2).
 	SaliencyThreshold float64 `yaml:"saliency_threshold"`
-	// CAMThreshold drops class scores below it in the saliency rule, when
-	// BgThresholdFrom is "fixed" or the model has no calibrated threshold;
-	// otherwise the model's threshold is the floor.
+	// CAMThreshold drops class scores below it in the saliency rule; with
+	// BgThresholdFrom "model", the model's calibrated threshold instead
+	// when that is lower.
 	CAMThreshold float64 `yaml:"cam_threshold"`
 	// SaliencyFallback applies the saliency rule to images without a
 	// usable saliency map: threshold (default) or skip (dead-letter).

@@ -179,8 +179,9 @@ type ThresholdUsed struct {
 	Value  float64 `json:"value"`
 	Source string  `json:"source"`
 	Images int     `json:"calibration_images,omitempty"`
-	// CAMThreshold is the saliency rule's class-score floor: the model's
-	// threshold when Source is "model", else label.cam_threshold.
+	// CAMThreshold is the saliency rule's class-score floor:
+	// label.cam_threshold, or the model's threshold when Source is "model"
+	// and it is lower.
 	CAMThreshold float64 `json:"cam_threshold"`
 }
 

@@ -41,7 +41,7 @@ func labelCommand() *command {
 			fs.Float64Var(&l.BgThreshold, "bg-threshold", l.BgThreshold, "background score of the threshold rule (with --bg-threshold-from fixed, or a model without a calibrated one)")
 			fs.StringVar(&l.BgThresholdFrom, "bg-threshold-from", l.BgThresholdFrom, "model (the threshold calibrated at training on saliency maps) or fixed")
 			fs.Float64Var(&l.SaliencyThreshold, "saliency-threshold", l.SaliencyThreshold, "saliency binarisation threshold")
-			fs.Float64Var(&l.CAMThreshold, "cam-threshold", l.CAMThreshold, "class scores below this are dropped (saliency rule; with --bg-threshold-from model, the model's calibrated threshold instead)")
+			fs.Float64Var(&l.CAMThreshold, "cam-threshold", l.CAMThreshold, "class scores below this are dropped (saliency rule; with --bg-threshold-from model, the model's calibrated threshold when lower)")
 			fs.StringVar(&l.SaliencyFallback, "saliency-fallback", l.SaliencyFallback, "without usable saliency: threshold or skip")
 			fs.BoolVar(&l.KeepCAMs, "keep-cams", l.KeepCAMs, "also store the fused CAMs (for threshold sweeps in eval)")
 			fs.BoolVar(&l.Overwrite, "overwrite", l.Overwrite, "rewrite labels that exist")

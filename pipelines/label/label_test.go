@@ -257,11 +257,16 @@ func TestThresholdSource(t *testing.T) {
 	})
 	none := filepath.Join(t.TempDir(), "none.l2g")
 	rewriteModel(t, modelPath, none, func(m *artifact.Manifest) { m.Threshold = nil })
+	low := filepath.Join(t.TempDir(), "low.l2g")
+	rewriteModel(t, modelPath, low, func(m *artifact.Manifest) {
+		m.Threshold = &artifact.Threshold{Value: 0.03, Images: 7, Candidates: []float64{0.03, 0.25}, IoU: []float64{0.7, 0.5}}
+	})
 	tests := []struct {
 		name, model, from string
 		want              transforms.ThresholdUsed
 	}{
-		{"model's", calibrated, "model", transforms.ThresholdUsed{Value: 0.6, Source: "model", Images: 7, CAMThreshold: 0.6}},
+		{"model's", calibrated, "model", transforms.ThresholdUsed{Value: 0.6, Source: "model", Images: 7, CAMThreshold: 0.1}},
+		{"model's, below the saliency rule's floor", low, "model", transforms.ThresholdUsed{Value: 0.03, Source: "model", Images: 7, CAMThreshold: 0.03}},
 		{"fixed by the configuration", calibrated, "fixed", transforms.ThresholdUsed{Value: 0.25, Source: "fixed", CAMThreshold: 0.1}},
 		{"model without one", none, "model", transforms.ThresholdUsed{Value: 0.25, Source: "fixed", CAMThreshold: 0.1}},
 	}
