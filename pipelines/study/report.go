@@ -185,8 +185,8 @@ func WriteReport(path string, results []Result, ro ReportOptions) error {
 		o.Train.ViewMode, o.Train.Transfer, o.Train.KDWeight, o.Train.GlobalClsWeight, o.Train.PCM)
 	fmt.Fprintf(&b, "- Labeling: the train split, scales %v, flip %v. **written**: the threshold rule at the threshold the model calibrated on its training images' saliency maps "+
 		"(what `label` writes by default; no ground truth read); **fixed %.2f**: the threshold rule at the reference's fixed threshold; **best**: the best of the sweep %.2f-%.2f "+
-		"(needs ground truth: an upper bound, not a setting a user can pick); **saliency**: the saliency background rule (saliency > %.2f, class scores below 0.1, or the model's calibrated threshold where lower, dropped).\n",
-		o.Label.Scales, o.Label.Flip, o.Label.BgThreshold, o.Eval.SweepFrom, o.Eval.SweepTo, o.Label.SaliencyThreshold)
+		"(needs ground truth: an upper bound, not a setting a user can pick); **saliency**: the saliency background rule (saliency > %.2f, class scores below %.2f, or the model's calibrated threshold where lower, dropped).\n",
+		o.Label.Scales, o.Label.Flip, o.Label.BgThreshold, o.Eval.SweepFrom, o.Eval.SweepTo, o.Label.SaliencyThreshold, o.Label.CAMThreshold)
 	b.WriteString("- Classification: the val split's image logits (the mean of each class map, one view at scale 1): mean average precision and macro F1 at logit 0.\n")
 	b.WriteString("- Figures are mean ± sample standard deviation over seeds, in mIoU points (background included, as VOC).\n\n")
 	b.WriteString("Arms:\n\n")
