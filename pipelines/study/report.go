@@ -180,9 +180,18 @@ func WriteReport(path string, results []Result, ro ReportOptions) error {
 	b.WriteString("## Protocol\n\n")
 	fmt.Fprintf(&b, "- Data: the synthetic benchmark, %d images of long side about %d px (sizes vary), %d classes, %.0f%% val, %.0f%% without saliency; "+
 		"each seed is its own dataset *and* its own training seed.\n", o.Synth.Images, o.Synth.Size, o.Synth.Classes, 100*o.Synth.ValFraction, 100*o.Synth.NoSaliencyFraction)
-	fmt.Fprintf(&b, "- Training: `train`'s defaults unless the arm says otherwise: %s backbone from scratch, %d epochs, %s lr %g (%s), batch %d, image %d px, %d views of %d px (%s), transfer %s x%g, global classification weight %g, PCM %v. Every arm trains the same epochs except `cam-time`.\n",
-		o.Train.Arch, o.Train.Epochs, o.Train.Optimizer, o.Train.LR, o.Train.Schedule, o.Train.BatchSize, o.Train.ImageSize, o.Train.Views, o.Train.ViewSize,
-		o.Train.ViewMode, o.Train.Transfer, o.Train.KDWeight, o.Train.GlobalClsWeight, o.Train.PCM)
+	// The base configuration is the one the runs recorded (the l2g arm's),
+	// not today's defaults, which may have changed since.
+	base := o.Train
+	for _, r := range results {
+		if r.Arm == "l2g" {
+			base = r.Config
+			break
+		}
+	}
+	fmt.Fprintf(&b, "- Training: the base configuration (`train`'s defaults when the runs were made, as the `l2g` arm recorded it) unless the arm says otherwise: %s backbone from scratch, %d epochs, %s lr %g (%s), batch %d, image %d px, %d views of %d px (%s), transfer %s x%g, global classification weight %g, PCM %v. Every arm trains the same epochs except `cam-time`.\n",
+		base.Arch, base.Epochs, base.Optimizer, base.LR, base.Schedule, base.BatchSize, base.ImageSize, base.Views, base.ViewSize,
+		base.ViewMode, base.Transfer, base.KDWeight, base.GlobalClsWeight, base.PCM)
 	fmt.Fprintf(&b, "- Labeling: the train split, scales %v, flip %v. **written**: the threshold rule at the threshold the model calibrated on its training images' saliency maps "+
 		"(what `label` writes by default; no ground truth read); **fixed %.2f**: the threshold rule at the reference's fixed threshold; **best**: the best of the sweep %.2f-%.2f "+
 		"(needs ground truth: an upper bound, not a setting a user can pick); **saliency**: the saliency background rule (saliency > %.2f, class scores below %.2f, or the model's calibrated threshold where lower, dropped).\n",
