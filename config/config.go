@@ -216,7 +216,7 @@ func Default() Config {
 			// scratch (docs/quality.md); the reference's, for pretrained
 			// ResNets, are config/reference.yaml.
 			ImageSize: 128, ViewSize: 96, Views: 4, ViewMode: "corners+random",
-			BgThr: 0.001, Transfer: "mse", KDWeight: 10, GlobalClsWeight: 1, Optimizer: "adam", LR: 0.001,
+			BgThr: 0.001, Transfer: "mse", KDWeight: 10, GlobalClsWeight: 0, Optimizer: "adam", LR: 0.001,
 			Momentum: 0.9, WeightDecay: 5e-4, NewLayerLRx: 10, Schedule: "poly",
 			StepEpochs: 5, BatchSize: 8, Epochs: 12, Seed: 1, CheckpointEv: 200,
 			PretrainedStrict: true},
