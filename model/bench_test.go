@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/l2gflow/l2gflow/io/imagefile"
+	"github.com/l2gflow/l2gflow/model/modeltest"
 )
 
 // cpuTime is the process's user+system CPU time.
@@ -27,7 +28,7 @@ func reportRate(b *testing.B, images int, wall, cpu time.Duration) {
 // images, batch 8; L2G with 6 views of 96 px).
 func benchTrainStep(b *testing.B, method string) {
 	backend := testBackend(b)
-	st, ds := tinyData(b, 16, 128, 6)
+	st, ds := modeltest.TinyData(b, 16, 128, 6)
 	arch, _ := Preset("tiny", 8)
 	g, l := &Net{Arch: arch, Classes: 6}, &Net{Arch: arch, Classes: 6}
 	specs, _ := g.ParamSpecs(backend, GlobalPrefix)

@@ -47,15 +47,7 @@ func NewForward(backend compute.Backend, net *Net, params *Params, prefix string
 	if err := net.checkParams(backend, params, prefix); err != nil {
 		return nil, err
 	}
-	var specs []ParamSpec
-	err := tryGraph(func() {
-		g := graph.NewGraph(backend, "folded-specs")
-		ps := &paramSource{g: g}
-		x := graph.Zeros(g, shapes.Make(dtypes.Float32, 1, 32, 32, 3))
-		net.forward(&layerBuilder{ps: ps, prefix: prefix, folded: true}, x)
-		specs = ps.specs
-		g.Finalize()
-	})
+	specs, err := net.paramSpecs(backend, layerBuilder{prefix: prefix, folded: true})
 	if err != nil {
 		return nil, err
 	}

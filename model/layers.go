@@ -53,10 +53,6 @@ func conv2DTaps(x, w *Node, stride, dilation int) *Node {
 	n, h, wd, cin := dims[0], dims[1], dims[2], dims[3]
 	wdims := w.Shape().Dimensions
 	k, cout := wdims[0], wdims[3]
-	if k == 1 && stride == 1 {
-		y := graph.MatMul(graph.Reshape(x, n*h*wd, cin), graph.Reshape(w, cin, cout))
-		return graph.Reshape(y, n, h, wd, cout)
-	}
 	pad := dilation * (k - 1) / 2
 	ho := (h+2*pad-dilation*(k-1)-1)/stride + 1
 	wo := (wd+2*pad-dilation*(k-1)-1)/stride + 1

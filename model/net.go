@@ -219,13 +219,20 @@ func (b *layerBuilder) shortcut(name string, x *Node, width, stride int) *Node {
 
 // ParamSpecs lists the network's parameters under prefix (e.g. "global/").
 func (n *Net) ParamSpecs(backend compute.Backend, prefix string) ([]ParamSpec, error) {
+	return n.paramSpecs(backend, layerBuilder{prefix: prefix, training: true})
+}
+
+// paramSpecs lists the parameters the network asks of a layer builder
+// configured as lb (training, or with batch norm folded for inference),
+// by building it once on a small input.
+func (n *Net) paramSpecs(backend compute.Backend, lb layerBuilder) ([]ParamSpec, error) {
 	var specs []ParamSpec
 	err := tryGraph(func() {
 		g := graph.NewGraph(backend, "specs")
-		ps := &paramSource{g: g}
+		lb.ps = &paramSource{g: g}
 		x := graph.Zeros(g, shapes.Make(dtypes.Float32, 1, 32, 32, 3))
-		n.forward(&layerBuilder{ps: ps, prefix: prefix, training: true}, x)
-		specs = ps.specs
+		n.forward(&lb, x)
+		specs = lb.ps.specs
 		g.Finalize()
 	})
 	return specs, err

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,8 +11,9 @@ import (
 
 	"github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
-	"github.com/klauspost/compress/zstd"
+
 	"github.com/l2gflow/l2gflow/io/weights"
+	"github.com/l2gflow/l2gflow/model/modeltest"
 )
 
 // fixtureDir holds files made by testdata/pretrained/make_fixture.py with
@@ -21,24 +21,10 @@ import (
 // inputs and its features.
 const fixtureDir = "testdata/pretrained"
 
-// readFixture reads a fixture file, decompressing .zst files.
+// readFixture reads a file of fixtureDir.
 func readFixture(t *testing.T, name string) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(fixtureDir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.HasSuffix(name, ".zst") {
-		dec, err := zstd.NewReader(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer dec.Close()
-		if data, err = dec.DecodeAll(data, nil); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-	}
-	return data
+	return modeltest.ReadFixture(t, filepath.Join(fixtureDir, name))
 }
 
 // nchwToNHWC converts a PyTorch tensor layout.

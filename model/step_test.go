@@ -11,35 +11,14 @@ import (
 
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/storage"
-	"github.com/l2gflow/l2gflow/io/synth"
+	"github.com/l2gflow/l2gflow/model/modeltest"
 )
-
-// tinyData writes a small synthetic set (images of varied sizes around
-// size) and loads its train split.
-func tinyData(t testing.TB, images, size, classes int) (*storage.Store, *dataset.Dataset) {
-	return synthData(t, synth.Options{Images: images, Size: size, Classes: classes, Seed: 3, ValFraction: 0.1, NoSaliencyFraction: 0.2})
-}
-
-func synthData(t testing.TB, o synth.Options) (*storage.Store, *dataset.Dataset) {
-	t.Helper()
-	st := storage.New()
-	t.Cleanup(func() { st.Close() })
-	root := t.TempDir()
-	if _, err := synth.Write(context.Background(), st, root, o); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := dataset.Load(context.Background(), st, root, "train")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, ds
-}
 
 // TestEveryParameterGetsAGradient takes one L2G step (the reference
 // objective) with and without PCM and requires every parameter to move.
 func TestEveryParameterGetsAGradient(t *testing.T) {
 	backend := testBackend(t)
-	st, ds := tinyData(t, 20, 64, 3)
+	st, ds := modeltest.TinyData(t, 20, 64, 3)
 	for _, pcm := range []bool{false, true} {
 		t.Run(fmt.Sprintf("pcm=%v", pcm), func(t *testing.T) { everyParameterGetsAGradient(t, backend, st, ds, pcm) })
 	}

@@ -656,30 +656,21 @@ func saliencyV2(r *rand.Rand, sw, sh int, lab []uint8, objs []object, other, con
 // morph applies a (2k+1)^2 min (erosion) or max (dilation) filter to a w
 // x h map, treating outside as 0.
 func morph(m []float64, w, h, k int, op func(a, b float64) float64) []float64 {
-	tmp := make([]float64, len(m))
+	return morphLine(morphLine(m, w, h, k, 1, 0, op), w, h, k, 0, 1, op)
+}
+
+// morphLine applies the filter of morph along one direction (dx, dy): a
+// (2k+1)-long row (1, 0) or column (0, 1).
+func morphLine(m []float64, w, h, k, dx, dy int, op func(a, b float64) float64) []float64 {
 	out := make([]float64, len(m))
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
 			v := m[y*w+x]
 			for d := -k; d <= k; d++ {
-				xx := x + d
+				xx, yy := x+d*dx, y+d*dy
 				u := 0.0
-				if xx >= 0 && xx < w {
-					u = m[y*w+xx]
-				}
-				v = op(v, u)
-			}
-			tmp[y*w+x] = v
-		}
-	}
-	for y := 0; y < h; y++ {
-		for x := 0; x < w; x++ {
-			v := tmp[y*w+x]
-			for d := -k; d <= k; d++ {
-				yy := y + d
-				u := 0.0
-				if yy >= 0 && yy < h {
-					u = tmp[yy*w+x]
+				if xx >= 0 && xx < w && yy >= 0 && yy < h {
+					u = m[yy*w+xx]
 				}
 				v = op(v, u)
 			}

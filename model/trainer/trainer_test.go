@@ -15,7 +15,6 @@ import (
 	"testing"
 
 	"github.com/gomlx/compute"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/artifact"
@@ -26,6 +25,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/weights"
 	"github.com/l2gflow/l2gflow/model"
 	"github.com/l2gflow/l2gflow/model/maps"
+	"github.com/l2gflow/l2gflow/model/modeltest"
 )
 
 func testBackend(t testing.TB) compute.Backend {
@@ -35,48 +35,6 @@ func testBackend(t testing.TB) compute.Backend {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// tinyData writes a small synthetic set (images of varied sizes around
-// size) and loads its train split.
-func tinyData(t testing.TB, images, size, classes int) (*storage.Store, *dataset.Dataset) {
-	return synthData(t, synth.Options{Images: images, Size: size, Classes: classes, Seed: 3, ValFraction: 0.1, NoSaliencyFraction: 0.2})
-}
-
-func synthData(t testing.TB, o synth.Options) (*storage.Store, *dataset.Dataset) {
-	t.Helper()
-	st := storage.New()
-	t.Cleanup(func() { st.Close() })
-	root := t.TempDir()
-	if _, err := synth.Write(context.Background(), st, root, o); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := dataset.Load(context.Background(), st, root, "train")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, ds
-}
-
-// readFixture reads a file made by ../testdata/pretrained/make_fixture.py
-// (PyTorch), decompressing .zst files.
-func readFixture(t *testing.T, name string) []byte {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "testdata", "pretrained", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.HasSuffix(name, ".zst") {
-		dec, err := zstd.NewReader(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer dec.Close()
-		if data, err = dec.DecodeAll(data, nil); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-	}
-	return data
 }
 
 func tinyTrainConfig(out, method string) config.Train {
@@ -148,7 +106,7 @@ func camHitRate(t *testing.T, e *model.Engine, st *storage.Store, recs []dataset
 // elongated image can miss a tagged object, which slows learning; that is
 // the quality study's subject, TestTrainVariedSizes checks the mechanics.)
 func TestTrainLearnsCAMsInsideObjects(t *testing.T) {
-	st, ds := synthData(t, synth.Options{Images: 160, Size: 64, FixedSize: true, Classes: 3, Seed: 3, ValFraction: 0.1, NoSaliencyFraction: 0.2})
+	st, ds := modeltest.SynthData(t, synth.Options{Images: 160, Size: 64, FixedSize: true, Classes: 3, Seed: 3, ValFraction: 0.1, NoSaliencyFraction: 0.2})
 	out := t.TempDir() + "/m.l2g"
 	c := tinyTrainConfig(out, "cam")
 	c.Steps = 200
@@ -229,7 +187,7 @@ func calibrationReadsNoGroundTruth(t *testing.T, e *model.Engine, st *storage.St
 // batched) and with every view run alone at its own size, and requires
 // the same label bytes.
 func labelsPaddedEqualUnpadded(t *testing.T, e *model.Engine) {
-	st, ds := tinyData(t, 60, 72, 3)
+	st, ds := modeltest.TinyData(t, 60, 72, 3)
 	ref, err := model.NewForward(testBackend(t), e.Model.Net, e.Model.Params, model.GlobalPrefix)
 	if err != nil {
 		t.Fatal(err)
@@ -311,7 +269,7 @@ func lossOf(t *testing.T, lines []string, first bool) float64 {
 }
 
 func TestL2GTrainInterruptAndResume(t *testing.T) {
-	st, ds := tinyData(t, 40, 64, 3)
+	st, ds := modeltest.TinyData(t, 40, 64, 3)
 	dir := t.TempDir()
 	run := func(out string, steps int, ctx context.Context, cancelAt string, resume bool) (*Result, error) {
 		c := tinyTrainConfig(out, "l2g")
@@ -377,7 +335,7 @@ func TestL2GTrainInterruptAndResume(t *testing.T) {
 }
 
 func TestLoadModelChecks(t *testing.T) {
-	st, ds := tinyData(t, 20, 64, 3)
+	st, ds := modeltest.TinyData(t, 20, 64, 3)
 	out := t.TempDir() + "/m.l2g"
 	c := tinyTrainConfig(out, "cam")
 	c.Steps = 1
@@ -476,10 +434,10 @@ func TestTrainVariedSizes(t *testing.T) {
 // it, the batch-norm tensors stay the file's, the convolutions move, and
 // the artifact names the file and its sha256.
 func TestTrainFromPretrained(t *testing.T) {
-	st, ds := tinyData(t, 12, 48, 3)
+	st, ds := modeltest.TinyData(t, 12, 48, 3)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "resnet18.safetensors")
-	if err := os.WriteFile(file, readFixture(t, "resnet18.safetensors.zst"), 0o644); err != nil {
+	if err := os.WriteFile(file, modeltest.ReadFixture(t, filepath.Join("..", "testdata", "pretrained", "resnet18.safetensors.zst")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	f, err := weights.Open(context.Background(), st, file)

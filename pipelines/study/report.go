@@ -43,14 +43,18 @@ func statOf(xs []float64) Stat {
 }
 
 // pct formats a [0,1] statistic in points: "52.1 ± 1.3".
-func (s Stat) pct() string {
+func (s Stat) pct() string { return s.points("%.1f") }
+
+// points formats a [0,1] statistic in points, its mean with the verb
+// meanVerb, and its standard deviation when there is one.
+func (s Stat) points(meanVerb string) string {
 	switch {
 	case math.IsNaN(s.Mean):
 		return "-"
 	case math.IsNaN(s.SD):
-		return fmt.Sprintf("%.1f", 100*s.Mean)
+		return fmt.Sprintf(meanVerb, 100*s.Mean)
 	}
-	return fmt.Sprintf("%.1f ± %.1f", 100*s.Mean, 100*s.SD)
+	return fmt.Sprintf(meanVerb+" ± %.1f", 100*s.Mean, 100*s.SD)
 }
 
 // Summary is one arm's results on one generator, over seeds.
@@ -263,15 +267,8 @@ func thr(s Stat) string {
 	return fmt.Sprintf("%.2f ± %.2f", s.Mean, s.SD)
 }
 
-func signed(s Stat) string {
-	switch {
-	case math.IsNaN(s.Mean):
-		return "-"
-	case math.IsNaN(s.SD):
-		return fmt.Sprintf("%+.1f", 100*s.Mean)
-	}
-	return fmt.Sprintf("%+.1f ± %.1f", 100*s.Mean, 100*s.SD)
-}
+// signed formats a difference in points with its sign: "+10.3 ± 0.3".
+func signed(s Stat) string { return s.points("%+.1f") }
 
 // sweepSVG draws each arm's mean sweep (mIoU against threshold) for one
 // generator. Written by hand: a few lines of SVG, where a plotting
