@@ -191,6 +191,7 @@ func execGather(backend *gobackend.Backend, node *gobackend.Node, inputs []*goba
 		return nil, err
 	}
 	fn := fnAny.(func(
+		backend *gobackend.Backend,
 		gatherParams *gatherNode,
 		operandBytes, outputBytes []byte, dataSize int,
 		gatherIt *gatherIterator,
@@ -201,6 +202,7 @@ func execGather(backend *gobackend.Backend, node *gobackend.Node, inputs []*goba
 		operandDimensions []int,
 	))
 	fn(
+		backend,
 		gatherParams,
 		operandBytes, outputBytes, dataSize,
 		gatherIt, indirectStartIndices, startIndices,
@@ -214,6 +216,7 @@ func execGather(backend *gobackend.Backend, node *gobackend.Node, inputs []*goba
 // execGatherGeneric is specialized by startIndices DType: they need to be converted to int.
 // The operand and output dtypes are treated as bytes.
 func execGatherGeneric[T gobackend.PODIntegerConstraints](
+	backend *gobackend.Backend,
 	gatherParams *gatherNode,
 	operandBytes, outputBytes []byte, dataSize int,
 	gatherIt *gatherIterator,
@@ -255,32 +258,15 @@ func execGatherGeneric[T gobackend.PODIntegerConstraints](
 	}
 	numChunks := slicesSize / chunkElements
 
-	// Outer-loop: loop over the start indices and outputBytesIdx to gather from.
-	var operandBytesIdx, outputBytesIdx int
-	sliceIndices := make([]int, operandRank)
-	for gatherIt.Next(indirectStartIndices, &outputBytesIdx) {
-		// Find operand indices:
-		for ii, axis := range startIndexMap {
-			startIndexForAxis := startIndicesFlat[indirectStartIndices[ii]]
-			idx := int(startIndexForAxis)
-			// Clamp indices to valid range [0, dim-sliceSize] to match XLA/StableHLO semantics.
-			dim := operandDimensions[axis]
-			maxIdx := dim - sliceSizes[axis]
-			maxIdx = max(0, maxIdx)
-			idx = max(0, min(maxIdx, idx))
-			operandStartIndices[axis] = idx
-		}
-		operandBytesIdx = 0
-		for axis, idx := range operandStartIndices {
-			operandBytesIdx += operandByteStrides[axis] * idx
-		}
-
+	// copySlice copies one gathered slice, from its start in the operand to
+	// its start in the output; sliceIndices is scratch space of the
+	// operand's rank.
+	copySlice := func(operandBytesIdx, outputBytesIdx int, sliceIndices []int) {
 		if numChunks == 1 {
 			copy(outputBytes[outputBytesIdx:outputBytesIdx+chunkBytes],
 				operandBytes[operandBytesIdx:operandBytesIdx+chunkBytes])
-			continue
+			return
 		}
-
 		// Traverse remaining slice axes copying chunks.
 		for ii := range sliceIndices {
 			sliceIndices[ii] = 0
@@ -304,6 +290,53 @@ func execGatherGeneric[T gobackend.PODIntegerConstraints](
 			}
 		}
 	}
+
+	// A large gather first lists every slice's start (the iterator is
+	// sequential and cheap), then copies the slices on the backend's workers:
+	// the copies are the cost, and they write disjoint parts of the output.
+	parallel := backend != nil && backend.Workers != nil && backend.Workers.IsEnabled() &&
+		len(outputBytes) >= 2*parallelMinElements*dataSize
+	var starts []int // operand and output byte offsets, interleaved
+	if parallel {
+		starts = make([]int, 0, 2*len(outputBytes)/max(1, slicesSize*dataSize))
+	}
+
+	// Outer-loop: loop over the start indices and outputBytesIdx to gather from.
+	var operandBytesIdx, outputBytesIdx int
+	sliceIndices := make([]int, operandRank)
+	for gatherIt.Next(indirectStartIndices, &outputBytesIdx) {
+		// Find operand indices:
+		for ii, axis := range startIndexMap {
+			startIndexForAxis := startIndicesFlat[indirectStartIndices[ii]]
+			idx := int(startIndexForAxis)
+			// Clamp indices to valid range [0, dim-sliceSize] to match XLA/StableHLO semantics.
+			dim := operandDimensions[axis]
+			maxIdx := dim - sliceSizes[axis]
+			maxIdx = max(0, maxIdx)
+			idx = max(0, min(maxIdx, idx))
+			operandStartIndices[axis] = idx
+		}
+		operandBytesIdx = 0
+		for axis, idx := range operandStartIndices {
+			operandBytesIdx += operandByteStrides[axis] * idx
+		}
+		if parallel {
+			starts = append(starts, operandBytesIdx, outputBytesIdx)
+			continue
+		}
+		copySlice(operandBytesIdx, outputBytesIdx, sliceIndices)
+	}
+	if !parallel {
+		return
+	}
+	numSlices := len(starts) / 2
+	minSlices := max(1, parallelMinElements/max(1, slicesSize))
+	parallelRanges(backend, numSlices, minSlices, func(lo, hi int) {
+		scratch := make([]int, operandRank)
+		for i := lo; i < hi; i++ {
+			copySlice(starts[2*i], starts[2*i+1], scratch)
+		}
+	})
 }
 
 // gatherIterator controls iteration 2 sets of indices, that move together at each iteration.
