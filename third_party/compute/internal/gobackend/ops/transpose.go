@@ -311,12 +311,7 @@ func transpose2D[T any](backend *gobackend.Backend, in, out []T, H, W int) {
 				for r0 := tStart; r0 < tEnd; r0 += tileSize {
 					rLimit := min(r0+tileSize, tEnd)
 					for c0 := 0; c0 < W; c0 += tileSize {
-						cLimit := min(c0+tileSize, W)
-						for r := r0; r < rLimit; r++ {
-							for c := c0; c < cLimit; c++ {
-								out[c*H+r] = in[r*W+c]
-							}
-						}
+						transposeTile(in, out, H, W, r0, rLimit, c0, min(c0+tileSize, W))
 					}
 				}
 				wg.Done()
@@ -327,13 +322,35 @@ func transpose2D[T any](backend *gobackend.Backend, in, out []T, H, W int) {
 		for r0 := 0; r0 < H; r0 += tileSize {
 			rLimit := min(r0+tileSize, H)
 			for c0 := 0; c0 < W; c0 += tileSize {
-				cLimit := min(c0+tileSize, W)
-				for r := r0; r < rLimit; r++ {
-					for c := c0; c < cLimit; c++ {
-						out[c*H+r] = in[r*W+c]
-					}
-				}
+				transposeTile(in, out, H, W, r0, rLimit, c0, min(c0+tileSize, W))
 			}
+		}
+	}
+}
+
+// transposeTile transposes the tile of rows [r0, r1) and columns [c0, c1)
+// of in [H, W] into out [W, H]. One side of a tile is walked with a stride:
+// that is the side of the smaller matrix dimension. A stride of a large
+// power of two (out's H when H is large) maps every strided access of a
+// tile to the same cache set, which evicts lines before they are filled:
+// a [8192, 32] transpose ran at 0.25 GB/s writing with out's stride, and
+// several times faster reading with in's (short) stride.
+func transposeTile[T any](in, out []T, H, W, r0, r1, c0, c1 int) {
+	if H > W {
+		// Contiguous writes along out's rows, strided reads (stride W).
+		for c := c0; c < c1; c++ {
+			dst := out[c*H+r0 : c*H+r1]
+			for i := range dst {
+				dst[i] = in[(r0+i)*W+c]
+			}
+		}
+		return
+	}
+	// Contiguous reads along in's rows, strided writes (stride H).
+	for r := r0; r < r1; r++ {
+		src := in[r*W+c0 : r*W+c1]
+		for i, v := range src {
+			out[(c0+i)*H+r] = v
 		}
 	}
 }
