@@ -430,3 +430,52 @@ func TestDotGeneralContractingFirst(t *testing.T) {
 		t.Errorf("dy^T x = %v, want %v", g, want)
 	}
 }
+
+// TestDotGeneralSplitK checks products whose output is small and whose
+// contracting axis is long (the weight gradient of an early convolution),
+// which the AVX-512 float32 path splits along the contracting axis across
+// workers (see avx512.splitKChunks), against the definition. Values are
+// small integers, so every sum is exact in float32. (All sizes are above
+// the small-product threshold, so the large path takes them.)
+func TestDotGeneralSplitK(t *testing.T) {
+	for _, tc := range []struct{ m, k, n int }{
+		{16, 30000, 36}, // the tiny preset's stem: chunks on panel boundaries, ragged end
+		{37, 3001, 70},  // rows and columns not multiples of the kernel's
+		{24, 20000, 24},
+	} {
+		t.Run(fmt.Sprintf("%dx%dx%d", tc.m, tc.k, tc.n), func(t *testing.T) {
+			lhs := make([][]float32, tc.m)
+			for i := range lhs {
+				lhs[i] = make([]float32, tc.k)
+				for j := range lhs[i] {
+					lhs[i][j] = float32((i*7+j*3)%7) - 3
+				}
+			}
+			rhs := make([][]float32, tc.k)
+			for i := range rhs {
+				rhs[i] = make([]float32, tc.n)
+				for j := range rhs[i] {
+					rhs[i][j] = float32((i*5+j*2)%5) - 2
+				}
+			}
+			got, err := testutil.Exec1(backend, []any{lhs, rhs}, func(f compute.Function, params []compute.Value) (compute.Value, error) {
+				return f.DotGeneral(params[0], []int{1}, nil, params[1], []int{0}, nil, compute.DotGeneralConfig{})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := got.([][]float32)
+			for i := range tc.m {
+				for j := range tc.n {
+					var want float32
+					for c := range tc.k {
+						want += lhs[i][c] * rhs[c][j]
+					}
+					if g[i][j] != want {
+						t.Fatalf("out[%d][%d] = %v, want %v", i, j, g[i][j], want)
+					}
+				}
+			}
+		})
+	}
+}

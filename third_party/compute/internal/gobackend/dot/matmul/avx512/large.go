@@ -191,6 +191,13 @@ func avx512LargeFloat32( //alt:f32
 		return
 	}
 
+	if len(cachedLHSPanels) == 0 && len(cachedRHSPanels) == 0 { //alt:f32
+		if chunks := splitKChunks(layout, batchSize, lhsCrossSize, rhsCrossSize, contractingSize, maxWorkers, &params); chunks > 1 { //alt:f32
+			avx512SplitKFloat32(backend, lhs, rhs, output, lhsCrossSize, rhsCrossSize, contractingSize, chunks, params) //alt:f32
+			return //alt:f32
+		} //alt:f32
+	} //alt:f32
+
 	// 1. Split work in workItems.
 	workChan := make(chan matmul.WorkItem, max(2000, 2*maxWorkers))
 	var wg sync.WaitGroup
