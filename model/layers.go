@@ -202,6 +202,9 @@ func (b *layerBuilder) conv(name string, x *Node, k, cout, stride, dilation int)
 	if k > 1 {
 		x = b.mask.apply(x)
 	}
+	if !b.training {
+		return conv2DInference(x, w, stride, dilation)
+	}
 	return Conv2D(x, w, stride, dilation)
 }
 
@@ -245,4 +248,29 @@ func (b *layerBuilder) convBN(name string, x *Node, k, cout, stride, dilation in
 		y = relu(y)
 	}
 	return y
+}
+
+// nhwcAxes is the channels-last layout of Conv2D's operands for the
+// backend's ConvGeneral: input [N,H,W,Cin], kernel [K,K,Cin,Cout], output
+// [N,Ho,Wo,Cout].
+var nhwcAxes = graph.ConvolveAxesConfig{
+	InputBatch: 0, InputChannels: 3, InputSpatial: []int{1, 2},
+	KernelInputChannels: 2, KernelOutputChannels: 3, KernelSpatial: []int{0, 1},
+	OutputBatch: 0, OutputChannels: 3, OutputSpatial: []int{1, 2},
+}
+
+// conv2DInference is Conv2D (same shapes and values, to float tolerance)
+// as one backend ConvGeneral op, for graphs that take no gradient: the
+// backend fork runs it as chunked im2col matrix multiplications (its
+// FORK.md, change 5), which skips Conv2D's padded copy and its full-size
+// im2col gather. Training keeps Conv2D: the gradients of ConvGeneral are
+// ConvGeneral ops in layouts that the fast path does not take.
+func conv2DInference(x, w *Node, stride, dilation int) *Node {
+	k := w.Shape().Dimensions[0]
+	if k == 1 && stride == 1 {
+		return Conv2D(x, w, stride, dilation)
+	}
+	pad := dilation * (k - 1) / 2
+	return graph.ConvGeneral(x, w, nhwcAxes, []int{stride, stride}, [][2]int{{pad, pad}, {pad, pad}},
+		nil, []int{dilation, dilation}, 1, 1)
 }

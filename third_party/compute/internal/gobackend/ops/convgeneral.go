@@ -213,6 +213,9 @@ func (c *convNode) EqualNodeData(other gobackend.NodeDataComparable) bool {
 
 // execConvGeneral executes the DotGeneral by first normalizing and repackaging the tensors into blocks.
 func execConvGeneral(backend *gobackend.Backend, node *gobackend.Node, inputs []*gobackend.Buffer, _ []bool) (*gobackend.Buffer, error) {
+	if output, ok, err := execConvGeneralIm2col(backend, node, inputs); ok {
+		return output, err
+	}
 	input, kernel := inputs[0], inputs[1]
 	params := node.Data.(*convNode)
 	outputShape := node.Shape
