@@ -133,7 +133,7 @@ func TestGatherParallel(t *testing.T) {
 		name       string
 		sliceSizes []int
 	}{
-		{"rows", []int{1, 1, 3 * c}},   // one run a slice
+		{"rows", []int{1, 1, 3 * c}},    // one run a slice
 		{"windows", []int{1, 3, 3 * c}}, // three runs a slice
 	} {
 		t.Run(tc.name, func(t *testing.T) {
