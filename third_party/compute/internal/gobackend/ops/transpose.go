@@ -69,7 +69,12 @@ func ExecuteTranspose(backend *gobackend.Backend, operand, output *gobackend.Buf
 func execTranspose(backend *gobackend.Backend, node *gobackend.Node, inputs []*gobackend.Buffer, inputsOwned []bool) (*gobackend.Buffer, error) {
 	operand := inputs[0]
 	permutations := node.Data.([]int)
-	_ = inputsOwned // We don't reuse the inputs.
+	if keepsElementOrder(operand.RawShape.Dimensions, permutations) {
+		// Only the shape changes (an identity permutation, as autodiff
+		// emits after a DotGeneral, or one that moves axes of size 1): a
+		// reshape, which reuses an owned input's buffer instead of copying.
+		return reshapeToShape(backend, node.Shape, inputs, inputsOwned)
+	}
 
 	// We can't write to the same buffer we read from because it's not done with swaps.
 	output, err := backend.GetBuffer(node.Shape)
@@ -81,6 +86,23 @@ func execTranspose(backend *gobackend.Backend, node *gobackend.Node, inputs []*g
 	}
 	ExecuteTranspose(backend, operand, output, permutations)
 	return output, nil
+}
+
+// keepsElementOrder reports whether transposing axes of the given
+// dimensions by permutations leaves the flat order of the elements
+// unchanged: the axes larger than 1 keep their relative order.
+func keepsElementOrder(dims, permutations []int) bool {
+	last := -1
+	for _, axis := range permutations {
+		if dims[axis] == 1 {
+			continue
+		}
+		if axis < last {
+			return false
+		}
+		last = axis
+	}
+	return true
 }
 
 func isIdentityPermutation(permutations []int) bool {

@@ -76,3 +76,60 @@ func BenchmarkTranspose2D(b *testing.B) {
 		})
 	}
 }
+
+// TestTransposeKeepingOrder checks transposes that only change the shape
+// (identity permutations, moves of axes of size 1), which run as reshapes,
+// and one that does not keep the order, against the definition.
+func TestTransposeKeepingOrder(t *testing.T) {
+	seq, _ := sequentialAndParallel(t)
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, tc := range []struct {
+		dims, perm []int
+	}{
+		{[]int{6, 5}, []int{0, 1}},
+		{[]int{4, 1, 3}, []int{1, 0, 2}},
+		{[]int{2, 3, 1, 4}, []int{0, 2, 1, 3}},
+		{[]int{2, 3, 4}, []int{0, 2, 1}}, // a real transpose
+	} {
+		t.Run(fmt.Sprintf("%v-%v", tc.dims, tc.perm), func(t *testing.T) {
+			s := shapes.Make(dtypes.Float32, tc.dims...)
+			in := randomFloats(r, s.Size())
+			got := runOnBackend(t, seq, func(f *gobackend.Function, p []compute.Value) (compute.Value, error) {
+				// Add first, so that the transpose owns its input and may reuse it.
+				sum, err := ops.Add(f, p[0], p[0])
+				if err != nil {
+					return nil, err
+				}
+				return ops.Transpose(f, sum, tc.perm...)
+			}, []any{in}, []shapes.Shape{s})
+			// Expected: out[idx] = 2*in[source index] with out dims = dims permuted.
+			outDims := make([]int, len(tc.perm))
+			for i, a := range tc.perm {
+				outDims[i] = tc.dims[a]
+			}
+			inStrides := make([]int, len(tc.dims))
+			stride := 1
+			for a := len(tc.dims) - 1; a >= 0; a-- {
+				inStrides[a] = stride
+				stride *= tc.dims[a]
+			}
+			idx := make([]int, len(outDims))
+			for flat := range got {
+				src := 0
+				for i, a := range tc.perm {
+					src += idx[i] * inStrides[a]
+				}
+				if got[flat] != 2*in[src] {
+					t.Fatalf("out[%v] = %v, want %v", idx, got[flat], 2*in[src])
+				}
+				for i := len(idx) - 1; i >= 0; i-- {
+					idx[i]++
+					if idx[i] < outDims[i] {
+						break
+					}
+					idx[i] = 0
+				}
+			}
+		})
+	}
+}
