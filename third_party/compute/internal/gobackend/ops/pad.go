@@ -212,8 +212,10 @@ func padWithConcreteConfig(backend *gobackend.Backend, operand, fillValue *gobac
 	}
 
 	if isZero {
-		// Fast path: just zero the output buffer
-		output.Zeros()
+		// Fast path: just zero the output buffer (on the workers when large).
+		parallelRanges(backend, len(outputBytes), 4*parallelMinElements, func(lo, hi int) {
+			clear(outputBytes[lo:hi])
+		})
 	} else if len(outputBytes) > 0 {
 		// Fill output buffer with the repeated fill value
 		copy(outputBytes, fillValueBytes)
@@ -338,7 +340,22 @@ func padWithConcreteConfig(backend *gobackend.Backend, operand, fillValue *gobac
 		}
 	}
 
-	copyND(0, 0, 0)
+	// Large pads copy the first axis' operand indices on the backend's
+	// workers: they write disjoint parts of the output.
+	if numMerged > 0 && mergedAxes[0].config.Interior == 0 && numMerged > 1 && len(outputBytes) >= 2*parallelMinElements*elementSize {
+		first := mergedAxes[0]
+		parallelRanges(backend, first.operandDim, 1, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				outIdx := first.config.Start + i
+				if outIdx < 0 || outIdx >= first.outputDim {
+					continue
+				}
+				copyND(1, i*operandStrides[0], outIdx*outputStrides[0])
+			}
+		})
+	} else {
+		copyND(0, 0, 0)
+	}
 
 	return output, nil
 }

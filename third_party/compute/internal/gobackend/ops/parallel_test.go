@@ -4,6 +4,7 @@ package ops_test
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -158,6 +159,70 @@ func TestGatherParallel(t *testing.T) {
 			}
 			if !slices.Equal(want, got) {
 				t.Fatalf("parallel gather differs from sequential (%d values)", len(want))
+			}
+		})
+	}
+}
+
+// TestScatterSumParallel checks large scatter-adds of overlapping windows
+// (the gradient of an im2col gather: windows overlap within an image, not
+// across images) and of windows that all overlap: the backend with workers
+// must give the sequential result bit for bit, and both the definition.
+func TestScatterSumParallel(t *testing.T) {
+	seq, par := sequentialAndParallel(t)
+	r := rand.New(rand.NewPCG(15, 16))
+	const n, h, w, c = 6, 30, 30, 16
+	operand := shapes.Make(dtypes.Float32, n, h, w*c)
+	for _, tc := range []struct {
+		name      string
+		windowH   int
+		allImage0 bool // every window in image 0: no disjoint groups
+	}{
+		{"im2col-gradient", 3, false},
+		{"overlapping", 3, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ho, wo := h-tc.windowH+1, w-2
+			var starts []int32
+			for i := range n {
+				for y := range ho {
+					for x := range wo {
+						img := int32(i)
+						if tc.allImage0 {
+							img = 0
+						}
+						starts = append(starts, img, int32(y), int32(x*c))
+					}
+				}
+			}
+			numWin := n * ho * wo
+			startShape := shapes.Make(dtypes.Int32, numWin, 3)
+			updShape := shapes.Make(dtypes.Float32, numWin, tc.windowH, 3*c)
+			zeros := make([]float32, operand.Size())
+			upd := randomFloats(r, updShape.Size())
+			build := func(f *gobackend.Function, p []compute.Value) (compute.Value, error) {
+				return ops.ScatterSum(f, p[0], p[1], p[2], 1, []int{1, 2}, []int{0}, []int{0, 1, 2}, false, false)
+			}
+			inputs := []any{zeros, starts, upd}
+			inShapes := []shapes.Shape{operand, startShape, updShape}
+			want := runOnBackend(t, seq, build, inputs, inShapes)
+			got := runOnBackend(t, par, build, inputs, inShapes)
+			if !slices.Equal(want, got) {
+				t.Fatalf("parallel scatter differs from sequential")
+			}
+			ref := make([]float64, operand.Size())
+			for k := range numWin {
+				b, y, x0 := int(starts[3*k]), int(starts[3*k+1]), int(starts[3*k+2])
+				for dy := range tc.windowH {
+					for j := range 3 * c {
+						ref[(b*h+y+dy)*w*c+x0+j] += float64(upd[(k*tc.windowH+dy)*3*c+j])
+					}
+				}
+			}
+			for i := range ref {
+				if math.Abs(ref[i]-float64(got[i])) > 1e-4*(1+math.Abs(ref[i])) {
+					t.Fatalf("out[%d] = %v, want %v", i, got[i], ref[i])
+				}
 			}
 		})
 	}

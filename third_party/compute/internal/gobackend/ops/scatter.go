@@ -177,13 +177,13 @@ func execScatter(backend *gobackend.Backend, node *gobackend.Node, inputs []*gob
 
 	// Dispatch to a type-specific scatter loop based on the operation type.
 	dtype := output.RawShape.DType
-	type scatterFnT = func(opType compute.OpType, output, indices, updates *gobackend.Buffer, scatterParams *scatterNode) error
+	type scatterFnT = func(backend *gobackend.Backend, opType compute.OpType, output, indices, updates *gobackend.Buffer, scatterParams *scatterNode) error
 	tmpAny, tmpErr := scatterDTypeMap.Get(dtype)
 	if tmpErr != nil {
 		panic(tmpErr)
 	}
 	scatterFn := tmpAny.(scatterFnT)
-	err = scatterFn(node.OpType, output, indices, updates, scatterParams)
+	err = scatterFn(backend, node.OpType, output, indices, updates, scatterParams)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +194,7 @@ func execScatter(backend *gobackend.Backend, node *gobackend.Node, inputs []*gob
 var scatterDTypeMap = gobackend.NewDTypeMap("ScatterMax")
 
 // execScatterGeneric assumes the operand is already copied to the output.
-func execScatterGeneric[T gobackend.SupportedTypesConstraints](opType compute.OpType, output, indices, updates *gobackend.Buffer,
+func execScatterGeneric[T gobackend.SupportedTypesConstraints](backend *gobackend.Backend, opType compute.OpType, output, indices, updates *gobackend.Buffer,
 	scatterParams *scatterNode) error {
 	// Get combineFn for operand's dtype.
 	dtype := output.RawShape.DType
@@ -318,31 +318,17 @@ func execScatterGeneric[T gobackend.SupportedTypesConstraints](opType compute.Op
 	}
 	numChunks := numWinElements / chunkElements
 
-	// Outer-loop: range over the pointed indices
-	for {
-		// Find scatter indices -> where the values are going to be combined in the output:
-		flatIndirectIndex := indicesIt.FlatIdx
-		for ii := range indexVectorSize {
-			indirectScatterIndices[ii] = flatIndirectIndex
-			flatIndirectIndex += indexVectorStride
-		}
-		deferenceIndicesFn(indicesFlat, indirectScatterIndices, elemIndices)
-
-		// Base offset in output:
-		outputBaseIdx := 0
-		for scatterAxis, idx := range elemIndices {
-			outputAxis := scatterParams.scatterAxesToOperandAxes[scatterAxis]
-			outputBaseIdx += idx * outputStrides[outputAxis]
-		}
-
-		// Inner-loop: combine slice (window) of update into output.
+	// apply combines the update window that starts at updBase in updates
+	// into the output window that starts at outputBaseIdx; winCoords is
+	// scratch space of numWinAxes values.
+	apply := func(outputBaseIdx, updBase int, winCoords []int) {
 		if numWinAxes == 0 {
-			outputFlat[outputBaseIdx] = combineFn(outputFlat[outputBaseIdx], updatesFlat[updatesIt.FlatIdx])
+			outputFlat[outputBaseIdx] = combineFn(outputFlat[outputBaseIdx], updatesFlat[updBase])
 		} else if combineSliceFn != nil && chunkElements > 1 {
 			if numChunks == 1 {
 				combineSliceFn(
 					outputFlat[outputBaseIdx:outputBaseIdx+chunkElements],
-					updatesFlat[updatesIt.FlatIdx:updatesIt.FlatIdx+chunkElements],
+					updatesFlat[updBase:updBase+chunkElements],
 				)
 			} else {
 				for i := range winCoords {
@@ -353,7 +339,7 @@ func execScatterGeneric[T gobackend.SupportedTypesConstraints](opType compute.Op
 				for range numChunks {
 					combineSliceFn(
 						outputFlat[outputBaseIdx+outOffset:outputBaseIdx+outOffset+chunkElements],
-						updatesFlat[updatesIt.FlatIdx+updOffset:updatesIt.FlatIdx+updOffset+chunkElements],
+						updatesFlat[updBase+updOffset:updBase+updOffset+chunkElements],
 					)
 					for i := len(leadingWinAxes) - 1; i >= 0; i-- {
 						axis := leadingWinAxes[i]
@@ -377,7 +363,7 @@ func execScatterGeneric[T gobackend.SupportedTypesConstraints](opType compute.Op
 			updOffset := 0
 			for {
 				outputIdx := outputBaseIdx + outOffset
-				updatesIdx := updatesIt.FlatIdx + updOffset
+				updatesIdx := updBase + updOffset
 				outputFlat[outputIdx] = combineFn(outputFlat[outputIdx], updatesFlat[updatesIdx])
 
 				// Step window coordinates:
@@ -398,6 +384,41 @@ func execScatterGeneric[T gobackend.SupportedTypesConstraints](opType compute.Op
 				}
 			}
 		}
+	}
+
+	// A large scatter first lists every window's start (the iterators are
+	// sequential and cheap), then applies contiguous groups of windows on
+	// the backend's workers when the groups write disjoint parts of the
+	// output (e.g. the gradient of an im2col gather: windows of different
+	// images never overlap). Each group keeps the windows' order, so the
+	// result is the sequential one, bit for bit.
+	parallel := backend != nil && backend.Workers != nil && backend.Workers.IsEnabled() &&
+		len(updatesFlat) >= 2*parallelMinElements
+	var starts []int // output and updates offsets, interleaved
+
+	// Outer-loop: range over the pointed indices
+	for {
+		// Find scatter indices -> where the values are going to be combined in the output:
+		flatIndirectIndex := indicesIt.FlatIdx
+		for ii := range indexVectorSize {
+			indirectScatterIndices[ii] = flatIndirectIndex
+			flatIndirectIndex += indexVectorStride
+		}
+		deferenceIndicesFn(indicesFlat, indirectScatterIndices, elemIndices)
+
+		// Base offset in output:
+		outputBaseIdx := 0
+		for scatterAxis, idx := range elemIndices {
+			outputAxis := scatterParams.scatterAxesToOperandAxes[scatterAxis]
+			outputBaseIdx += idx * outputStrides[outputAxis]
+		}
+
+		// Inner-loop: combine slice (window) of update into output.
+		if parallel {
+			starts = append(starts, outputBaseIdx, updatesIt.FlatIdx)
+		} else {
+			apply(outputBaseIdx, updatesIt.FlatIdx, winCoords)
+		}
 
 		// Next in indices:
 		if !indicesIt.Increment() {
@@ -405,7 +426,52 @@ func execScatterGeneric[T gobackend.SupportedTypesConstraints](opType compute.Op
 		}
 		updatesIt.Increment()
 	}
+	if parallel {
+		extent := 1 // span of one window in the output
+		for i := range numWinAxes {
+			extent += (winDims[i] - 1) * outWinStrides[i]
+		}
+		groups := disjointWindowGroups(starts, extent, 2*backend.Workers.AdjustedMaxParallelism())
+		parallelRanges(backend, len(groups)-1, 1, func(lo, hi int) {
+			scratch := make([]int, numWinAxes)
+			for i := groups[lo]; i < groups[hi]; i++ {
+				apply(starts[2*i], starts[2*i+1], scratch)
+			}
+		})
+	}
 	return nil
+}
+
+// disjointWindowGroups splits windows (starts holds each window's output
+// offset at even positions; every window spans extent values from it)
+// into at most maxGroups contiguous groups whose output spans do not
+// overlap, cutting near equal sizes. It returns the group boundaries
+// [0, ..., numWindows]: one group when no cut is possible.
+func disjointWindowGroups(starts []int, extent, maxGroups int) []int {
+	n := len(starts) / 2
+	bounds := []int{0}
+	if n == 0 || maxGroups < 2 {
+		return append(bounds, n)
+	}
+	// minStartAfter[j]: smallest start among windows j..n-1.
+	minStartAfter := make([]int, n+1)
+	minStartAfter[n] = int(^uint(0) >> 1)
+	for j := n - 1; j >= 0; j-- {
+		minStartAfter[j] = min(starts[2*j], minStartAfter[j+1])
+	}
+	maxEnd := -1 // largest end among windows before the cut
+	next := 1
+	for j := 0; j < n-1 && next < maxGroups; j++ {
+		maxEnd = max(maxEnd, starts[2*j]+extent)
+		if j+1 < next*n/maxGroups {
+			continue
+		}
+		if maxEnd <= minStartAfter[j+1] {
+			bounds = append(bounds, j+1)
+			next++
+		}
+	}
+	return append(bounds, n)
 }
 
 type subIndicesIterator struct {

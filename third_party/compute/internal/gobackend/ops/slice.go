@@ -148,8 +148,8 @@ func execSlice(backend *gobackend.Backend, node *gobackend.Node, inputs []*gobac
 	if tmpErr != nil {
 		panic(tmpErr)
 	}
-	fn := tmpAny.(func(operand, output *gobackend.Buffer, params *sliceNode)) //nolint:errcheck
-	fn(operand, output, sliceParams)
+	fn := tmpAny.(func(backend *gobackend.Backend, operand, output *gobackend.Buffer, params *sliceNode)) //nolint:errcheck
+	fn(backend, operand, output, sliceParams)
 	return output, nil
 }
 
@@ -159,13 +159,16 @@ var sliceDTypeMap = gobackend.NewDTypeMap("Slice")
 // execSliceGeneric implements the actual slice data copying. It is called via sliceDTypeMap.Dispatch.
 // It iterates through the output buffer coordinates, calculates the corresponding coordinate
 // in the operand buffer using starts and strides, and copies the value.
-func execSliceGeneric[T gobackend.SupportedTypesConstraints](operand, output *gobackend.Buffer, params *sliceNode) {
+func execSliceGeneric[T gobackend.SupportedTypesConstraints](backend *gobackend.Backend, operand, output *gobackend.Buffer, params *sliceNode) {
 	rank := operand.RawShape.Rank()
 	outputFlat := output.Flat.([]T)
 	operandFlat := operand.Flat.([]T)
 
 	outputDimensions := output.RawShape.Dimensions
 	operandFlatStrides := operand.RawShape.Strides()
+	if sliceRuns(backend, operandFlat, outputFlat, operand.RawShape.Dimensions, outputDimensions, operandFlatStrides, params) {
+		return
+	}
 	outputAxisIdxs := make([]int, rank)
 
 	// Find operandFlatIdx start value.
@@ -190,4 +193,62 @@ func execSliceGeneric[T gobackend.SupportedTypesConstraints](operand, output *go
 			outputAxisIdxs[axis] = 0
 		}
 	}
+}
+
+// sliceMinRun is the shortest run of contiguous elements that sliceRuns
+// copies with copy(): below it, the element loop of execSliceGeneric is
+// as fast.
+const sliceMinRun = 8
+
+// sliceRuns copies a slice whose trailing axes are taken with stride 1 as
+// runs of contiguous elements (the inner axis, and the axes before it for
+// as long as the ones after are whole), split across the backend's workers
+// when large. It returns false, copying nothing, when the runs would be
+// shorter than sliceMinRun.
+func sliceRuns[T any](backend *gobackend.Backend, operandFlat, outputFlat []T, operandDims, outputDims, operandStrides []int, params *sliceNode) bool {
+	rank := len(outputDims)
+	if rank == 0 {
+		return false
+	}
+	run := 1
+	outer := rank // axes [0, outer) are iterated, [outer, rank) are inside a run
+	for axis := rank - 1; axis >= 0 && params.strides[axis] == 1; axis-- {
+		run *= outputDims[axis]
+		outer = axis
+		if outputDims[axis] != operandDims[axis] {
+			break // a partial axis ends the run
+		}
+	}
+	if outer == rank || run < sliceMinRun {
+		return false
+	}
+	base := 0
+	for axis, start := range params.starts {
+		base += start * operandStrides[axis]
+	}
+	numRuns := len(outputFlat) / run
+	parallelRanges(backend, numRuns, max(1, parallelMinElements/run), func(lo, hi int) {
+		// Multi-index of run lo over the outer axes, and its offset.
+		idx := make([]int, outer)
+		offset := base
+		rem := lo
+		for axis := outer - 1; axis >= 0; axis-- {
+			idx[axis] = rem % outputDims[axis]
+			rem /= outputDims[axis]
+			offset += idx[axis] * params.strides[axis] * operandStrides[axis]
+		}
+		for r := lo; r < hi; r++ {
+			copy(outputFlat[r*run:(r+1)*run], operandFlat[offset:offset+run])
+			for axis := outer - 1; axis >= 0; axis-- {
+				idx[axis]++
+				offset += params.strides[axis] * operandStrides[axis]
+				if idx[axis] < outputDims[axis] {
+					break
+				}
+				offset -= outputDims[axis] * params.strides[axis] * operandStrides[axis]
+				idx[axis] = 0
+			}
+		}
+	})
+	return true
 }
