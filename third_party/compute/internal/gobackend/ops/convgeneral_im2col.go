@@ -3,6 +3,8 @@
 package ops
 
 import (
+	"sync"
+
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/internal/gobackend"
 	"github.com/gomlx/compute/internal/gobackend/dot"
@@ -53,6 +55,13 @@ func execConvGeneralIm2col(backend *gobackend.Backend, node *gobackend.Node, inp
 	out := output.Flat.([]float32)
 	k := g.kh * g.kw * g.cin
 	m := g.n * g.ho * g.wo
+	if tile := dot.Float32Tile8x32; tile != nil && g.cout%32 == 0 && 4*k*g.cout <= rowMajorMaxKernelBytes {
+		if err := g.convRowMajor(backend, tile, in, kernel.Flat.([]float32), out); err != nil {
+			backend.PutBuffer(output)
+			return nil, true, err
+		}
+		return output, true, nil
+	}
 	chunkRows := max(im2colMinChunkRows, im2colChunkBytes/(4*k))
 	chunkRows = min(m, (chunkRows+31)/32*32)
 	colsBuf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, chunkRows*k))
@@ -89,6 +98,79 @@ func execConvGeneralIm2col(backend *gobackend.Backend, node *gobackend.Node, inp
 			nodeData)
 	}
 	return output, true, nil
+}
+
+// rowMajorMaxKernelBytes is the largest kernel (as float32 [K*K*Cin,
+// Cout]) that convRowMajor takes: every 8-row strip of the im2col matrix
+// reads all of it, so it must stay in a core's L2 cache.
+const rowMajorMaxKernelBytes = 1 << 20
+
+// rowMajorChunkBytes is the size of one worker's im2col chunk in
+// convRowMajor (it shares the L2 cache with the kernel).
+const rowMajorChunkBytes = 256 << 10
+
+// convRowMajor is the convolution for kernels small enough to stay in
+// cache and Cout a multiple of 32: the workers take chunks of output rows,
+// each writes its chunk's im2col rows and multiplies them in place, 8 rows
+// by 32 columns at a time (dot.Float32Tile8x32), by the kernel packed once
+// into strips of 32 columns. Not packing the im2col rows matters when Cout
+// is small: each value is then used for few multiply-adds, and packing it
+// costs about as much as using it.
+func (g *im2colGeometry) convRowMajor(backend *gobackend.Backend,
+	tile func(lhs []float32, lhsStride int, rhs []float32, out []float32, outStride int, k int),
+	in, kernel, out []float32) error {
+	k := g.kh * g.kw * g.cin
+	m := g.n * g.ho * g.wo
+	strips := g.cout / 32
+	packedBuf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, k*g.cout))
+	if err != nil {
+		return err
+	}
+	defer backend.PutBuffer(packedBuf)
+	packed := packedBuf.Flat.([]float32)
+	for s := range strips {
+		for i := range k {
+			copy(packed[(s*k+i)*32:(s*k+i+1)*32], kernel[i*g.cout+32*s:i*g.cout+32*s+32])
+		}
+	}
+	chunkRows := max(8, rowMajorChunkBytes/(4*k)/8*8)
+	chunkRows = min(chunkRows, (m+7)/8*8)
+	numChunks := (m + chunkRows - 1) / chunkRows
+	var firstErr error
+	var mu sync.Mutex
+	parallelRanges(backend, numChunks, 1, func(lo, hi int) {
+		colsBuf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, chunkRows*k+8*g.cout))
+		if err != nil {
+			mu.Lock()
+			firstErr = err
+			mu.Unlock()
+			return
+		}
+		defer backend.PutBuffer(colsBuf)
+		flat := colsBuf.Flat.([]float32)
+		cols, tail := flat[:chunkRows*k], flat[chunkRows*k:]
+		for c := lo; c < hi; c++ {
+			r0 := c * chunkRows
+			rows := min(chunkRows, m-r0)
+			g.fill(in, cols, r0, 0, rows)
+			full := rows / 8 * 8
+			for rs := 0; rs < full; rs += 8 {
+				for s := range strips {
+					tile(cols[rs*k:], k, packed[s*k*32:], out[(r0+rs)*g.cout+32*s:], g.cout, k)
+				}
+			}
+			if full < rows {
+				// The last rows: zero the strip's missing rows, compute into
+				// the tail buffer and keep the valid rows.
+				clear(cols[rows*k : (full+8)*k])
+				for s := range strips {
+					tile(cols[full*k:], k, packed[s*k*32:], tail[32*s:], g.cout, k)
+				}
+				copy(out[(r0+full)*g.cout:(r0+rows)*g.cout], tail[:(rows-full)*g.cout])
+			}
+		}
+	})
+	return firstErr
 }
 
 // im2colGeometry is a 2D channels-last convolution's sizes.

@@ -19,7 +19,8 @@ import (
 // run as chunked im2col matrix multiplications, against the definition:
 // strides, asymmetric paddings, kernel dilations, 1x1 and 7x7 kernels, few
 // and many channels, and a size that takes several chunks, with and
-// without workers.
+// without workers; with Cout a multiple of 32, the row-major 8 x 32 tiles
+// (partial last strips included).
 func TestConvGeneralIm2col(t *testing.T) {
 	seq, par := sequentialAndParallel(t)
 	r := rand.New(rand.NewPCG(7, 8))
@@ -34,6 +35,11 @@ func TestConvGeneralIm2col(t *testing.T) {
 		{1, 9, 9, 4, 1, 1, 6, 2, 1, [2][2]int{}},                   // 1x1, stride 2
 		{1, 8, 9, 5, 3, 3, 7, 2, 1, [2][2]int{{0, 1}, {1, 0}}},     // asymmetric padding
 		{2, 40, 40, 32, 3, 3, 64, 1, 1, [2][2]int{{1, 1}, {1, 1}}}, // several chunks
+		// Cout a multiple of 32 (the row-major path): a last strip of fewer
+		// than 8 rows, a stride with dilation, the stem.
+		{1, 7, 9, 8, 3, 3, 32, 1, 1, [2][2]int{{1, 1}, {1, 1}}},
+		{2, 13, 11, 24, 3, 3, 96, 2, 2, [2][2]int{{2, 2}, {2, 2}}},
+		{3, 23, 19, 3, 7, 7, 64, 2, 1, [2][2]int{{3, 3}, {3, 3}}},
 	} {
 		name := fmt.Sprintf("%dx%dx%dx%d-k%dx%d-%d-s%d-d%d-p%v", tc.n, tc.h, tc.w, tc.cin, tc.kh, tc.kw, tc.cout, tc.stride, tc.dil, tc.pad)
 		inShape := shapes.Make(dtypes.Float32, tc.n, tc.h, tc.w, tc.cin)
