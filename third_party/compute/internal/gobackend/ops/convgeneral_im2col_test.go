@@ -40,6 +40,7 @@ func TestConvGeneralIm2col(t *testing.T) {
 		{1, 7, 9, 8, 3, 3, 32, 1, 1, [2][2]int{{1, 1}, {1, 1}}},
 		{2, 13, 11, 24, 3, 3, 96, 2, 2, [2][2]int{{2, 2}, {2, 2}}},
 		{3, 23, 19, 3, 7, 7, 64, 2, 1, [2][2]int{{3, 3}, {3, 3}}},
+		{1, 10, 10, 130, 3, 3, 64, 1, 1, [2][2]int{{1, 1}, {1, 1}}}, // contracting blocks, a partial one
 	} {
 		name := fmt.Sprintf("%dx%dx%dx%d-k%dx%d-%d-s%d-d%d-p%v", tc.n, tc.h, tc.w, tc.cin, tc.kh, tc.kw, tc.cout, tc.stride, tc.dil, tc.pad)
 		inShape := shapes.Make(dtypes.Float32, tc.n, tc.h, tc.w, tc.cin)

@@ -21,9 +21,11 @@ func init() {
 // avx512Tile8x32Float32 implements dot.Float32Tile8x32 with
 // avx512RowMajorLHSKernelFloat32Asm, after checking that every access is
 // within the slices.
-func avx512Tile8x32Float32(lhs []float32, lhsStride int, rhs []float32, out []float32, outStride int, k int) {
+func avx512Tile8x32Float32(lhs []float32, lhsStride int, rhs []float32, out []float32, outStride int, k int, accumulate bool) {
 	if k <= 0 {
-		clear8x32(out, outStride)
+		if !accumulate {
+			clear8x32(out, outStride)
+		}
 		return
 	}
 	if lhsStride < k || outStride < 32 || len(lhs) < 7*lhsStride+k || len(rhs) < 32*k || len(out) < 7*outStride+32 {
@@ -31,7 +33,7 @@ func avx512Tile8x32Float32(lhs []float32, lhsStride int, rhs []float32, out []fl
 			len(lhs), lhsStride, len(rhs), len(out), outStride, k))
 	}
 	avx512RowMajorLHSKernelFloat32Asm(unsafe.Pointer(&lhs[0]), 4*lhsStride, unsafe.Pointer(&rhs[0]),
-		unsafe.Pointer(&out[0]), 4*outStride, k)
+		unsafe.Pointer(&out[0]), 4*outStride, k, accumulate)
 }
 
 func clear8x32(out []float32, outStride int) {

@@ -5,11 +5,12 @@
 #include "textflag.h"
 
 // func avx512RowMajorLHSKernelFloat32Asm(lhs unsafe.Pointer, lhsStride int, rhs unsafe.Pointer,
-//     out unsafe.Pointer, outStride int, k int)
+//     out unsafe.Pointer, outStride int, k int, accumulate bool)
 //
-// out[8 x 32] = lhs[8 x k] (rows lhsStride bytes apart, not packed) x rhs[k x 32] (a packed
-// strip: 32 contiguous floats per k). out rows are outStride bytes apart; out is overwritten.
-TEXT ·avx512RowMajorLHSKernelFloat32Asm(SB), NOSPLIT, $0-48
+// out[8 x 32] (+)= lhs[8 x k] (rows lhsStride bytes apart, not packed) x rhs[k x 32] (a packed
+// strip: 32 contiguous floats per k). out rows are outStride bytes apart; out is overwritten,
+// or added to when accumulate is set.
+TEXT ·avx512RowMajorLHSKernelFloat32Asm(SB), NOSPLIT, $0-49
 	MOVQ lhs+0(FP), SI          // row 0
 	MOVQ lhsStride+8(FP), R8
 	MOVQ rhs+16(FP), DI
@@ -72,6 +73,9 @@ loop:
 	JNZ loop
 
 store:
+	MOVB accumulate+48(FP), AX
+	TESTB AL, AL
+	JNZ store_accum
 	VMOVUPS Z0, (R10)
 	VMOVUPS Z1, 64(R10)
 	ADDQ R11, R10
@@ -93,6 +97,49 @@ store:
 	VMOVUPS Z12, (R10)
 	VMOVUPS Z13, 64(R10)
 	ADDQ R11, R10
+	VMOVUPS Z14, (R10)
+	VMOVUPS Z15, 64(R10)
+	VZEROUPPER
+	RET
+
+store_accum:
+	VADDPS (R10), Z0, Z0
+	VADDPS 64(R10), Z1, Z1
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	ADDQ R11, R10
+	VADDPS (R10), Z2, Z2
+	VADDPS 64(R10), Z3, Z3
+	VMOVUPS Z2, (R10)
+	VMOVUPS Z3, 64(R10)
+	ADDQ R11, R10
+	VADDPS (R10), Z4, Z4
+	VADDPS 64(R10), Z5, Z5
+	VMOVUPS Z4, (R10)
+	VMOVUPS Z5, 64(R10)
+	ADDQ R11, R10
+	VADDPS (R10), Z6, Z6
+	VADDPS 64(R10), Z7, Z7
+	VMOVUPS Z6, (R10)
+	VMOVUPS Z7, 64(R10)
+	ADDQ R11, R10
+	VADDPS (R10), Z8, Z8
+	VADDPS 64(R10), Z9, Z9
+	VMOVUPS Z8, (R10)
+	VMOVUPS Z9, 64(R10)
+	ADDQ R11, R10
+	VADDPS (R10), Z10, Z10
+	VADDPS 64(R10), Z11, Z11
+	VMOVUPS Z10, (R10)
+	VMOVUPS Z11, 64(R10)
+	ADDQ R11, R10
+	VADDPS (R10), Z12, Z12
+	VADDPS 64(R10), Z13, Z13
+	VMOVUPS Z12, (R10)
+	VMOVUPS Z13, 64(R10)
+	ADDQ R11, R10
+	VADDPS (R10), Z14, Z14
+	VADDPS 64(R10), Z15, Z15
 	VMOVUPS Z14, (R10)
 	VMOVUPS Z15, 64(R10)
 	VZEROUPPER

@@ -12,8 +12,8 @@ import (
 	"github.com/gomlx/compute/internal/gobackend"
 )
 
-// TestTile8x32Float32 checks the row-major-lhs 8 x 32 tile against the
-// definition, with strides larger than the rows and k of 0, 1, odd and
+// TestTile8x32Float32 checks the row-major-lhs 8 x 32 tile, written then
+// accumulated, against the definition, with strides larger than the rows and k of 0, 1, odd and
 // long.
 func TestTile8x32Float32(t *testing.T) {
 	if !gobackend.IsAVX512Allowed || !AVX512UseAsm {
@@ -34,7 +34,9 @@ func TestTile8x32Float32(t *testing.T) {
 		for i := range out {
 			out[i] = 99 // overwritten in the tile, kept outside
 		}
-		avx512Tile8x32Float32(lhs, lhsStride, rhs, out, outStride, k)
+		avx512Tile8x32Float32(lhs, lhsStride, rhs, out, outStride, k, false)
+		// Accumulating a second product of the same tile doubles it.
+		avx512Tile8x32Float32(lhs, lhsStride, rhs, out, outStride, k, true)
 		for row := range 8 {
 			for col := range outStride {
 				idx := row*outStride + col
@@ -49,7 +51,7 @@ func TestTile8x32Float32(t *testing.T) {
 				}
 				var want float64
 				for i := range k {
-					want += float64(lhs[row*lhsStride+i]) * float64(rhs[i*32+col])
+					want += 2 * float64(lhs[row*lhsStride+i]) * float64(rhs[i*32+col])
 				}
 				if math.Abs(float64(out[idx])-want) > 1e-4*(1+math.Abs(want)) {
 					t.Fatalf("k=%d: out[%d][%d] = %v, want %v", k, row, col, out[idx], want)
