@@ -40,7 +40,7 @@ vet:
 
 unit:
 	$(GO) test -count=1 -timeout 60m ./...
-	cd third_party/compute && $(GO) test -count=1 ./internal/gobackend/dot/
+	cd third_party/compute && $(GO) test -count=1 ./internal/gobackend/...
 
 test: fmt-check vet unit
 
