@@ -202,10 +202,7 @@ func (b *layerBuilder) conv(name string, x *Node, k, cout, stride, dilation int)
 	if k > 1 {
 		x = b.mask.apply(x)
 	}
-	if !b.training {
-		return conv2DInference(x, w, stride, dilation)
-	}
-	return Conv2D(x, w, stride, dilation)
+	return conv2DGeneral(x, w, stride, dilation)
 }
 
 // batchNorm normalises over N,H,W with batch statistics when training
@@ -259,13 +256,14 @@ var nhwcAxes = graph.ConvolveAxesConfig{
 	OutputBatch: 0, OutputChannels: 3, OutputSpatial: []int{1, 2},
 }
 
-// conv2DInference is Conv2D (same shapes and values, to float tolerance)
-// as one backend ConvGeneral op, for graphs that take no gradient: the
-// backend fork runs it as chunked im2col matrix multiplications (its
-// FORK.md, change 5), which skips Conv2D's padded copy and its full-size
-// im2col gather. Training keeps Conv2D: the gradients of ConvGeneral are
-// ConvGeneral ops in layouts that the fast path does not take.
-func conv2DInference(x, w *Node, stride, dilation int) *Node {
+// conv2DGeneral is Conv2D (same shapes and values, to float tolerance) as
+// one backend ConvGeneral op. The backend fork runs it, and the
+// ConvGeneral ops of its gradients (the input gradient: a convolution of
+// the output gradient with the flipped kernel, input-dilated for strides;
+// the kernel gradient: im2col(x)^T dy), as im2col matrix multiplications
+// (its FORK.md, changes 5, 8 and 9), which skips Conv2D's padded copy, its
+// full-size im2col gather and the gather's scatter-add gradient.
+func conv2DGeneral(x, w *Node, stride, dilation int) *Node {
 	k := w.Shape().Dimensions[0]
 	if k == 1 && stride == 1 {
 		return Conv2D(x, w, stride, dilation)

@@ -216,6 +216,9 @@ func execConvGeneral(backend *gobackend.Backend, node *gobackend.Node, inputs []
 	if output, ok, err := execConvGeneralIm2col(backend, node, inputs); ok {
 		return output, err
 	}
+	if output, ok, err := execConvKernelGradIm2col(backend, node, inputs); ok {
+		return output, err
+	}
 	input, kernel := inputs[0], inputs[1]
 	params := node.Data.(*convNode)
 	outputShape := node.Shape

@@ -55,8 +55,14 @@ func execConvGeneralIm2col(backend *gobackend.Backend, node *gobackend.Node, inp
 	out := output.Flat.([]float32)
 	k := g.kh * g.kw * g.cin
 	m := g.n * g.ho * g.wo
+	kernelFlat, releaseKernel, err := g.kernelMatrix(backend, kernel.Flat.([]float32))
+	if err != nil {
+		backend.PutBuffer(output)
+		return nil, true, err
+	}
+	defer releaseKernel()
 	if tile := dot.Float32Tile8x32; tile != nil && g.cout%32 == 0 && g.cout <= rowMajorMaxCout {
-		if err := g.convRowMajor(backend, tile, in, kernel.Flat.([]float32), out); err != nil {
+		if err := g.convRowMajor(backend, tile, in, kernelFlat, out); err != nil {
 			backend.PutBuffer(output)
 			return nil, true, err
 		}
@@ -80,7 +86,7 @@ func execConvGeneralIm2col(backend *gobackend.Backend, node *gobackend.Node, inp
 			backend.PutBuffer(ref)
 		}
 	}()
-	kernelBuf := &gobackend.Buffer{Flat: kernel.Flat}
+	kernelBuf := &gobackend.Buffer{Flat: kernelFlat}
 	for r0 := 0; r0 < m; r0 += chunkRows {
 		rows := min(chunkRows, m-r0)
 		chunk := cols[:rows*k]
@@ -204,6 +210,8 @@ type im2colGeometry struct {
 	strideH, strideW    int
 	padTop, padLeft     int
 	dilateH, dilateW    int
+	inDilH, inDilW      int  // input dilations (a strided convolution's input gradient)
+	kernelSwapped       bool // kernel is [KH, KW, Cout, Cin] (a convolution's input gradient)
 	contiguousKernelRow bool // a kernel row's taps read kw*cin contiguous input values
 }
 
@@ -212,12 +220,14 @@ type im2colGeometry struct {
 func im2colGeometryFor(inShape, kernelShape, outShape shapes.Shape, p *convNode) (g im2colGeometry, ok bool) {
 	if inShape.DType != dtypes.Float32 || kernelShape.DType != dtypes.Float32 || outShape.DType != dtypes.Float32 ||
 		inShape.Rank() != 4 || kernelShape.Rank() != 4 || outShape.Rank() != 4 ||
-		p.channelGroupCount != 1 || p.batchGroupCount != 1 || p.hasInputDilations {
+		p.channelGroupCount != 1 || p.batchGroupCount != 1 {
 		return g, false
 	}
 	a := p.axes
+	swapped := a.KernelInputChannels == 3 && a.KernelOutputChannels == 2
 	if a.InputBatch != 0 || a.InputChannels != 3 || len(a.InputSpatial) != 2 || a.InputSpatial[0] != 1 || a.InputSpatial[1] != 2 ||
-		a.KernelInputChannels != 2 || a.KernelOutputChannels != 3 || len(a.KernelSpatial) != 2 || a.KernelSpatial[0] != 0 || a.KernelSpatial[1] != 1 ||
+		!(swapped || a.KernelInputChannels == 2 && a.KernelOutputChannels == 3) ||
+		len(a.KernelSpatial) != 2 || a.KernelSpatial[0] != 0 || a.KernelSpatial[1] != 1 ||
 		a.OutputBatch != 0 || a.OutputChannels != 3 || len(a.OutputSpatial) != 2 || a.OutputSpatial[0] != 1 || a.OutputSpatial[1] != 2 {
 		return g, false
 	}
@@ -226,7 +236,12 @@ func im2colGeometryFor(inShape, kernelShape, outShape shapes.Shape, p *convNode)
 		n: d[0], h: d[1], w: d[2], cin: d[3],
 		kh: kd[0], kw: kd[1], cout: kd[3],
 		ho: od[1], wo: od[2],
-		strideH: 1, strideW: 1, dilateH: 1, dilateW: 1,
+		strideH: 1, strideW: 1, dilateH: 1, dilateW: 1, inDilH: 1, inDilW: 1,
+		kernelSwapped: swapped,
+	}
+	kernelIn := kd[2]
+	if swapped {
+		g.cout, kernelIn = kd[2], kd[3]
 	}
 	if len(p.strides) == 2 {
 		g.strideH, g.strideW = p.strides[0], p.strides[1]
@@ -240,11 +255,41 @@ func im2colGeometryFor(inShape, kernelShape, outShape shapes.Shape, p *convNode)
 	if len(p.kernelDilations) == 2 {
 		g.dilateH, g.dilateW = p.kernelDilations[0], p.kernelDilations[1]
 	}
-	if kd[2] != g.cin || od[0] != g.n || od[3] != g.cout || g.n*g.ho*g.wo == 0 || g.cin == 0 || g.cout == 0 {
+	if p.hasInputDilations {
+		if len(p.inputDilations) != 2 {
+			return g, false
+		}
+		g.inDilH, g.inDilW = p.inputDilations[0], p.inputDilations[1]
+	}
+	if kernelIn != g.cin || od[0] != g.n || od[3] != g.cout || g.n*g.ho*g.wo == 0 || g.cin == 0 || g.cout == 0 {
 		return g, false
 	}
-	g.contiguousKernelRow = g.dilateW == 1
+	g.contiguousKernelRow = g.dilateW == 1 && g.inDilW == 1
 	return g, true
+}
+
+// kernelMatrix returns the kernel as the [KH*KW*Cin, Cout] row-major matrix
+// of the product: the kernel itself, or a copy with each tap's matrix
+// transposed when it is stored [KH, KW, Cout, Cin].
+func (g *im2colGeometry) kernelMatrix(backend *gobackend.Backend, kernel []float32) (matrix []float32, release func(), err error) {
+	if !g.kernelSwapped {
+		return kernel, func() {}, nil
+	}
+	buf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, len(kernel)))
+	if err != nil {
+		return nil, nil, err
+	}
+	m := buf.Flat.([]float32)
+	for tap := range g.kh * g.kw {
+		src := kernel[tap*g.cin*g.cout : (tap+1)*g.cin*g.cout] // [Cout, Cin]
+		dst := m[tap*g.cin*g.cout : (tap+1)*g.cin*g.cout]      // [Cin, Cout]
+		for co := range g.cout {
+			for ci := range g.cin {
+				dst[ci*g.cout+co] = src[co*g.cin+ci]
+			}
+		}
+	}
+	return m, func() { backend.PutBuffer(buf) }, nil
 }
 
 // fill writes rows [lo, hi) of the chunk of the im2col matrix that starts
@@ -262,11 +307,12 @@ func (g *im2colGeometry) fill(in, chunk []float32, r0, lo, hi int) {
 		ix0 := ox*g.strideW - g.padLeft
 		for ky := range g.kh {
 			row := dst[ky*rowCols : (ky+1)*rowCols]
-			iy := oy*g.strideH - g.padTop + ky*g.dilateH
-			if iy < 0 || iy >= g.h {
+			iy := oy*g.strideH - g.padTop + ky*g.dilateH // in the dilated input
+			if iy < 0 || iy >= (g.h-1)*g.inDilH+1 || iy%g.inDilH != 0 {
 				clear(row)
 				continue
 			}
+			iy /= g.inDilH
 			base := (b*g.h + iy) * g.w
 			if g.contiguousKernelRow && ix0 >= 0 && ix0+g.kw <= g.w {
 				// The whole kernel row is inside: one run.
@@ -276,12 +322,132 @@ func (g *im2colGeometry) fill(in, chunk []float32, r0, lo, hi int) {
 			for kx := range g.kw {
 				tap := row[kx*g.cin : (kx+1)*g.cin]
 				ix := ix0 + kx*g.dilateW
-				if ix < 0 || ix >= g.w {
+				if ix < 0 || ix >= (g.w-1)*g.inDilW+1 || ix%g.inDilW != 0 {
 					clear(tap)
 					continue
 				}
+				ix /= g.inDilW
 				copy(tap, in[(base+ix)*g.cin:(base+ix+1)*g.cin])
 			}
 		}
 	}
+}
+
+// execConvKernelGradIm2col executes the convolution that GoMLX's autodiff
+// builds for the kernel gradient of a channels-last float32 2D
+// convolution (x [N, H, W, Cin] convolved with dy [N, Ho, Wo, Cout] into
+// [KH, KW, Cin, Cout], with x's batch and channel axes swapped in the axes
+// configuration, and the forward stride and dilation exchanged) as one
+// matrix product: dW[(ky, kx, ci), co] = sum over output positions of
+// im2col(x)[pos, (ky, kx, ci)] * dy[pos, co], computed as
+// dy^T [Cout, P] x im2col [P, KH*KW*Cin] by the registered DotGeneral
+// (which splits the long contracting axis across workers), then
+// transposed. ok is false when the convolution is not of this kind.
+func execConvKernelGradIm2col(backend *gobackend.Backend, node *gobackend.Node, inputs []*gobackend.Buffer) (output *gobackend.Buffer, ok bool, err error) {
+	x, dy := inputs[0], inputs[1]
+	p := node.Data.(*convNode)
+	a := p.axes
+	xs, ds, os := x.RawShape, dy.RawShape, node.Shape
+	if xs.DType != dtypes.Float32 || ds.DType != dtypes.Float32 || os.DType != dtypes.Float32 ||
+		xs.Rank() != 4 || ds.Rank() != 4 || os.Rank() != 4 ||
+		p.channelGroupCount != 1 || p.batchGroupCount != 1 || p.hasInputDilations ||
+		a.InputBatch != 3 || a.InputChannels != 0 || len(a.InputSpatial) != 2 || a.InputSpatial[0] != 1 || a.InputSpatial[1] != 2 ||
+		a.KernelInputChannels != 0 || a.KernelOutputChannels != 3 || len(a.KernelSpatial) != 2 || a.KernelSpatial[0] != 1 || a.KernelSpatial[1] != 2 ||
+		a.OutputBatch != 2 || a.OutputChannels != 3 || len(a.OutputSpatial) != 2 || a.OutputSpatial[0] != 0 || a.OutputSpatial[1] != 1 {
+		return nil, false, nil
+	}
+	xd, dd, od := xs.Dimensions, ds.Dimensions, os.Dimensions
+	// The forward convolution: its stride is this one's kernel dilation,
+	// its dilation this one's stride, its padding this one's start padding.
+	g := im2colGeometry{
+		n: xd[0], h: xd[1], w: xd[2], cin: xd[3],
+		kh: od[0], kw: od[1], cout: dd[3],
+		ho: dd[1], wo: dd[2],
+		strideH: 1, strideW: 1, dilateH: 1, dilateW: 1, inDilH: 1, inDilW: 1,
+	}
+	if len(p.kernelDilations) == 2 {
+		g.strideH, g.strideW = p.kernelDilations[0], p.kernelDilations[1]
+	}
+	if len(p.strides) == 2 {
+		g.dilateH, g.dilateW = p.strides[0], p.strides[1]
+	}
+	if len(p.paddings) == 2 {
+		g.padTop, g.padLeft = p.paddings[0][0], p.paddings[1][0]
+	}
+	if g.padTop < 0 || g.padLeft < 0 || dd[0] != g.n || od[2] != g.cin || od[3] != g.cout || g.n*g.ho*g.wo == 0 {
+		return nil, false, nil
+	}
+	g.contiguousKernelRow = g.dilateW == 1
+	impl := dot.FindRegisteredImplementation(dot.LayoutNonTransposed, dtypes.Float32, dtypes.Float32)
+	if impl == nil {
+		return nil, false, nil
+	}
+	output, err = backend.GetBuffer(os)
+	if err != nil {
+		return nil, true, err
+	}
+	if backend.NoOps {
+		return output, true, nil
+	}
+	k := g.kh * g.kw * g.cin
+	positions := g.n * g.ho * g.wo
+	bufs := make([]*gobackend.Buffer, 0, 3)
+	defer func() {
+		for _, b := range bufs {
+			backend.PutBuffer(b)
+		}
+	}()
+	get := func(n int) ([]float32, error) {
+		b, err := backend.GetBuffer(shapes.Make(dtypes.Float32, n))
+		if err != nil {
+			return nil, err
+		}
+		bufs = append(bufs, b)
+		return b.Flat.([]float32), nil
+	}
+	cols, err := get(positions * k)
+	if err != nil {
+		backend.PutBuffer(output)
+		return nil, true, err
+	}
+	dyT, err := get(g.cout * positions)
+	if err != nil {
+		backend.PutBuffer(output)
+		return nil, true, err
+	}
+	prod, err := get(g.cout * k)
+	if err != nil {
+		backend.PutBuffer(output)
+		return nil, true, err
+	}
+	in := x.Flat.([]float32)
+	dyFlat := dy.Flat.([]float32)
+	parallelRanges(backend, positions, max(1, parallelMinElements/k), func(lo, hi int) {
+		g.fill(in, cols, 0, lo, hi)
+	})
+	// dy^T: each worker writes whole runs of dyT's rows (contiguous), reading
+	// dy with a stride of Cout; writing with a stride of P instead (often a
+	// large power of two) puts every write of a pass in one cache set.
+	parallelRanges(backend, positions, max(1, parallelMinElements/g.cout), func(lo, hi int) {
+		for co := range g.cout {
+			row := dyT[co*positions+lo : co*positions+hi]
+			for i := range row {
+				row[i] = dyFlat[(lo+i)*g.cout+co]
+			}
+		}
+	})
+	nodeData := &dot.NodeData{
+		InputDType: dtypes.Float32, OutputDType: dtypes.Float32,
+		Layout:    dot.LayoutNonTransposed,
+		BatchSize: 1, LHSCrossSize: g.cout, RHSCrossSize: k, ContractingSize: positions,
+	}
+	dot.CallRegisteredImplementation(backend, impl, &gobackend.Buffer{Flat: dyT}, &gobackend.Buffer{Flat: cols},
+		&gobackend.Buffer{Flat: prod}, nodeData)
+	out := output.Flat.([]float32)
+	for co := range g.cout {
+		for i, v := range prod[co*k : (co+1)*k] {
+			out[i*g.cout+co] = v
+		}
+	}
+	return output, true, nil
 }

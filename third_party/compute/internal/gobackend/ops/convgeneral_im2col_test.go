@@ -97,3 +97,121 @@ func TestConvGeneralIm2col(t *testing.T) {
 		}
 	}
 }
+
+// TestConvGeneralIm2colGradients checks the two convolutions GoMLX's
+// autodiff builds for a channels-last convolution's gradients, which also
+// run as im2col products, against their definitions: the input gradient
+// (kernel stored [KH, KW, Cout, Cin], input-dilated by the forward stride)
+// and the kernel gradient (x's batch and channel axes swapped, the forward
+// stride as kernel dilation).
+func TestConvGeneralIm2colGradients(t *testing.T) {
+	seq, par := sequentialAndParallel(t)
+	r := rand.New(rand.NewPCG(9, 10))
+	type conv struct{ n, h, w, cin, k, cout, stride, dil, pad int }
+	for _, c := range []conv{{2, 9, 8, 5, 3, 7, 2, 1, 1}, {1, 10, 10, 8, 3, 32, 1, 2, 2}, {2, 12, 11, 3, 7, 64, 2, 1, 3}} {
+		ho := (c.h+2*c.pad-(c.k-1)*c.dil-1)/c.stride + 1
+		wo := (c.w+2*c.pad-(c.k-1)*c.dil-1)/c.stride + 1
+		t.Run(fmt.Sprintf("%+v/input-gradient", c), func(t *testing.T) {
+			// dy [N, Ho, Wo, Cout] convolved, input-dilated by the stride,
+			// with a kernel [K, K, Cout(out), Cin(in)]... here a generic
+			// kernel [K, K, A, B] contracting B (axis 3) into A (axis 2).
+			a, b := c.cin, c.cout // output channels, input channels of this convolution
+			inShape := shapes.Make(dtypes.Float32, c.n, ho, wo, b)
+			kShape := shapes.Make(dtypes.Float32, c.k, c.k, a, b)
+			x, k := randomFloats(r, inShape.Size()), randomFloats(r, kShape.Size())
+			axes := compute.ConvolveAxesConfig{
+				InputBatch: 0, InputChannels: 3, InputSpatial: []int{1, 2},
+				KernelInputChannels: 3, KernelOutputChannels: 2, KernelSpatial: []int{0, 1},
+				OutputBatch: 0, OutputChannels: 3, OutputSpatial: []int{1, 2},
+			}
+			p := c.dil*(c.k-1) - c.pad // start padding of the transposed convolution
+			dh, dw := (ho-1)*c.stride+1, (wo-1)*c.stride+1
+			oh, ow := dh+2*p-(c.k-1)*c.dil, dw+2*p-(c.k-1)*c.dil
+			build := func(f *gobackend.Function, v []compute.Value) (compute.Value, error) {
+				return ops.ConvGeneral(f, v[0], v[1], axes, nil, [][2]int{{p, p}, {p, p}},
+					[]int{c.stride, c.stride}, []int{c.dil, c.dil}, 1, 1)
+			}
+			want := make([]float64, c.n*oh*ow*a)
+			for bi := range c.n {
+				for oy := range oh {
+					for ox := range ow {
+						for co := range a {
+							var sum float64
+							for ky := range c.k {
+								for kx := range c.k {
+									iy, ix := oy-p+ky*c.dil, ox-p+kx*c.dil
+									if iy < 0 || ix < 0 || iy >= dh || ix >= dw || iy%c.stride != 0 || ix%c.stride != 0 {
+										continue
+									}
+									iy, ix = iy/c.stride, ix/c.stride
+									for ci := range b {
+										sum += float64(x[((bi*ho+iy)*wo+ix)*b+ci]) * float64(k[((ky*c.k+kx)*a+co)*b+ci])
+									}
+								}
+							}
+							want[((bi*oh+oy)*ow+ox)*a+co] = sum
+						}
+					}
+				}
+			}
+			for name, be := range map[string]compute.Backend{"sequential": seq, "parallel": par} {
+				got := runOnBackend(t, be, build, []any{x, k}, []shapes.Shape{inShape, kShape})
+				compareFloats(t, name, got, want)
+			}
+		})
+		t.Run(fmt.Sprintf("%+v/kernel-gradient", c), func(t *testing.T) {
+			xShape := shapes.Make(dtypes.Float32, c.n, c.h, c.w, c.cin)
+			dyShape := shapes.Make(dtypes.Float32, c.n, ho, wo, c.cout)
+			x, dy := randomFloats(r, xShape.Size()), randomFloats(r, dyShape.Size())
+			axes := compute.ConvolveAxesConfig{
+				InputBatch: 3, InputChannels: 0, InputSpatial: []int{1, 2},
+				KernelInputChannels: 0, KernelOutputChannels: 3, KernelSpatial: []int{1, 2},
+				OutputBatch: 2, OutputChannels: 3, OutputSpatial: []int{0, 1},
+			}
+			endH := (c.k-1)*c.dil + (ho-1)*c.stride + 1 - c.h - c.pad
+			endW := (c.k-1)*c.dil + (wo-1)*c.stride + 1 - c.w - c.pad
+			build := func(f *gobackend.Function, v []compute.Value) (compute.Value, error) {
+				return ops.ConvGeneral(f, v[0], v[1], axes, []int{c.dil, c.dil}, [][2]int{{c.pad, endH}, {c.pad, endW}},
+					nil, []int{c.stride, c.stride}, 1, 1)
+			}
+			want := make([]float64, c.k*c.k*c.cin*c.cout)
+			for ky := range c.k {
+				for kx := range c.k {
+					for ci := range c.cin {
+						for co := range c.cout {
+							var sum float64
+							for bi := range c.n {
+								for oy := range ho {
+									for ox := range wo {
+										iy, ix := oy*c.stride-c.pad+ky*c.dil, ox*c.stride-c.pad+kx*c.dil
+										if iy < 0 || ix < 0 || iy >= c.h || ix >= c.w {
+											continue
+										}
+										sum += float64(x[((bi*c.h+iy)*c.w+ix)*c.cin+ci]) * float64(dy[((bi*ho+oy)*wo+ox)*c.cout+co])
+									}
+								}
+							}
+							want[((ky*c.k+kx)*c.cin+ci)*c.cout+co] = sum
+						}
+					}
+				}
+			}
+			for name, be := range map[string]compute.Backend{"sequential": seq, "parallel": par} {
+				got := runOnBackend(t, be, build, []any{x, dy}, []shapes.Shape{xShape, dyShape})
+				compareFloats(t, name, got, want)
+			}
+		})
+	}
+}
+
+func compareFloats(t *testing.T, name string, got []float32, want []float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", name, len(got), len(want))
+	}
+	for i := range got {
+		if math.Abs(float64(got[i])-want[i]) > 1e-4*(1+math.Abs(want[i])) {
+			t.Fatalf("%s: value %d = %v, want %v", name, i, got[i], want[i])
+		}
+	}
+}
