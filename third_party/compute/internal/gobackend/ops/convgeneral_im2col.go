@@ -308,11 +308,13 @@ func (g *im2colGeometry) fill(in, chunk []float32, r0, lo, hi int) {
 		for ky := range g.kh {
 			row := dst[ky*rowCols : (ky+1)*rowCols]
 			iy := oy*g.strideH - g.padTop + ky*g.dilateH // in the dilated input
-			if iy < 0 || iy >= (g.h-1)*g.inDilH+1 || iy%g.inDilH != 0 {
+			if iy < 0 || iy >= (g.h-1)*g.inDilH+1 || (g.inDilH > 1 && iy%g.inDilH != 0) {
 				clear(row)
 				continue
 			}
-			iy /= g.inDilH
+			if g.inDilH > 1 {
+				iy /= g.inDilH
+			}
 			base := (b*g.h + iy) * g.w
 			if g.contiguousKernelRow && ix0 >= 0 && ix0+g.kw <= g.w {
 				// The whole kernel row is inside: one run.
@@ -322,11 +324,13 @@ func (g *im2colGeometry) fill(in, chunk []float32, r0, lo, hi int) {
 			for kx := range g.kw {
 				tap := row[kx*g.cin : (kx+1)*g.cin]
 				ix := ix0 + kx*g.dilateW
-				if ix < 0 || ix >= (g.w-1)*g.inDilW+1 || ix%g.inDilW != 0 {
+				if ix < 0 || ix >= (g.w-1)*g.inDilW+1 || (g.inDilW > 1 && ix%g.inDilW != 0) {
 					clear(tap)
 					continue
 				}
-				ix /= g.inDilW
+				if g.inDilW > 1 {
+					ix /= g.inDilW
+				}
 				copy(tap, in[(base+ix)*g.cin:(base+ix+1)*g.cin])
 			}
 		}
