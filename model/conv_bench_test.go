@@ -19,6 +19,11 @@ func BenchmarkConv(b *testing.B) { benchConv(b, Conv2D) }
 // BenchmarkConvRect is BenchmarkConv for the rectangle-gather im2col.
 func BenchmarkConvRect(b *testing.B) { benchConv(b, conv2DRect) }
 
+// BenchmarkConvGeneral is BenchmarkConv for the backend-ConvGeneral
+// convolution the networks use (the fork's im2col products, gradients
+// included).
+func BenchmarkConvGeneral(b *testing.B) { benchConv(b, conv2DGeneral) }
+
 func benchConv(b *testing.B, conv func(x, w *Node, stride, dilation int) *Node) {
 	backend := testBackend(b)
 	// The 3x3 layers of the tiny preset on 128 px images (batch 8), then
@@ -34,6 +39,7 @@ func benchConv(b *testing.B, conv func(x, w *Node, stride, dilation int) *Node) 
 		{8, 56, 64, 64, 1, 1},
 		{8, 28, 128, 128, 1, 1},
 		{8, 14, 256, 256, 1, 1},
+		{8, 14, 512, 512, 1, 2}, // ResNet-18 layer4 at output stride 16
 	}
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, l := range layers {

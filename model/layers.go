@@ -202,7 +202,10 @@ func (b *layerBuilder) conv(name string, x *Node, k, cout, stride, dilation int)
 	if k > 1 {
 		x = b.mask.apply(x)
 	}
-	return conv2DGeneral(x, w, stride, dilation)
+	if useConvGeneral(stride, b.training) {
+		return conv2DGeneral(x, w, stride, dilation)
+	}
+	return Conv2D(x, w, stride, dilation)
 }
 
 // batchNorm normalises over N,H,W with batch statistics when training
@@ -245,6 +248,18 @@ func (b *layerBuilder) convBN(name string, x *Node, k, cout, stride, dilation in
 		y = relu(y)
 	}
 	return y
+}
+
+// useConvGeneral chooses between the backend-ConvGeneral convolution and
+// Conv2D's graph-level im2col for a layer, from BenchmarkConv and
+// BenchmarkConvGeneral and the training workloads (README, Performance):
+// ConvGeneral is faster forward at every stride and backward at stride
+// 1; in training a strided layer's input gradient, which ConvGeneral
+// computes as a convolution over an input dilated with zeros (three
+// quarters of its im2col are zeros at stride 2), is 1.4-5x faster as
+// Conv2D's scatter-add.
+func useConvGeneral(stride int, training bool) bool {
+	return !training || stride == 1
 }
 
 // nhwcAxes is the channels-last layout of Conv2D's operands for the
