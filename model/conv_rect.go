@@ -19,13 +19,8 @@ import (
 // each convolved undilated), which costs two copies of the input and
 // output size instead of the K*K-times-larger im2col transpose.
 func conv2DRect(x, w *Node, stride, dilation int) *Node {
-	dims := x.Shape().Dimensions
-	n, h, wd, cin := dims[0], dims[1], dims[2], dims[3]
-	wdims := w.Shape().Dimensions
-	k, cout := wdims[0], wdims[3]
-	pad := dilation * (k - 1) / 2
-	ho := (h+2*pad-dilation*(k-1)-1)/stride + 1
-	wo := (wd+2*pad-dilation*(k-1)-1)/stride + 1
+	g := newConvGeometry(x, w, stride, dilation)
+	n, h, wd, cin, k, cout, pad, ho, wo := g.n, g.h, g.w, g.cin, g.k, g.cout, g.pad, g.ho, g.wo
 	if dilation == 1 {
 		hp, wp := max(h+2*pad, (ho-1)*stride+k), max(wd+2*pad, (wo-1)*stride+k)
 		xp := padHW(x, pad, hp-h-pad, pad, wp-wd-pad)

@@ -49,13 +49,8 @@ func Conv2D(x, w *Node, stride, dilation int) *Node {
 // conv2DTaps is Conv2D by a gather of the K*K taps' windows, transposed
 // into the im2col matrix.
 func conv2DTaps(x, w *Node, stride, dilation int) *Node {
-	dims := x.Shape().Dimensions
-	n, h, wd, cin := dims[0], dims[1], dims[2], dims[3]
-	wdims := w.Shape().Dimensions
-	k, cout := wdims[0], wdims[3]
-	pad := dilation * (k - 1) / 2
-	ho := (h+2*pad-dilation*(k-1)-1)/stride + 1
-	wo := (wd+2*pad-dilation*(k-1)-1)/stride + 1
+	g := newConvGeometry(x, w, stride, dilation)
+	n, h, wd, cin, k, cout, pad, ho, wo := g.n, g.h, g.w, g.cin, g.k, g.cout, g.pad, g.ho, g.wo
 	// Pad to whole multiples of the stride, covering every window.
 	hp := roundUp(max(h+2*pad, (ho-1)*stride+dilation*(k-1)+1), stride)
 	wp := roundUp(max(wd+2*pad, (wo-1)*stride+dilation*(k-1)+1), stride)
@@ -92,6 +87,23 @@ func conv2DTaps(x, w *Node, stride, dilation int) *Node {
 	cols = graph.TransposeAllAxes(graph.Reshape(cols, k*k, n*ho*wo, cin), 1, 0, 2)
 	y := graph.MatMul(graph.Reshape(cols, n*ho*wo, k*k*cin), graph.Reshape(w, k*k*cin, cout))
 	return graph.Reshape(y, n, ho, wo, cout)
+}
+
+// convGeometry is the sizes of a "same"-padded convolution of x [N,H,W,Cin]
+// with w [K,K,Cin,Cout].
+type convGeometry struct {
+	n, h, w, cin, k, cout int
+	pad                   int // each side: dilation*(K-1)/2
+	ho, wo                int // output size
+}
+
+func newConvGeometry(x, w *Node, stride, dilation int) convGeometry {
+	dims, wdims := x.Shape().Dimensions, w.Shape().Dimensions
+	g := convGeometry{n: dims[0], h: dims[1], w: dims[2], cin: dims[3], k: wdims[0], cout: wdims[3]}
+	g.pad = dilation * (g.k - 1) / 2
+	g.ho = (g.h+2*g.pad-dilation*(g.k-1)-1)/stride + 1
+	g.wo = (g.w+2*g.pad-dilation*(g.k-1)-1)/stride + 1
+	return g
 }
 
 // conv2DStrided is Conv2D for stride > 1 on the folded input
