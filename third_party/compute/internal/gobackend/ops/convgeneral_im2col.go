@@ -280,14 +280,10 @@ func (g *im2colGeometry) kernelMatrix(backend *gobackend.Backend, kernel []float
 		return nil, nil, err
 	}
 	m := buf.Flat.([]float32)
+	size := g.cin * g.cout
 	for tap := range g.kh * g.kw {
-		src := kernel[tap*g.cin*g.cout : (tap+1)*g.cin*g.cout] // [Cout, Cin]
-		dst := m[tap*g.cin*g.cout : (tap+1)*g.cin*g.cout]      // [Cin, Cout]
-		for co := range g.cout {
-			for ci := range g.cin {
-				dst[ci*g.cout+co] = src[co*g.cin+ci]
-			}
-		}
+		// [Cout, Cin] -> [Cin, Cout]
+		transpose2D(backend, kernel[tap*size:(tap+1)*size], m[tap*size:(tap+1)*size], g.cout, g.cin)
 	}
 	return m, func() { backend.PutBuffer(buf) }, nil
 }
@@ -429,17 +425,7 @@ func execConvKernelGradIm2col(backend *gobackend.Backend, node *gobackend.Node, 
 	parallelRanges(backend, positions, max(1, parallelMinElements/k), func(lo, hi int) {
 		g.fill(in, cols, 0, lo, hi)
 	})
-	// dy^T: each worker writes whole runs of dyT's rows (contiguous), reading
-	// dy with a stride of Cout; writing with a stride of P instead (often a
-	// large power of two) puts every write of a pass in one cache set.
-	parallelRanges(backend, positions, max(1, parallelMinElements/g.cout), func(lo, hi int) {
-		for co := range g.cout {
-			row := dyT[co*positions+lo : co*positions+hi]
-			for i := range row {
-				row[i] = dyFlat[(lo+i)*g.cout+co]
-			}
-		}
-	})
+	transpose2D(backend, dyFlat, dyT, positions, g.cout) // dy^T [Cout, P]
 	nodeData := &dot.NodeData{
 		InputDType: dtypes.Float32, OutputDType: dtypes.Float32,
 		Layout:    dot.LayoutNonTransposed,
@@ -447,11 +433,6 @@ func execConvKernelGradIm2col(backend *gobackend.Backend, node *gobackend.Node, 
 	}
 	dot.CallRegisteredImplementation(backend, impl, &gobackend.Buffer{Flat: dyT}, &gobackend.Buffer{Flat: cols},
 		&gobackend.Buffer{Flat: prod}, nodeData)
-	out := output.Flat.([]float32)
-	for co := range g.cout {
-		for i, v := range prod[co*k : (co+1)*k] {
-			out[i*g.cout+co] = v
-		}
-	}
+	transpose2D(backend, prod, output.Flat.([]float32), g.cout, k)
 	return output, true, nil
 }

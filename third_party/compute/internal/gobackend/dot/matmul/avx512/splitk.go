@@ -120,11 +120,11 @@ func avx512SplitKFloat32(backend *gobackend.Backend, lhs, rhs, output []float32,
 	run(0, min(K, step), true)
 	wg.Wait()
 	if failed {
-		// Out of buffers (not expected): compute it again on one goroutine.
+		// Out of buffers: GetBuffer has logged it; like the rest of the
+		// large path, the output is left undefined.
 		for _, p := range parts {
 			ReleaseBuffer(p.ref)
 		}
-		avx512SplitKSequentialFallback(backend, lhs, rhs, output, M, N, K, params)
 		return
 	}
 	for _, p := range parts {
@@ -133,17 +133,4 @@ func avx512SplitKFloat32(backend *gobackend.Backend, lhs, rhs, output []float32,
 		}
 		ReleaseBuffer(p.ref)
 	}
-}
-
-// avx512SplitKSequentialFallback is the whole product on the calling
-// goroutine.
-func avx512SplitKSequentialFallback(backend *gobackend.Backend, lhs, rhs, output []float32, M, N, K int, params matmul.CacheParams) {
-	packedLHSRef, packedLHS, _ := GetBuffer[float32](backend, params.LHSPanelCrossSize*params.PanelContractingSize)
-	packedRHSRef, packedRHS, _ := GetBuffer[float32](backend, params.PanelContractingSize*params.RHSPanelCrossSize)
-	packedOutputRef, packedOutput, _ := GetBuffer[float32](backend, params.LHSPanelCrossSize*params.RHSPanelCrossSize)
-	defer ReleaseBuffer(packedLHSRef)
-	defer ReleaseBuffer(packedRHSRef)
-	defer ReleaseBuffer(packedOutputRef)
-	avx512LargeMatrixSliceFloat32(dot.LayoutNonTransposed, lhs, rhs, output, M, N, K, 0, M, 0, N, params,
-		packedLHS, packedRHS, packedOutput, nil, nil, nil)
 }
