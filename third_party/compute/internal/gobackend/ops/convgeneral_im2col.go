@@ -53,27 +53,38 @@ func execConvGeneralIm2col(backend *gobackend.Backend, node *gobackend.Node, inp
 	}
 	in := input.Flat.([]float32)
 	out := output.Flat.([]float32)
-	k := g.kh * g.kw * g.cin
-	m := g.n * g.ho * g.wo
 	kernelFlat, releaseKernel, err := g.kernelMatrix(backend, kernel.Flat.([]float32))
 	if err != nil {
 		backend.PutBuffer(output)
 		return nil, true, err
 	}
 	defer releaseKernel()
-	if tile := dot.Float32Tile8x32; tile != nil && g.cout%32 == 0 && g.cout <= rowMajorMaxCout {
+	if tile := dot.Float32Tile8x32; tile != nil && g.cout%32 == 0 {
 		if err := g.convRowMajor(backend, tile, in, kernelFlat, out); err != nil {
 			backend.PutBuffer(output)
 			return nil, true, err
 		}
 		return output, true, nil
 	}
+	if err := g.convPacked(backend, impl, in, kernelFlat, out); err != nil {
+		backend.PutBuffer(output)
+		return nil, true, err
+	}
+	return output, true, nil
+}
+
+// convPacked is the convolution as chunks of im2col rows, each written by
+// the workers and multiplied by the kernel with the registered DotGeneral
+// implementation impl (which packs both operands; the kernel once, for
+// all chunks).
+func (g *im2colGeometry) convPacked(backend *gobackend.Backend, impl *dot.ImplementationRegistration, in, kernelFlat, out []float32) error {
+	k := g.kh * g.kw * g.cin
+	m := g.n * g.ho * g.wo
 	chunkRows := max(im2colMinChunkRows, im2colChunkBytes/(4*k))
 	chunkRows = min(m, (chunkRows+31)/32*32)
 	colsBuf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, chunkRows*k))
 	if err != nil {
-		backend.PutBuffer(output)
-		return nil, true, err
+		return err
 	}
 	defer backend.PutBuffer(colsBuf)
 	cols := colsBuf.Flat.([]float32)
@@ -103,31 +114,27 @@ func execConvGeneralIm2col(backend *gobackend.Backend, node *gobackend.Node, inp
 			&gobackend.Buffer{Flat: chunk}, kernelBuf, &gobackend.Buffer{Flat: out[r0*g.cout : (r0+rows)*g.cout]},
 			nodeData)
 	}
-	return output, true, nil
+	return nil
 }
 
 // rowMajorBlockK is the contracting block of convRowMajor: a 32-column
-// strip of the kernel over one block (128 KB) stays in L2, and a tile's 8
-// lhs rows over it (32 KB) in L1.
-const rowMajorBlockK = 1024
+// strip of the kernel over one block (64 KB) stays in L2, and a tile's 8
+// lhs rows over it (16 KB) in L1.
+const rowMajorBlockK = 512
 
 // rowMajorChunkBytes is the most im2col values (in bytes, over one
 // contracting block) of one worker's chunk in convRowMajor.
 const rowMajorChunkBytes = 256 << 10
 
-// rowMajorMaxCout is the most output channels convRowMajor takes: with
-// more, each im2col value is used for enough multiply-adds that packing it
-// costs little, and the packed path (cache-blocked over the columns too)
-// measured faster (ResNet-18's 512-channel layers).
-const rowMajorMaxCout = 256
-
 // convRowMajor is the convolution for Cout a multiple of 32: the workers
-// take chunks of output rows; each writes its chunk's im2col rows and
-// multiplies them in place, in blocks of the contracting axis, 8 rows by 32
-// columns at a time (dot.Float32Tile8x32), by the kernel packed once into
-// strips of 32 columns. Not packing the im2col rows matters when Cout is
-// small: each value is then used for few multiply-adds, and packing it
-// costs about as much as using it.
+// take chunks of output rows one at a time; each writes its chunk's im2col
+// rows and multiplies them in place, in blocks of the contracting axis, 8
+// rows by 32 columns at a time (dot.Float32Tile8x32), by the kernel packed
+// once into strips of 32 columns. Not packing the im2col rows matters most
+// when Cout is small (each value is then used for few multiply-adds, and
+// packing it costs about as much as using it), but measured faster than the
+// packed path for every ResNet layer, up to Cout 2048. A 1x1 convolution
+// with stride 1 and no padding multiplies the input rows themselves.
 func (g *im2colGeometry) convRowMajor(backend *gobackend.Backend,
 	tile func(lhs []float32, lhsStride int, rhs []float32, out []float32, outStride int, k int, accumulate bool),
 	in, kernel, out []float32) error {
@@ -149,18 +156,19 @@ func (g *im2colGeometry) convRowMajor(backend *gobackend.Backend,
 			}
 		}
 	})
-	// Chunks: at most rowMajorChunkRows rows, and enough of them to give
-	// every worker work.
+	// Chunks: at most rowMajorChunkBytes of a contracting block, and at
+	// least 4 per worker, which take them one at a time.
 	workers := 1
 	if backend.Workers != nil && backend.Workers.IsEnabled() {
 		workers = max(1, backend.Workers.AdjustedMaxParallelism())
 	}
-	chunkRows := min(rowMajorChunkBytes/(4*min(k, rowMajorBlockK)), (m+2*workers-1)/(2*workers))
+	chunkRows := min(rowMajorChunkBytes/(4*min(k, rowMajorBlockK)), (m+4*workers-1)/(4*workers))
 	chunkRows = max(8, (chunkRows+7)/8*8)
 	numChunks := (m + chunkRows - 1) / chunkRows
+	identity := g.isIdentity()
 	var firstErr error
 	var mu sync.Mutex
-	parallelRanges(backend, numChunks, 1, func(lo, hi int) {
+	parallelPull(backend, numChunks, func(next func() (int, bool)) {
 		colsBuf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, chunkRows*k+8*g.cout))
 		if err != nil {
 			mu.Lock()
@@ -171,15 +179,21 @@ func (g *im2colGeometry) convRowMajor(backend *gobackend.Backend,
 		defer backend.PutBuffer(colsBuf)
 		flat := colsBuf.Flat.([]float32)
 		cols, tail := flat[:chunkRows*k], flat[chunkRows*k:]
-		for c := lo; c < hi; c++ {
+		for c, ok := next(); ok; c, ok = next() {
 			r0 := c * chunkRows
 			rows := min(chunkRows, m-r0)
-			g.fill(in, cols, r0, 0, rows)
 			full := rows / 8 * 8
+			lhs, last := cols, cols[full*k:]
+			if identity {
+				lhs = in[r0*k : (r0+rows)*k]
+				copy(last, lhs[full*k:])
+			} else {
+				g.fill(in, cols, r0, 0, rows)
+			}
 			if full < rows {
 				// The last strip has fewer than 8 rows: zero the missing
 				// ones; its tiles go to the tail buffer.
-				clear(cols[rows*k : (full+8)*k])
+				clear(last[(rows-full)*k : 8*k])
 			}
 			for k0 := 0; k0 < k; k0 += rowMajorBlockK {
 				kLen := min(rowMajorBlockK, k-k0)
@@ -187,10 +201,10 @@ func (g *im2colGeometry) convRowMajor(backend *gobackend.Backend,
 				for s := range strips {
 					rhs := packed[(s*k+k0)*32:]
 					for rs := 0; rs < full; rs += 8 {
-						tile(cols[rs*k+k0:], k, rhs, out[(r0+rs)*g.cout+32*s:], g.cout, kLen, acc)
+						tile(lhs[rs*k+k0:], k, rhs, out[(r0+rs)*g.cout+32*s:], g.cout, kLen, acc)
 					}
 					if full < rows {
-						tile(cols[full*k+k0:], k, rhs, tail[32*s:], g.cout, kLen, acc)
+						tile(last[k0:], k, rhs, tail[32*s:], g.cout, kLen, acc)
 					}
 				}
 			}
@@ -200,6 +214,13 @@ func (g *im2colGeometry) convRowMajor(backend *gobackend.Backend,
 		}
 	})
 	return firstErr
+}
+
+// isIdentity reports whether the convolution's im2col matrix is its input:
+// a 1x1 kernel, stride 1, no padding, no dilations.
+func (g *im2colGeometry) isIdentity() bool {
+	return g.kh == 1 && g.kw == 1 && g.strideH == 1 && g.strideW == 1 && g.padTop == 0 && g.padLeft == 0 &&
+		g.ho == g.h && g.wo == g.w && g.inDilH == 1 && g.inDilW == 1
 }
 
 // im2colGeometry is a 2D channels-last convolution's sizes.

@@ -20,7 +20,8 @@ import (
 // strides, asymmetric paddings, kernel dilations, 1x1 and 7x7 kernels, few
 // and many channels, and a size that takes several chunks, with and
 // without workers; with Cout a multiple of 32, the row-major 8 x 32 tiles
-// (partial last strips included).
+// (partial last strips included, and a 1x1 convolution that multiplies
+// the input rows in place).
 func TestConvGeneralIm2col(t *testing.T) {
 	seq, par := sequentialAndParallel(t)
 	r := rand.New(rand.NewPCG(7, 8))
@@ -41,6 +42,8 @@ func TestConvGeneralIm2col(t *testing.T) {
 		{2, 13, 11, 24, 3, 3, 96, 2, 2, [2][2]int{{2, 2}, {2, 2}}},
 		{3, 23, 19, 3, 7, 7, 64, 2, 1, [2][2]int{{3, 3}, {3, 3}}},
 		{1, 10, 10, 130, 3, 3, 64, 1, 1, [2][2]int{{1, 1}, {1, 1}}}, // contracting blocks, a partial one
+		{1, 5, 7, 40, 1, 1, 64, 1, 1, [2][2]int{}},                  // 1x1: the input rows themselves, a partial strip
+		{2, 6, 5, 16, 3, 3, 320, 1, 1, [2][2]int{{1, 1}, {1, 1}}},   // many output channels
 	} {
 		name := fmt.Sprintf("%dx%dx%dx%d-k%dx%d-%d-s%d-d%d-p%v", tc.n, tc.h, tc.w, tc.cin, tc.kh, tc.kw, tc.cout, tc.stride, tc.dil, tc.pad)
 		inShape := shapes.Make(dtypes.Float32, tc.n, tc.h, tc.w, tc.cin)
@@ -213,5 +216,63 @@ func compareFloats(t *testing.T, name string, got []float32, want []float64) {
 		if math.Abs(float64(got[i])-want[i]) > 1e-4*(1+math.Abs(want[i])) {
 			t.Fatalf("%s: value %d = %v, want %v", name, i, got[i], want[i])
 		}
+	}
+}
+
+// BenchmarkConvGeneralIm2col measures channels-last float32 convolutions
+// of ResNet's shapes (batch 8 at 224 px, output stride 16) on a backend
+// with workers, in GFLOP/s (2 per multiply-add).
+func BenchmarkConvGeneralIm2col(b *testing.B) {
+	be, err := gobackend.New("parallelism=-1")
+	if err != nil {
+		b.Fatalf("New: %+v", err)
+	}
+	defer be.Finalize()
+	axes := compute.ConvolveAxesConfig{
+		InputBatch: 0, InputChannels: 3, InputSpatial: []int{1, 2},
+		KernelInputChannels: 2, KernelOutputChannels: 3, KernelSpatial: []int{0, 1},
+		OutputBatch: 0, OutputChannels: 3, OutputSpatial: []int{1, 2},
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, l := range []struct{ hw, cin, cout, k, dil int }{
+		{56, 64, 64, 3, 1}, {28, 128, 128, 3, 1}, {14, 256, 256, 3, 1}, {14, 512, 512, 3, 2},
+		{56, 64, 256, 1, 1}, {56, 256, 64, 1, 1}, {14, 1024, 256, 1, 1}, {14, 512, 2048, 1, 1},
+	} {
+		b.Run(fmt.Sprintf("%dx%dx%d-%d-k%d-d%d", l.hw, l.hw, l.cin, l.cout, l.k, l.dil), func(b *testing.B) {
+			const n = 8
+			inShape := shapes.Make(dtypes.Float32, n, l.hw, l.hw, l.cin)
+			kShape := shapes.Make(dtypes.Float32, l.k, l.k, l.cin, l.cout)
+			pad := l.dil * (l.k / 2)
+			builder := be.Builder("bench").(*gobackend.Builder)
+			main := builder.Main().(*gobackend.Function)
+			x, _ := main.Parameter("x", inShape, nil)
+			w, _ := main.Parameter("w", kShape, nil)
+			y, err := ops.ConvGeneral(main, x, w, axes, []int{1, 1}, [][2]int{{pad, pad}, {pad, pad}}, nil, []int{l.dil, l.dil}, 1, 1)
+			if err != nil {
+				b.Fatalf("ConvGeneral: %+v", err)
+			}
+			if err := main.Return([]compute.Value{y}, nil); err != nil {
+				b.Fatalf("Return: %+v", err)
+			}
+			exec, err := builder.Compile()
+			if err != nil {
+				b.Fatalf("Compile: %+v", err)
+			}
+			xBuf, _ := be.BufferFromFlatData(0, randomFloats(r, inShape.Size()), inShape)
+			wBuf, _ := be.BufferFromFlatData(0, randomFloats(r, kShape.Size()), kShape)
+			run := func() {
+				outs, err := exec.Execute([]compute.Buffer{xBuf, wBuf}, []bool{false, false}, 0)
+				if err != nil {
+					b.Fatalf("Execute: %+v", err)
+				}
+				outs[0].(*gobackend.Buffer).Finalize()
+			}
+			run()
+			for b.Loop() {
+				run()
+			}
+			flops := 2 * float64(n*l.hw*l.hw) * float64(l.k*l.k*l.cin) * float64(l.cout)
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 	}
 }

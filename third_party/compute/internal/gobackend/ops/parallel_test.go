@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gomlx/compute"
@@ -225,5 +226,26 @@ func TestScatterSumParallel(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestParallelPull checks that parallelPull hands out every item exactly
+// once, with and without workers, and with fewer items than workers.
+func TestParallelPull(t *testing.T) {
+	seq, par := sequentialAndParallel(t)
+	for _, be := range []compute.Backend{seq, par} {
+		for _, n := range []int{0, 1, 3, 1000} {
+			counts := make([]atomic.Int32, n)
+			ops.ParallelPullForTest(be.(*gobackend.Backend), n, func(next func() (int, bool)) {
+				for i, ok := next(); ok; i, ok = next() {
+					counts[i].Add(1)
+				}
+			})
+			for i := range counts {
+				if c := counts[i].Load(); c != 1 {
+					t.Fatalf("%s, n=%d: item %d taken %d times", be.Name(), n, i, c)
+				}
+			}
+		}
 	}
 }
