@@ -148,11 +148,14 @@ func (g *im2colGeometry) convRowMajor(backend *gobackend.Backend,
 	defer backend.PutBuffer(packedBuf)
 	packed := packedBuf.Flat.([]float32)
 	// Strip s is [K][32]: its block of contracting steps [k0, k1) is
-	// contiguous at (s*K + k0)*32.
+	// contiguous at (s*K + k0)*32. The 32 values are copied as an array (a
+	// call of copy per 128 bytes made the whole convolution 5-10% slower).
 	parallelRanges(backend, strips, 1, func(lo, hi int) {
 		for s := lo; s < hi; s++ {
+			dst := packed[s*k*32 : (s+1)*k*32]
+			src := kernel[32*s:]
 			for i := range k {
-				copy(packed[(s*k+i)*32:(s*k+i+1)*32], kernel[i*g.cout+32*s:i*g.cout+32*s+32])
+				*(*[32]float32)(dst[i*32:]) = *(*[32]float32)(src[i*g.cout:])
 			}
 		}
 	})
