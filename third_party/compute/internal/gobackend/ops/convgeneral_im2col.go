@@ -59,6 +59,13 @@ func execConvGeneralIm2col(backend *gobackend.Backend, node *gobackend.Node, inp
 		return nil, true, err
 	}
 	defer releaseKernel()
+	if tile := dot.Float32Tile8x32; tile != nil && convWinograd != nil && g.winogradEligible() {
+		if err := convWinograd(&g, backend, tile, in, kernelFlat, out); err != nil {
+			backend.PutBuffer(output)
+			return nil, true, err
+		}
+		return output, true, nil
+	}
 	if tile := dot.Float32Tile8x32; tile != nil && g.cout%32 == 0 {
 		if err := g.convRowMajor(backend, tile, in, kernelFlat, out); err != nil {
 			backend.PutBuffer(output)
@@ -71,6 +78,29 @@ func execConvGeneralIm2col(backend *gobackend.Backend, node *gobackend.Node, inp
 		return nil, true, err
 	}
 	return output, true, nil
+}
+
+// convWinograd is im2colGeometry.convWinograd where the build has it (the
+// simd experiment), else nil.
+var convWinograd func(g *im2colGeometry, backend *gobackend.Backend,
+	tile func(lhs []float32, lhsStride int, rhs []float32, out []float32, outStride int, k int, accumulate bool),
+	in, kernel, out []float32) error
+
+// winogradMinChannels is the fewest input and output channels the
+// Winograd path takes: with fewer, the transforms (memory-bound) cost more
+// than the multiplications they save.
+const winogradMinChannels = 64
+
+// winogradChunkBytes is the target size of one chunk's transformed input
+// ([16, tiles, Cin] values) per worker.
+const winogradChunkBytes = 1 << 20
+
+// winogradEligible reports whether the convolution is a 3x3 kernel with
+// stride 1, the same kernel dilation on both axes, no input dilation, and
+// enough channels (Cout a multiple of 32) for the Winograd path.
+func (g *im2colGeometry) winogradEligible() bool {
+	return g.kh == 3 && g.kw == 3 && g.strideH == 1 && g.strideW == 1 && g.inDilH == 1 && g.inDilW == 1 &&
+		g.dilateH == g.dilateW && g.cout%32 == 0 && g.cin >= winogradMinChannels && g.cout >= winogradMinChannels
 }
 
 // convPacked is the convolution as chunks of im2col rows, each written by
