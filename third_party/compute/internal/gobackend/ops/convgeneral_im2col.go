@@ -91,6 +91,14 @@ var convWinograd func(g *im2colGeometry, backend *gobackend.Backend,
 // than the multiplications they save.
 const winogradMinChannels = 64
 
+// winogradMaxKernel is the largest Cin*Cout the Winograd path takes: its
+// transformed kernel (16*4*Cin*Cout bytes) is re-read for every chunk of
+// tiles, from L2 up to 128x128 channels (1 MB). With 256 and 512 channels
+// it comes from L3 and the products ran at half the tile kernel's speed
+// (also when taken position by position over all tiles, to keep one
+// position's kernel in L2): no faster than the im2col path.
+const winogradMaxKernel = 128 * 128
+
 // winogradChunkBytes is the target size of one chunk's transformed input
 // ([16, tiles, Cin] values) per worker.
 const winogradChunkBytes = 1 << 20
@@ -100,7 +108,8 @@ const winogradChunkBytes = 1 << 20
 // enough channels (Cout a multiple of 32) for the Winograd path.
 func (g *im2colGeometry) winogradEligible() bool {
 	return g.kh == 3 && g.kw == 3 && g.strideH == 1 && g.strideW == 1 && g.inDilH == 1 && g.inDilW == 1 &&
-		g.dilateH == g.dilateW && g.cout%32 == 0 && g.cin >= winogradMinChannels && g.cout >= winogradMinChannels
+		g.dilateH == g.dilateW && g.cout%32 == 0 && g.cin >= winogradMinChannels && g.cout >= winogradMinChannels &&
+		g.cin*g.cout <= winogradMaxKernel
 }
 
 // convPacked is the convolution as chunks of im2col rows, each written by

@@ -44,15 +44,17 @@ func TestConvGeneralIm2col(t *testing.T) {
 		{1, 10, 10, 130, 3, 3, 64, 1, 1, [2][2]int{{1, 1}, {1, 1}}}, // contracting blocks, a partial one
 		{1, 5, 7, 40, 1, 1, 64, 1, 1, [2][2]int{}},                  // 1x1: the input rows themselves, a partial strip
 		{2, 6, 5, 16, 3, 3, 320, 1, 1, [2][2]int{{1, 1}, {1, 1}}},   // many output channels
-		// 3x3, stride 1, Cin and Cout >= 32 (Winograd F(2x2, 3x3)): odd
+		// 3x3, stride 1, Cin and Cout >= 64 (Winograd F(2x2, 3x3)): odd
 		// sizes (tiles past the edge), dilations 2 and 3 (phases of odd
 		// length), asymmetric and no padding, a 1x1 output, channels that
-		// are not a multiple of the vector length.
-		{2, 11, 9, 48, 3, 3, 64, 1, 1, [2][2]int{{1, 1}, {1, 1}}},
-		{2, 11, 9, 48, 3, 3, 64, 1, 2, [2][2]int{{2, 2}, {2, 2}}},
-		{1, 13, 10, 32, 3, 3, 96, 1, 3, [2][2]int{{3, 3}, {3, 3}}},
-		{1, 8, 9, 37, 3, 3, 32, 1, 1, [2][2]int{{0, 1}, {1, 0}}},
-		{1, 3, 3, 32, 3, 3, 32, 1, 1, [2][2]int{}},
+		// are not a multiple of the vector length; a kernel too large for
+		// it (the im2col path).
+		{2, 11, 9, 64, 3, 3, 64, 1, 1, [2][2]int{{1, 1}, {1, 1}}},
+		{2, 11, 9, 72, 3, 3, 64, 1, 2, [2][2]int{{2, 2}, {2, 2}}},
+		{1, 13, 10, 64, 3, 3, 96, 1, 3, [2][2]int{{3, 3}, {3, 3}}},
+		{1, 8, 9, 67, 3, 3, 64, 1, 1, [2][2]int{{0, 1}, {1, 0}}},
+		{1, 3, 3, 64, 3, 3, 64, 1, 1, [2][2]int{}},
+		{2, 9, 7, 160, 3, 3, 128, 1, 2, [2][2]int{{2, 2}, {2, 2}}},
 	} {
 		name := fmt.Sprintf("%dx%dx%dx%d-k%dx%d-%d-s%d-d%d-p%v", tc.n, tc.h, tc.w, tc.cin, tc.kh, tc.kw, tc.cout, tc.stride, tc.dil, tc.pad)
 		inShape := shapes.Make(dtypes.Float32, tc.n, tc.h, tc.w, tc.cin)
@@ -121,7 +123,7 @@ func TestConvGeneralIm2colGradients(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	type conv struct{ n, h, w, cin, k, cout, stride, dil, pad int }
 	for _, c := range []conv{{2, 9, 8, 5, 3, 7, 2, 1, 1}, {1, 10, 10, 8, 3, 32, 1, 2, 2}, {2, 12, 11, 3, 7, 64, 2, 1, 3},
-		{2, 7, 9, 32, 3, 64, 1, 1, 1}, // input gradient with Winograd (swapped kernel)
+		{2, 7, 9, 64, 3, 64, 1, 1, 1}, // input gradient with Winograd (swapped kernel)
 	} {
 		ho := (c.h+2*c.pad-(c.k-1)*c.dil-1)/c.stride + 1
 		wo := (c.w+2*c.pad-(c.k-1)*c.dil-1)/c.stride + 1

@@ -48,24 +48,36 @@ func winogradTileStarts(n, d int) []int {
 	return starts
 }
 
+// winogradConv is one Winograd convolution's operands and tile lists.
+type winogradConv struct {
+	g                    *im2colGeometry
+	tile                 func(lhs []float32, lhsStride int, rhs []float32, out []float32, outStride int, k int, accumulate bool)
+	in, out              []float32
+	packed               []float32 // U[p] as 32-column strips: [16][strips][Cin][32]
+	rowStarts, colStarts []int
+	tilesPerImage        int
+}
+
 // convWinograd computes the convolution with F(2x2, 3x3) (see the file's
 // comment). kernel is [9*Cin, Cout] (as kernelMatrix returns it).
+// Each worker takes chunks of tiles and runs the three stages on a chunk
+// while it is in its caches.
 func (g *im2colGeometry) convWinograd(backend *gobackend.Backend,
 	tile func(lhs []float32, lhsStride int, rhs []float32, out []float32, outStride int, k int, accumulate bool),
 	in, kernel, out []float32) error {
-	cin, cout, d := g.cin, g.cout, g.dilateH
+	cin, cout := g.cin, g.cout
 	strips := cout / 32
-	rowStarts, colStarts := winogradTileStarts(g.ho, d), winogradTileStarts(g.wo, d)
-	tilesPerImage := len(rowStarts) * len(colStarts)
-	numTiles := g.n * tilesPerImage
+	w := &winogradConv{g: g, tile: tile, in: in, out: out,
+		rowStarts: winogradTileStarts(g.ho, g.dilateH), colStarts: winogradTileStarts(g.wo, g.dilateW)}
+	w.tilesPerImage = len(w.rowStarts) * len(w.colStarts)
+	numTiles := g.n * w.tilesPerImage
 
-	// U[p] packed as 32-column strips: [16][strips][Cin][32].
 	packedBuf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, 16*cin*cout))
 	if err != nil {
 		return err
 	}
 	defer backend.PutBuffer(packedBuf)
-	packed := packedBuf.Flat.([]float32)
+	w.packed = packedBuf.Flat.([]float32)
 	parallelRanges(backend, cin, max(1, 4096/cout), func(lo, hi int) {
 		var taps [9][]float32
 		var dst [16][]float32
@@ -76,13 +88,18 @@ func (g *im2colGeometry) convWinograd(backend *gobackend.Backend,
 				}
 				for p := range 16 {
 					off := ((p*strips+s)*cin + ci) * 32
-					dst[p] = packed[off : off+32]
+					dst[p] = w.packed[off : off+32]
 				}
 				winogradKernelTransform(&taps, &dst)
 			}
 		}
 	})
+	return w.fused(backend, numTiles)
+}
 
+// fused runs the three stages chunk by chunk of tiles on the workers.
+func (w *winogradConv) fused(backend *gobackend.Backend, numTiles int) error {
+	cin, cout := w.g.cin, w.g.cout
 	workers := 1
 	if backend.Workers != nil && backend.Workers.IsEnabled() {
 		workers = max(1, backend.Workers.AdjustedMaxParallelism())
@@ -105,79 +122,97 @@ func (g *im2colGeometry) convWinograd(backend *gobackend.Backend,
 		flat := buf.Flat.([]float32)
 		v, m, zeros := flat[:vSize], flat[vSize:vSize+mSize], flat[vSize+mSize:]
 		clear(zeros)
-		var rows [16][]float32
-		var dst [16][]float32
 		for c, ok := next(); ok; c, ok = next() {
 			t0 := c * chunkTiles
 			tiles := min(chunkTiles, numTiles-t0)
 			padded := (tiles + 7) / 8 * 8
-			// Input transform: V[p][i] = (B^T d B)[p] of tile t0+i.
-			for i := range padded {
-				for p := range 16 {
-					dst[p] = v[(p*chunkTiles+i)*cin : (p*chunkTiles+i+1)*cin]
-				}
-				if i >= tiles {
-					for p := range 16 {
-						clear(dst[p])
-					}
-					continue
-				}
-				b, oy0, ox0 := g.winogradTile(t0+i, tilesPerImage, rowStarts, colStarts)
-				for r := range 4 {
-					iy := oy0 - g.padTop + r*d
-					for col := range 4 {
-						ix := ox0 - g.padLeft + col*d
-						if iy < 0 || iy >= g.h || ix < 0 || ix >= g.w {
-							rows[r*4+col] = zeros
-						} else {
-							off := ((b*g.h+iy)*g.w + ix) * cin
-							rows[r*4+col] = in[off : off+cin]
-						}
-					}
-				}
-				winogradInputTransform(&rows, &dst)
-			}
-			// M[p] = V[p] x U[p].
+			w.transformInput(v, chunkTiles, t0, 0, tiles, padded, zeros)
 			for p := range 16 {
-				vp := v[p*chunkTiles*cin:]
-				mp := m[p*chunkTiles*cout:]
-				for k0 := 0; k0 < cin; k0 += rowMajorBlockK {
-					kLen := min(rowMajorBlockK, cin-k0)
-					for s := range strips {
-						rhs := packed[((p*strips+s)*cin+k0)*32:]
-						for rs := 0; rs < padded; rs += 8 {
-							tile(vp[rs*cin+k0:], cin, rhs, mp[rs*cout+32*s:], cout, kLen, k0 > 0)
-						}
-					}
-				}
+				w.multiply(v, m, chunkTiles, p, 0, padded)
 			}
-			// Output transform: the 2x2 outputs of each tile, A^T M A.
-			for i := range tiles {
-				b, oy0, ox0 := g.winogradTile(t0+i, tilesPerImage, rowStarts, colStarts)
-				for p := range 16 {
-					rows[p] = m[(p*chunkTiles+i)*cout : (p*chunkTiles+i+1)*cout]
-				}
-				var ys [4][]float32
-				for yi := range 2 {
-					for xi := range 2 {
-						oy, ox := oy0+yi*d, ox0+xi*d
-						if oy < g.ho && ox < g.wo {
-							off := ((b*g.ho+oy)*g.wo + ox) * cout
-							ys[yi*2+xi] = out[off : off+cout]
-						}
-					}
-				}
-				winogradOutputTransform(&rows, &ys)
-			}
+			w.transformOutput(m, chunkTiles, t0, 0, tiles)
 		}
 	})
 	return firstErr
 }
 
-// winogradTile returns tile t's image and first output row and column.
-func (g *im2colGeometry) winogradTile(t, tilesPerImage int, rowStarts, colStarts []int) (b, oy0, ox0 int) {
-	b, t = t/tilesPerImage, t%tilesPerImage
-	return b, rowStarts[t/len(colStarts)], colStarts[t%len(colStarts)]
+// transformInput writes V[p][i] = (B^T d B)[p] of tile base+i into rows i
+// of v (laid out [16][ld][Cin]) for i in [lo, hi), and zeros for i in
+// [hi, padded).
+func (w *winogradConv) transformInput(v []float32, ld, base, lo, hi, padded int, zeros []float32) {
+	g, cin, d := w.g, w.g.cin, w.g.dilateH
+	var rows, dst [16][]float32
+	for i := lo; i < padded; i++ {
+		for p := range 16 {
+			dst[p] = v[(p*ld+i)*cin : (p*ld+i+1)*cin]
+		}
+		if i >= hi {
+			for p := range 16 {
+				clear(dst[p])
+			}
+			continue
+		}
+		b, oy0, ox0 := w.tileAt(base + i)
+		for r := range 4 {
+			iy := oy0 - g.padTop + r*d
+			for col := range 4 {
+				ix := ox0 - g.padLeft + col*d
+				if iy < 0 || iy >= g.h || ix < 0 || ix >= g.w {
+					rows[r*4+col] = zeros
+				} else {
+					off := ((b*g.h+iy)*g.w + ix) * cin
+					rows[r*4+col] = w.in[off : off+cin]
+				}
+			}
+		}
+		winogradInputTransform(&rows, &dst)
+	}
+}
+
+// multiply computes rows [r0, r1) (multiples of 8) of M[p] = V[p] x U[p].
+func (w *winogradConv) multiply(v, m []float32, ld, p, r0, r1 int) {
+	cin, cout := w.g.cin, w.g.cout
+	strips := cout / 32
+	vp, mp := v[p*ld*cin:], m[p*ld*cout:]
+	for k0 := 0; k0 < cin; k0 += rowMajorBlockK {
+		kLen := min(rowMajorBlockK, cin-k0)
+		for s := range strips {
+			rhs := w.packed[((p*strips+s)*cin+k0)*32:]
+			for rs := r0; rs < r1; rs += 8 {
+				w.tile(vp[rs*cin+k0:], cin, rhs, mp[rs*cout+32*s:], cout, kLen, k0 > 0)
+			}
+		}
+	}
+}
+
+// transformOutput writes the 2x2 outputs, A^T M A, of tiles base+i for i in
+// [lo, hi) from rows i of m (laid out [16][ld][Cout]).
+func (w *winogradConv) transformOutput(m []float32, ld, base, lo, hi int) {
+	g, cout, d := w.g, w.g.cout, w.g.dilateH
+	var rows [16][]float32
+	for i := lo; i < hi; i++ {
+		b, oy0, ox0 := w.tileAt(base + i)
+		for p := range 16 {
+			rows[p] = m[(p*ld+i)*cout : (p*ld+i+1)*cout]
+		}
+		var ys [4][]float32
+		for yi := range 2 {
+			for xi := range 2 {
+				oy, ox := oy0+yi*d, ox0+xi*d
+				if oy < g.ho && ox < g.wo {
+					off := ((b*g.ho+oy)*g.wo + ox) * cout
+					ys[yi*2+xi] = w.out[off : off+cout]
+				}
+			}
+		}
+		winogradOutputTransform(&rows, &ys)
+	}
+}
+
+// tileAt returns tile t's image and first output row and column.
+func (w *winogradConv) tileAt(t int) (b, oy0, ox0 int) {
+	b, t = t/w.tilesPerImage, t%w.tilesPerImage
+	return b, w.rowStarts[t/len(w.colStarts)], w.colStarts[t%len(w.colStarts)]
 }
 
 // winogradKernelTransform writes U = G g G^T, for 32 output channels, of
