@@ -266,10 +266,11 @@ func (b *layerBuilder) convBN(name string, x *Node, k, cout, stride, dilation in
 // Conv2D's graph-level im2col for a layer, from BenchmarkConv and
 // BenchmarkConvGeneral and the training workloads (README, Performance):
 // ConvGeneral is faster forward at every stride and backward at stride
-// 1; in training a strided layer's input gradient, which ConvGeneral
-// computes as a convolution over an input dilated with zeros (three
-// quarters of its im2col are zeros at stride 2), is 1.4-5x faster as
-// Conv2D's scatter-add.
+// 1. For strided layers in training, Conv2D stays: ConvGeneral's input
+// gradient (since the backend fork's change 12, split by stride phases)
+// is faster per layer except for the 3-channel stem, but the tiny
+// preset's training steps measured about 10% slower with every strided
+// layer on ConvGeneral (two alternating rounds).
 func useConvGeneral(stride int, training bool) bool {
 	return !training || stride == 1
 }

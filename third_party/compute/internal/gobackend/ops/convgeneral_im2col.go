@@ -59,25 +59,127 @@ func execConvGeneralIm2col(backend *gobackend.Backend, node *gobackend.Node, inp
 		return nil, true, err
 	}
 	defer releaseKernel()
-	if tile := dot.Float32Tile8x32; tile != nil && convWinograd != nil && g.winogradEligible() {
-		if err := convWinograd(&g, backend, tile, in, kernelFlat, out); err != nil {
-			backend.PutBuffer(output)
-			return nil, true, err
-		}
-		return output, true, nil
+	run := g.convMatrix
+	if g.inDilH > 1 || g.inDilW > 1 {
+		run = g.convPhases
 	}
-	if tile := dot.Float32Tile8x32; tile != nil && g.cout%32 == 0 {
-		if err := g.convRowMajor(backend, tile, in, kernelFlat, out); err != nil {
-			backend.PutBuffer(output)
-			return nil, true, err
-		}
-		return output, true, nil
-	}
-	if err := g.convPacked(backend, impl, in, kernelFlat, out); err != nil {
+	if err := run(backend, impl, in, kernelFlat, out); err != nil {
 		backend.PutBuffer(output)
 		return nil, true, err
 	}
 	return output, true, nil
+}
+
+// convMatrix runs the convolution with the fastest of the paths that take
+// it: Winograd, the row-major tiles, or packed im2col products.
+func (g *im2colGeometry) convMatrix(backend *gobackend.Backend, impl *dot.ImplementationRegistration, in, kernelFlat, out []float32) error {
+	tile := dot.Float32Tile8x32
+	switch {
+	case tile != nil && convWinograd != nil && g.winogradEligible():
+		return convWinograd(g, backend, tile, in, kernelFlat, out)
+	case tile != nil && g.cout%32 == 0:
+		return g.convRowMajor(backend, tile, in, kernelFlat, out)
+	default:
+		return g.convPacked(backend, impl, in, kernelFlat, out)
+	}
+}
+
+// convPhases runs an input-dilated convolution (a strided convolution's
+// input gradient) as one undilated convolution per phase of the output
+// grid. With input dilation s, the output rows y of one phase (y mod s)
+// only meet input rows, not the zeros between them, through the kernel
+// rows ky with (y - padTop + ky*dilation) a multiple of s: an arithmetic
+// progression of taps, so each phase is a plain convolution of the
+// undilated input with that part of the kernel (and a kernel dilation
+// and padding of its own). The im2col of the dilated input would be mostly
+// zeros (3/4 of it for stride 2), which made the input gradient of strided
+// layers slower than the graph-level scatter-add.
+func (g *im2colGeometry) convPhases(backend *gobackend.Backend, impl *dot.ImplementationRegistration, in, kernelFlat, out []float32) error {
+	sh, sw := g.inDilH, g.inDilW
+	for ry := range min(sh, g.ho) {
+		kys, q0y, dy := phaseTaps(ry, g.padTop, g.kh, g.dilateH, sh)
+		for rx := range min(sw, g.wo) {
+			kxs, q0x, dx := phaseTaps(rx, g.padLeft, g.kw, g.dilateW, sw)
+			hoP, woP := (g.ho-ry+sh-1)/sh, (g.wo-rx+sw-1)/sw
+			if len(kys) == 0 || len(kxs) == 0 {
+				scatterPhase(g, out, nil, ry, rx, hoP, woP)
+				continue
+			}
+			sub := im2colGeometry{
+				n: g.n, h: g.h, w: g.w, cin: g.cin,
+				kh: len(kys), kw: len(kxs), cout: g.cout,
+				ho: hoP, wo: woP,
+				strideH: 1, strideW: 1,
+				padTop: -q0y, padLeft: -q0x,
+				dilateH: dy, dilateW: dx,
+				inDilH: 1, inDilW: 1,
+				contiguousKernelRow: dx == 1,
+			}
+			size := sub.kh * sub.kw * g.cin * g.cout
+			bufs, err := backend.GetBuffer(shapes.Make(dtypes.Float32, size+g.n*hoP*woP*g.cout))
+			if err != nil {
+				return err
+			}
+			flat := bufs.Flat.([]float32)
+			subKernel, subOut := flat[:size], flat[size:]
+			for i, ky := range kys {
+				for j, kx := range kxs {
+					tap := (ky*g.kw + kx) * g.cin * g.cout
+					copy(subKernel[(i*sub.kw+j)*g.cin*g.cout:], kernelFlat[tap:tap+g.cin*g.cout])
+				}
+			}
+			err = sub.convMatrix(backend, impl, in, subKernel, subOut)
+			if err == nil {
+				scatterPhase(g, out, subOut, ry, rx, hoP, woP)
+			}
+			backend.PutBuffer(bufs)
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// phaseTaps returns, for the output phase r of an axis with input dilation
+// s, padding pad, kernel size k and kernel dilation d, the kernel taps that
+// meet input values (an arithmetic progression), the input index offset q0
+// of the first one (output j of the phase reads input j + q0 + i*step
+// through tap i) and that step.
+func phaseTaps(r, pad, k, d, s int) (taps []int, q0, step int) {
+	for t := range k {
+		if v := r - pad + t*d; v%s == 0 {
+			if len(taps) == 0 {
+				q0 = v / s
+			} else if len(taps) == 1 {
+				step = v/s - q0
+			}
+			taps = append(taps, t)
+		}
+	}
+	if step == 0 {
+		step = 1
+	}
+	return taps, q0, step
+}
+
+// scatterPhase copies a phase's outputs ([N, hoP, woP, Cout], or zeros when
+// nil) to their places in out (rows ry + s*j, columns rx + s*i).
+func scatterPhase(g *im2colGeometry, out, phase []float32, ry, rx, hoP, woP int) {
+	for b := range g.n {
+		for j := range hoP {
+			y := ry + g.inDilH*j
+			for i := range woP {
+				x := rx + g.inDilW*i
+				dst := out[((b*g.ho+y)*g.wo+x)*g.cout : ((b*g.ho+y)*g.wo+x+1)*g.cout]
+				if phase == nil {
+					clear(dst)
+					continue
+				}
+				copy(dst, phase[((b*hoP+j)*woP+i)*g.cout:])
+			}
+		}
+	}
 }
 
 // convWinograd is im2colGeometry.convWinograd where the build has it (the
