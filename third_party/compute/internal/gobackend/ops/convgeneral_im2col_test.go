@@ -115,7 +115,8 @@ func TestConvGeneralIm2col(t *testing.T) {
 // TestConvGeneralIm2colGradients checks the two convolutions GoMLX's
 // autodiff builds for a channels-last convolution's gradients, which also
 // run as im2col products, against their definitions: the input gradient
-// (kernel stored [KH, KW, Cout, Cin], input-dilated by the forward stride)
+// (kernel stored [KH, KW, Cout, Cin], input-dilated by the forward stride,
+// run phase by phase: strides 2 and 3, with a kernel dilation of 2 too)
 // and the kernel gradient (x's batch and channel axes swapped, the forward
 // stride as kernel dilation).
 func TestConvGeneralIm2colGradients(t *testing.T) {
@@ -123,7 +124,9 @@ func TestConvGeneralIm2colGradients(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	type conv struct{ n, h, w, cin, k, cout, stride, dil, pad int }
 	for _, c := range []conv{{2, 9, 8, 5, 3, 7, 2, 1, 1}, {1, 10, 10, 8, 3, 32, 1, 2, 2}, {2, 12, 11, 3, 7, 64, 2, 1, 3},
-		{2, 7, 9, 64, 3, 64, 1, 1, 1}, // input gradient with Winograd (swapped kernel)
+		{2, 7, 9, 64, 3, 64, 1, 1, 1},  // input gradient with Winograd (swapped kernel)
+		{1, 11, 10, 6, 3, 32, 2, 2, 2}, // stride and dilation 2: phases with all taps or none
+		{1, 10, 9, 4, 3, 8, 3, 1, 1},   // stride 3: phases of one tap
 	} {
 		ho := (c.h+2*c.pad-(c.k-1)*c.dil-1)/c.stride + 1
 		wo := (c.w+2*c.pad-(c.k-1)*c.dil-1)/c.stride + 1
