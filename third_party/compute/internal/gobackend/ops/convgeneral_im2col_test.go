@@ -44,6 +44,11 @@ func TestConvGeneralIm2col(t *testing.T) {
 		{1, 10, 10, 130, 3, 3, 64, 1, 1, [2][2]int{{1, 1}, {1, 1}}}, // contracting blocks, a partial one
 		{1, 5, 7, 40, 1, 1, 64, 1, 1, [2][2]int{}},                  // 1x1: the input rows themselves, a partial strip
 		{2, 6, 5, 16, 3, 3, 320, 1, 1, [2][2]int{{1, 1}, {1, 1}}},   // many output channels
+		// Contracting blocks of one tap each (Cin 512): tiles whose windows
+		// miss the input over a block skip it, and tiles entirely in the
+		// padding are zeroed.
+		{1, 6, 8, 512, 3, 3, 32, 1, 3, [2][2]int{{3, 3}, {3, 3}}},
+		{1, 2, 8, 512, 3, 3, 32, 1, 1, [2][2]int{{3, 3}, {1, 1}}},
 		// 3x3, stride 1, Cin and Cout >= 64 (Winograd F(2x2, 3x3)): odd
 		// sizes (tiles past the edge), dilations 2 and 3 (phases of odd
 		// length), asymmetric and no padding, a 1x1 output, channels that
