@@ -3,8 +3,6 @@
 package ops
 
 import (
-	"sync"
-
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/internal/gobackend"
 	"github.com/gomlx/compute/internal/gobackend/dot"
@@ -302,23 +300,15 @@ func (g *im2colGeometry) convRowMajor(backend *gobackend.Backend,
 	})
 	// Chunks: at most rowMajorChunkBytes of a contracting block, and at
 	// least 4 per worker, which take them one at a time.
-	workers := 1
-	if backend.Workers != nil && backend.Workers.IsEnabled() {
-		workers = max(1, backend.Workers.AdjustedMaxParallelism())
-	}
+	workers := workerCount(backend)
 	chunkRows := min(rowMajorChunkBytes/(4*min(k, rowMajorBlockK)), (m+4*workers-1)/(4*workers))
 	chunkRows = max(8, (chunkRows+7)/8*8)
 	numChunks := (m + chunkRows - 1) / chunkRows
 	identity := g.isIdentity()
-	var firstErr error
-	var mu sync.Mutex
-	parallelPull(backend, numChunks, func(next func() (int, bool)) {
+	return parallelPull(backend, numChunks, func(next func() (int, bool)) error {
 		colsBuf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, chunkRows*k+8*g.cout))
 		if err != nil {
-			mu.Lock()
-			firstErr = err
-			mu.Unlock()
-			return
+			return err
 		}
 		defer backend.PutBuffer(colsBuf)
 		flat := colsBuf.Flat.([]float32)
@@ -380,8 +370,8 @@ func (g *im2colGeometry) convRowMajor(backend *gobackend.Backend,
 				copy(out[(r0+full)*g.cout:(r0+rows)*g.cout], tail[:(rows-full)*g.cout])
 			}
 		}
+		return nil
 	})
-	return firstErr
 }
 
 // paddingOnly reports whether, for the n output positions from pos, every

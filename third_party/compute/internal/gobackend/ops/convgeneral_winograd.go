@@ -6,7 +6,6 @@ package ops
 
 import (
 	"simd"
-	"sync"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/internal/gobackend"
@@ -100,23 +99,15 @@ func (g *im2colGeometry) convWinograd(backend *gobackend.Backend,
 // fused runs the three stages chunk by chunk of tiles on the workers.
 func (w *winogradConv) fused(backend *gobackend.Backend, numTiles int) error {
 	cin, cout := w.g.cin, w.g.cout
-	workers := 1
-	if backend.Workers != nil && backend.Workers.IsEnabled() {
-		workers = max(1, backend.Workers.AdjustedMaxParallelism())
-	}
+	workers := workerCount(backend)
 	chunkTiles := min(winogradChunkBytes/(16*4*cin), (numTiles+2*workers-1)/(2*workers))
 	chunkTiles = max(8, (chunkTiles+7)/8*8)
 	numChunks := (numTiles + chunkTiles - 1) / chunkTiles
-	var firstErr error
-	var mu sync.Mutex
-	parallelPull(backend, numChunks, func(next func() (int, bool)) {
+	return parallelPull(backend, numChunks, func(next func() (int, bool)) error {
 		vSize, mSize := 16*chunkTiles*cin, 16*chunkTiles*cout
 		buf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, vSize+mSize+cin))
 		if err != nil {
-			mu.Lock()
-			firstErr = err
-			mu.Unlock()
-			return
+			return err
 		}
 		defer backend.PutBuffer(buf)
 		flat := buf.Flat.([]float32)
@@ -132,8 +123,8 @@ func (w *winogradConv) fused(backend *gobackend.Backend, numTiles int) error {
 			}
 			w.transformOutput(m, chunkTiles, t0, 0, tiles)
 		}
+		return nil
 	})
-	return firstErr
 }
 
 // transformInput writes V[p][i] = (B^T d B)[p] of tile base+i into rows i

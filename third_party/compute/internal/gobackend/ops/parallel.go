@@ -47,30 +47,47 @@ func parallelRanges(backend *gobackend.Backend, n, minChunk int, fn func(lo, hi 
 	wg.Wait()
 }
 
+// workerCount is how many goroutines the backend's workers allow to run
+// at once (the caller included): 1 when they are disabled.
+func workerCount(backend *gobackend.Backend) int {
+	if backend == nil || backend.Workers == nil || !backend.Workers.IsEnabled() {
+		return 1
+	}
+	return max(1, backend.Workers.AdjustedMaxParallelism())
+}
+
 // parallelPull runs work on as many goroutines as the backend's workers
 // allow (the calling goroutine included, at most n), and returns when all
-// are done. Each call of work takes items by calling next until it
-// returns false: the items are handed out one at a time, so a goroutine
-// that is slowed (by the machine, or by starting late) takes fewer of them.
-// Use it for compute-bound loops of many equal items, where the static
-// split of parallelRanges leaves one goroutine with a range more to do
-// (with 25 items and 4 ranges of 7, two cores finish at 14 instead of 12.5).
-func parallelPull(backend *gobackend.Backend, n int, work func(next func() (int, bool))) {
+// are done, with the first error a call of work returned. Each call of
+// work takes items by calling next until it returns false: the items are
+// handed out one at a time, so a goroutine that is slowed (by the machine,
+// or by starting late) takes fewer of them. Use it for compute-bound loops
+// of many equal items, where the static split of parallelRanges leaves one
+// goroutine with a range more to do (with 25 items and 4 ranges of 7, two
+// cores finish at 14 instead of 12.5).
+func parallelPull(backend *gobackend.Backend, n int, work func(next func() (int, bool)) error) error {
 	var taken atomic.Int64
 	next := func() (int, bool) {
 		i := int(taken.Add(1) - 1)
 		return i, i < n
 	}
-	goroutines := 1
-	if backend != nil && backend.Workers != nil && backend.Workers.IsEnabled() {
-		goroutines = min(n, backend.Workers.AdjustedMaxParallelism())
+	var firstErr error
+	var mu sync.Mutex
+	run := func() {
+		if err := work(next); err != nil {
+			mu.Lock()
+			if firstErr == nil {
+				firstErr = err
+			}
+			mu.Unlock()
+		}
 	}
 	var wg sync.WaitGroup
-	for range goroutines - 1 {
+	for range min(n, workerCount(backend)) - 1 {
 		wg.Add(1)
 		task := func() {
 			defer wg.Done()
-			work(next)
+			run()
 		}
 		// Never wait for a worker (the caller may be one): the caller takes
 		// the items a missing goroutine would have.
@@ -79,6 +96,7 @@ func parallelPull(backend *gobackend.Backend, n int, work func(next func() (int,
 			break
 		}
 	}
-	work(next)
+	run()
 	wg.Wait()
+	return firstErr
 }

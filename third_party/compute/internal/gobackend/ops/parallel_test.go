@@ -3,6 +3,7 @@
 package ops_test
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -230,22 +231,36 @@ func TestScatterSumParallel(t *testing.T) {
 }
 
 // TestParallelPull checks that parallelPull hands out every item exactly
-// once, with and without workers, and with fewer items than workers.
+// once, with and without workers, and with fewer items than workers, and
+// that it returns an error a goroutine's work returned.
 func TestParallelPull(t *testing.T) {
 	seq, par := sequentialAndParallel(t)
 	for _, be := range []compute.Backend{seq, par} {
 		for _, n := range []int{0, 1, 3, 1000} {
 			counts := make([]atomic.Int32, n)
-			ops.ParallelPullForTest(be.(*gobackend.Backend), n, func(next func() (int, bool)) {
+			err := ops.ParallelPullForTest(be.(*gobackend.Backend), n, func(next func() (int, bool)) error {
 				for i, ok := next(); ok; i, ok = next() {
 					counts[i].Add(1)
 				}
+				return nil
 			})
+			if err != nil {
+				t.Fatalf("%s, n=%d: %v", be.Name(), n, err)
+			}
 			for i := range counts {
 				if c := counts[i].Load(); c != 1 {
 					t.Fatalf("%s, n=%d: item %d taken %d times", be.Name(), n, i, c)
 				}
 			}
+		}
+		failed := errors.New("no buffer")
+		err := ops.ParallelPullForTest(be.(*gobackend.Backend), 10, func(next func() (int, bool)) error {
+			for _, ok := next(); ok; _, ok = next() {
+			}
+			return failed
+		})
+		if !errors.Is(err, failed) {
+			t.Fatalf("%s: error %v, want %v", be.Name(), err, failed)
 		}
 	}
 }
