@@ -111,7 +111,6 @@ func (g *im2colGeometry) convPhases(backend *gobackend.Backend, impl *dot.Implem
 				padTop: -q0y, padLeft: -q0x,
 				dilateH: dy, dilateW: dx,
 				inDilH: 1, inDilW: 1,
-				contiguousKernelRow: dx == 1,
 			}
 			size := sub.kh * sub.kw * g.cin * g.cout
 			bufs, err := backend.GetBuffer(shapes.Make(dtypes.Float32, size+g.n*hoP*woP*g.cout))
@@ -383,10 +382,9 @@ func (g *im2colGeometry) paddingOnly(pos, n, t0, t1 int) bool {
 	for p := pos; p < pos+n; p++ {
 		ox, oy := p%g.wo, (p/g.wo)%g.ho
 		for t := t0; t <= t1; t++ {
-			iy := oy*g.strideH - g.padTop + (t/g.kw)*g.dilateH
-			ix := ox*g.strideW - g.padLeft + (t%g.kw)*g.dilateW
-			if iy >= 0 && iy <= (g.h-1)*g.inDilH && iy%g.inDilH == 0 &&
-				ix >= 0 && ix <= (g.w-1)*g.inDilW && ix%g.inDilW == 0 {
+			_, inY := undilated(oy*g.strideH-g.padTop+(t/g.kw)*g.dilateH, g.h, g.inDilH)
+			_, inX := undilated(ox*g.strideW-g.padLeft+(t%g.kw)*g.dilateW, g.w, g.inDilW)
+			if inY && inX {
 				return false
 			}
 		}
@@ -403,15 +401,14 @@ func (g *im2colGeometry) isIdentity() bool {
 
 // im2colGeometry is a 2D channels-last convolution's sizes.
 type im2colGeometry struct {
-	n, h, w, cin        int
-	kh, kw, cout        int
-	ho, wo              int
-	strideH, strideW    int
-	padTop, padLeft     int
-	dilateH, dilateW    int
-	inDilH, inDilW      int  // input dilations (a strided convolution's input gradient)
-	kernelSwapped       bool // kernel is [KH, KW, Cout, Cin] (a convolution's input gradient)
-	contiguousKernelRow bool // a kernel row's taps read kw*cin contiguous input values
+	n, h, w, cin     int
+	kh, kw, cout     int
+	ho, wo           int
+	strideH, strideW int
+	padTop, padLeft  int
+	dilateH, dilateW int
+	inDilH, inDilW   int  // input dilations (a strided convolution's input gradient)
+	kernelSwapped    bool // kernel is [KH, KW, Cout, Cin] (a convolution's input gradient)
 }
 
 // im2colGeometryFor returns the geometry of a convolution that
@@ -463,7 +460,6 @@ func im2colGeometryFor(inShape, kernelShape, outShape shapes.Shape, p *convNode)
 	if kernelIn != g.cin || od[0] != g.n || od[3] != g.cout || g.n*g.ho*g.wo == 0 || g.cin == 0 || g.cout == 0 {
 		return g, false
 	}
-	g.contiguousKernelRow = g.dilateW == 1 && g.inDilW == 1
 	return g, true
 }
 
@@ -487,6 +483,22 @@ func (g *im2colGeometry) kernelMatrix(backend *gobackend.Backend, kernel []float
 	return m, func() { backend.PutBuffer(buf) }, nil
 }
 
+// undilated maps index i of an input axis of n values dilated by dil (dil-1
+// zeros between neighbours) to the index of its value, or ok false when i
+// falls outside the axis or on one of the zeros.
+func undilated(i, n, dil int) (idx int, ok bool) {
+	if i < 0 || i > (n-1)*dil {
+		return 0, false
+	}
+	if dil > 1 {
+		if i%dil != 0 {
+			return 0, false
+		}
+		i /= dil
+	}
+	return i, true
+}
+
 // fill writes rows [lo, hi) of the chunk of the im2col matrix that starts
 // at output position r0: row r is output position r0+r, its columns the
 // kernel's taps in [KH, KW, Cin] order.
@@ -502,29 +514,23 @@ func (g *im2colGeometry) fill(in, chunk []float32, r0, lo, hi int) {
 		ix0 := ox*g.strideW - g.padLeft
 		for ky := range g.kh {
 			row := dst[ky*rowCols : (ky+1)*rowCols]
-			iy := oy*g.strideH - g.padTop + ky*g.dilateH // in the dilated input
-			if iy < 0 || iy >= (g.h-1)*g.inDilH+1 || (g.inDilH > 1 && iy%g.inDilH != 0) {
+			iy, ok := undilated(oy*g.strideH-g.padTop+ky*g.dilateH, g.h, g.inDilH)
+			if !ok {
 				clear(row)
 				continue
 			}
-			if g.inDilH > 1 {
-				iy /= g.inDilH
-			}
 			base := (b*g.h + iy) * g.w
-			if g.contiguousKernelRow && ix0 >= 0 && ix0+g.kw <= g.w {
-				// The whole kernel row is inside: one run.
+			if g.dilateW == 1 && g.inDilW == 1 && ix0 >= 0 && ix0+g.kw <= g.w {
+				// The kernel row's taps are adjacent and all inside: one run.
 				copy(row, in[(base+ix0)*g.cin:(base+ix0+g.kw)*g.cin])
 				continue
 			}
 			for kx := range g.kw {
 				tap := row[kx*g.cin : (kx+1)*g.cin]
-				ix := ix0 + kx*g.dilateW
-				if ix < 0 || ix >= (g.w-1)*g.inDilW+1 || (g.inDilW > 1 && ix%g.inDilW != 0) {
+				ix, ok := undilated(ix0+kx*g.dilateW, g.w, g.inDilW)
+				if !ok {
 					clear(tap)
 					continue
-				}
-				if g.inDilW > 1 {
-					ix /= g.inDilW
 				}
 				copy(tap, in[(base+ix)*g.cin:(base+ix+1)*g.cin])
 			}
@@ -576,7 +582,6 @@ func execConvKernelGradIm2col(backend *gobackend.Backend, node *gobackend.Node, 
 	if g.padTop < 0 || g.padLeft < 0 || dd[0] != g.n || od[2] != g.cin || od[3] != g.cout || g.n*g.ho*g.wo == 0 {
 		return nil, false, nil
 	}
-	g.contiguousKernelRow = g.dilateW == 1
 	impl := dot.FindRegisteredImplementation(dot.LayoutNonTransposed, dtypes.Float32, dtypes.Float32)
 	if impl == nil {
 		return nil, false, nil
