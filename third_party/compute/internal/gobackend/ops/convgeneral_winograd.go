@@ -93,12 +93,9 @@ func (g *im2colGeometry) convWinograd(backend *gobackend.Backend,
 			}
 		}
 	})
-	return w.fused(backend, numTiles)
-}
 
-// fused runs the three stages chunk by chunk of tiles on the workers.
-func (w *winogradConv) fused(backend *gobackend.Backend, numTiles int) error {
-	cin, cout := w.g.cin, w.g.cout
+	// Chunks of tiles, pulled by the workers: the input transform, the 16
+	// products and the output transform of a chunk while it is in cache.
 	workers := workerCount(backend)
 	chunkTiles := min(winogradChunkBytes/(16*4*cin), (numTiles+2*workers-1)/(2*workers))
 	chunkTiles = max(8, (chunkTiles+7)/8*8)
@@ -117,27 +114,27 @@ func (w *winogradConv) fused(backend *gobackend.Backend, numTiles int) error {
 			t0 := c * chunkTiles
 			tiles := min(chunkTiles, numTiles-t0)
 			padded := (tiles + 7) / 8 * 8
-			w.transformInput(v, chunkTiles, t0, 0, tiles, padded, zeros)
+			w.transformInput(v, chunkTiles, t0, tiles, padded, zeros)
 			for p := range 16 {
-				w.multiply(v, m, chunkTiles, p, 0, padded)
+				w.multiply(v, m, chunkTiles, p, padded)
 			}
-			w.transformOutput(m, chunkTiles, t0, 0, tiles)
+			w.transformOutput(m, chunkTiles, t0, tiles)
 		}
 		return nil
 	})
 }
 
 // transformInput writes V[p][i] = (B^T d B)[p] of tile base+i into rows i
-// of v (laid out [16][ld][Cin]) for i in [lo, hi), and zeros for i in
-// [hi, padded).
-func (w *winogradConv) transformInput(v []float32, ld, base, lo, hi, padded int, zeros []float32) {
+// of v (laid out [16][ld][Cin]) for i in [0, tiles), and zeros for i in
+// [tiles, padded).
+func (w *winogradConv) transformInput(v []float32, ld, base, tiles, padded int, zeros []float32) {
 	g, cin, d := w.g, w.g.cin, w.g.dilateH
 	var rows, dst [16][]float32
-	for i := lo; i < padded; i++ {
+	for i := range padded {
 		for p := range 16 {
 			dst[p] = v[(p*ld+i)*cin : (p*ld+i+1)*cin]
 		}
-		if i >= hi {
+		if i >= tiles {
 			for p := range 16 {
 				clear(dst[p])
 			}
@@ -160,8 +157,8 @@ func (w *winogradConv) transformInput(v []float32, ld, base, lo, hi, padded int,
 	}
 }
 
-// multiply computes rows [r0, r1) (multiples of 8) of M[p] = V[p] x U[p].
-func (w *winogradConv) multiply(v, m []float32, ld, p, r0, r1 int) {
+// multiply computes the first rows (a multiple of 8) of M[p] = V[p] x U[p].
+func (w *winogradConv) multiply(v, m []float32, ld, p, rows int) {
 	cin, cout := w.g.cin, w.g.cout
 	strips := cout / 32
 	vp, mp := v[p*ld*cin:], m[p*ld*cout:]
@@ -169,7 +166,7 @@ func (w *winogradConv) multiply(v, m []float32, ld, p, r0, r1 int) {
 		kLen := min(rowMajorBlockK, cin-k0)
 		for s := range strips {
 			rhs := w.packed[((p*strips+s)*cin+k0)*32:]
-			for rs := r0; rs < r1; rs += 8 {
+			for rs := 0; rs < rows; rs += 8 {
 				w.tile(vp[rs*cin+k0:], cin, rhs, mp[rs*cout+32*s:], cout, kLen, k0 > 0)
 			}
 		}
@@ -177,11 +174,11 @@ func (w *winogradConv) multiply(v, m []float32, ld, p, r0, r1 int) {
 }
 
 // transformOutput writes the 2x2 outputs, A^T M A, of tiles base+i for i in
-// [lo, hi) from rows i of m (laid out [16][ld][Cout]).
-func (w *winogradConv) transformOutput(m []float32, ld, base, lo, hi int) {
+// [0, tiles) from rows i of m (laid out [16][ld][Cout]).
+func (w *winogradConv) transformOutput(m []float32, ld, base, tiles int) {
 	g, cout, d := w.g, w.g.cout, w.g.dilateH
 	var rows [16][]float32
-	for i := lo; i < hi; i++ {
+	for i := range tiles {
 		b, oy0, ox0 := w.tileAt(base + i)
 		for p := range 16 {
 			rows[p] = m[(p*ld+i)*cout : (p*ld+i+1)*cout]
