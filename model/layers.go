@@ -289,14 +289,16 @@ var nhwcAxes = graph.ConvolveAxesConfig{
 // ConvGeneral ops of its gradients (the input gradient: a convolution of
 // the output gradient with the flipped kernel, input-dilated for strides;
 // the kernel gradient: im2col(x)^T dy), as im2col matrix multiplications
-// (its FORK.md, changes 5, 8 and 9), which skips Conv2D's padded copy, its
+// with an unpacked-lhs tile kernel, 3x3 stride-1 layers of 64-128 channels
+// as Winograd F(2x2, 3x3), strided input gradients by stride phases (its
+// FORK.md, changes 5 and 8-13), which skips Conv2D's padded copy, its
 // full-size im2col gather and the gather's scatter-add gradient.
 func conv2DGeneral(x, w *Node, stride, dilation int) *Node {
-	k := w.Shape().Dimensions[0]
-	if k == 1 && stride == 1 {
+	g := newConvGeometry(x, w, stride, dilation)
+	if g.k == 1 && stride == 1 {
 		return Conv2D(x, w, stride, dilation)
 	}
-	pad := dilation * (k - 1) / 2
+	pad := g.pad
 	return graph.ConvGeneral(x, w, nhwcAxes, []int{stride, stride}, [][2]int{{pad, pad}, {pad, pad}},
 		nil, []int{dilation, dilation}, 1, 1)
 }
