@@ -214,7 +214,7 @@ func (b *layerBuilder) conv(name string, x *Node, k, cout, stride, dilation int)
 	if k > 1 {
 		x = b.mask.apply(x)
 	}
-	if useConvGeneral(stride, b.training) {
+	if useConvGeneral(k, stride, b.training) {
 		return conv2DGeneral(x, w, stride, dilation)
 	}
 	return Conv2D(x, w, stride, dilation)
@@ -270,9 +270,16 @@ func (b *layerBuilder) convBN(name string, x *Node, k, cout, stride, dilation in
 // gradient (since the backend fork's change 12, split by stride phases)
 // is faster per layer except for the 3-channel stem, but the tiny
 // preset's training steps measured about 10% slower with every strided
-// layer on ConvGeneral (two alternating rounds).
-func useConvGeneral(stride int, training bool) bool {
-	return !training || stride == 1
+// layer on ConvGeneral (two alternating rounds). 1x1 stride-1 layers are
+// a ConvGeneral in inference (the fork multiplies their input rows in
+// place: ResNet-50 inference 65-80 -> 60-64 ms an image, alternating
+// runs) and a MatMul in training (its gradients are two plain products;
+// the ResNet training steps measured the same either way).
+func useConvGeneral(k, stride int, training bool) bool {
+	if training {
+		return stride == 1 && k > 1
+	}
+	return true
 }
 
 // nhwcAxes is the channels-last layout of Conv2D's operands for the
@@ -295,9 +302,6 @@ var nhwcAxes = graph.ConvolveAxesConfig{
 // full-size im2col gather and the gather's scatter-add gradient.
 func conv2DGeneral(x, w *Node, stride, dilation int) *Node {
 	g := newConvGeometry(x, w, stride, dilation)
-	if g.k == 1 && stride == 1 {
-		return Conv2D(x, w, stride, dilation)
-	}
 	pad := g.pad
 	return graph.ConvGeneral(x, w, nhwcAxes, []int{stride, stride}, [][2]int{{pad, pad}, {pad, pad}},
 		nil, []int{dilation, dilation}, 1, 1)
