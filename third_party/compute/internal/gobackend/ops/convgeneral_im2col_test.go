@@ -49,6 +49,10 @@ func TestConvGeneralIm2col(t *testing.T) {
 		// padding are zeroed.
 		{1, 6, 8, 512, 3, 3, 32, 1, 3, [2][2]int{{3, 3}, {3, 3}}},
 		{1, 2, 8, 512, 3, 3, 32, 1, 1, [2][2]int{{3, 3}, {1, 1}}},
+		// Few rows and many output channels, contracting blocks that end
+		// within a tap (Cin 96 and 600), partial last strips.
+		{1, 9, 7, 96, 3, 3, 512, 2, 1, [2][2]int{{1, 1}, {1, 1}}},
+		{1, 5, 3, 600, 1, 1, 256, 1, 1, [2][2]int{}},
 		// 3x3, stride 1, Cin and Cout >= 64 (Winograd F(2x2, 3x3)): odd
 		// sizes (tiles past the edge), dilations 2 and 3 (phases of odd
 		// length), asymmetric and no padding, a 1x1 output, channels that
