@@ -56,8 +56,9 @@ func padInto(batch []float32, j, bh, bw int, img []float32, h, w int) {
 
 // TestPaddedInferenceMatchesUnpadded checks the padding rule: images of
 // different sizes padded into one batch give, on their real regions, the
-// CAMs and logits of unpadded runs; without the mask (every position
-// declared real) they do not, so the test can tell.
+// CAMs and logits of unpadded runs (which run a graph without the mask);
+// without the mask (every position declared real) they do not, so the
+// test can tell.
 func TestPaddedInferenceMatchesUnpadded(t *testing.T) {
 	backend := testBackend(t)
 	cases := []struct {
@@ -108,6 +109,12 @@ func TestPaddedInferenceMatchesUnpadded(t *testing.T) {
 			unmasked, _, _, err := f.Run(batch, n, tc.bh, tc.bw, nil)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The padded batch ran the masked graph; batches without
+			// padding (this one declared unpadded, and the single images
+			// below) run the graph without the mask.
+			if f.execs[execKey{n, tc.bh, tc.bw, true}] == nil || f.execs[execKey{n, tc.bh, tc.bw, false}] == nil {
+				t.Fatalf("compiled graphs %v: want %d x %dx%d with and without the mask", f.execs, n, tc.bh, tc.bw)
 			}
 			worst, worstUnmasked := 0.0, 0.0
 			st := arch.TotalStride()
