@@ -175,6 +175,20 @@ func maxPool3x3s2(x *Node) *Node {
 	return graph.Reshape(graph.ReduceMax(taps, 0), n, ho, wo, c)
 }
 
+// maxPool3x3s2 is the ResNet stem's max pooling (see maxPool3x3s2): in
+// inference, the backend's ReduceWindow, which the backend fork runs as a
+// channels-last loop over each window's rows of C values (its FORK.md,
+// change 14; 4-5% of a ResNet-18 inference went to the gather's pad, copy
+// and reduction); in training, the gather, whose gradient is a
+// scatter-add (ReduceWindow's, SelectAndScatter, walks every element).
+func (b *layerBuilder) maxPool3x3s2(x *Node) *Node {
+	if b.training {
+		return maxPool3x3s2(x)
+	}
+	return graph.BackendReduceWindow(x, compute.ReduceOpMax, []int{1, 3, 3, 1}, []int{1, 2, 2, 1}, nil, nil,
+		[][2]int{{0, 0}, {1, 1}, {1, 1}, {0, 0}})
+}
+
 // groupedMaxChannels bounds the input width for which strided
 // convolutions gather whole column groups. Measured with BenchmarkConv:
 // with 3 input channels (the stem) the forward pass runs 2.3x faster;

@@ -99,6 +99,40 @@ func TestConv2DMatchesNaive(t *testing.T) {
 	}
 }
 
+// TestMaxPoolInferenceMatchesTraining checks that the stem's max pooling
+// in inference (the backend's ReduceWindow) gives exactly what the
+// training graph's gather gives, on non-negative inputs (after a ReLU)
+// of odd and even sizes, one of them 1x1.
+func TestMaxPoolInferenceMatchesTraining(t *testing.T) {
+	backend := testBackend(t)
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, tc := range []struct{ n, h, w, c int }{{2, 9, 8, 16}, {1, 16, 16, 64}, {3, 7, 11, 5}, {1, 1, 1, 3}} {
+		x := randSlice(r, tc.n*tc.h*tc.w*tc.c)
+		for i := range x {
+			x[i] = float32(math.Abs(float64(x[i])))
+		}
+		in := tensors.FromFlatDataAndDimensions(x, tc.n, tc.h, tc.w, tc.c)
+		var outs [2][]float32
+		var dims [2][]int
+		for i, training := range []bool{true, false} {
+			b := &layerBuilder{training: training}
+			got, err := graph.ExecOnce(backend, func(x *Node) *Node { return b.maxPool3x3s2(x) }, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			outs[i], dims[i] = tensors.MustCopyFlatData[float32](got), got.Shape().Dimensions
+		}
+		if fmt.Sprint(dims[0]) != fmt.Sprint(dims[1]) {
+			t.Fatalf("%+v: shapes %v (training) and %v (inference)", tc, dims[0], dims[1])
+		}
+		for i := range outs[0] {
+			if outs[0][i] != outs[1][i] {
+				t.Fatalf("%+v: element %d = %g in training, %g in inference", tc, i, outs[0][i], outs[1][i])
+			}
+		}
+	}
+}
+
 func TestPresetsBuild(t *testing.T) {
 	backend := testBackend(t)
 	for _, name := range []string{"tiny", "resnet18", "resnet34", "resnet50"} {

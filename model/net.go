@@ -166,9 +166,8 @@ func (n *Net) backbone(b *layerBuilder, x *Node) (*Node, []*Node) {
 	b.frozenBN = n.FrozenBN
 	y := b.convBN("stem", x, a.StemKernel, a.StemWidth, 2, 1, true)
 	if a.StemPool {
-		// PyTorch's MaxPool2d(3, stride 2, padding 1); inputs are >= 0
-		// after the ReLU, so padding cannot win the max.
-		y = maxPool3x3s2(b.mask.apply(y))
+		// PyTorch's MaxPool2d(3, stride 2, padding 1).
+		y = b.maxPool3x3s2(b.mask.apply(y))
 	}
 	strides, dils := a.stageStrides()
 	var stages []*Node

@@ -93,6 +93,9 @@ func ReduceWindow(f *gobackend.Function,
 
 func execReduceWindow(backend *gobackend.Backend, node *gobackend.Node, inputs []*gobackend.Buffer, _ []bool) (*gobackend.Buffer, error) {
 	operand := inputs[0]
+	if output, ok, err := execReduceWindowMaxChannelsLast(backend, node, operand); ok {
+		return output, err
+	}
 	operandShape := operand.RawShape
 	rank := operandShape.Rank()
 	dtype := operandShape.DType
