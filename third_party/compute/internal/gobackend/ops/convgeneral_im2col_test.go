@@ -20,8 +20,9 @@ import (
 // strides, asymmetric paddings, kernel dilations, 1x1 and 7x7 kernels, few
 // and many channels, and a size that takes several chunks, with and
 // without workers; with Cout a multiple of 32, the row-major 8 x 32 tiles
-// (partial last strips included, and a 1x1 convolution that multiplies
-// the input rows in place).
+// (partial last strips included, a 1x1 convolution that multiplies the
+// input rows in place, and kernels of 1 MB or more, whose blocks are
+// packed per worker's group of columns).
 func TestConvGeneralIm2col(t *testing.T) {
 	seq, par := sequentialAndParallel(t)
 	r := rand.New(rand.NewPCG(7, 8))
@@ -50,9 +51,14 @@ func TestConvGeneralIm2col(t *testing.T) {
 		{1, 6, 8, 512, 3, 3, 32, 1, 3, [2][2]int{{3, 3}, {3, 3}}},
 		{1, 2, 8, 512, 3, 3, 32, 1, 1, [2][2]int{{3, 3}, {1, 1}}},
 		// Few rows and many output channels, contracting blocks that end
-		// within a tap (Cin 96 and 600), partial last strips.
+		// within a tap (Cin 96 and 600), partial last strips; kernels of
+		// 1 MB or more (the kernel-block path, which takes a group of
+		// columns per worker): strided, dilated with tiles in the padding,
+		// 1x1 on the input rows in place.
 		{1, 9, 7, 96, 3, 3, 512, 2, 1, [2][2]int{{1, 1}, {1, 1}}},
 		{1, 5, 3, 600, 1, 1, 256, 1, 1, [2][2]int{}},
+		{1, 6, 6, 512, 3, 3, 256, 1, 3, [2][2]int{{3, 3}, {3, 3}}},
+		{1, 5, 3, 1024, 1, 1, 256, 1, 1, [2][2]int{}},
 		// 3x3, stride 1, Cin and Cout >= 64 (Winograd F(2x2, 3x3)): odd
 		// sizes (tiles past the edge), dilations 2 and 3 (phases of odd
 		// length), asymmetric and no padding, a 1x1 output, channels that
