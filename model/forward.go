@@ -90,9 +90,10 @@ func NewForward(backend compute.Backend, net *Net, params *Params, prefix string
 	return f, nil
 }
 
-// SetMaxCompiled sets how many input shapes may be compiled (the graphs
-// without the padding mask, which Run adds for batches that have no
-// padding while there is room, are not counted).
+// SetMaxCompiled sets how many input shapes may be compiled. The graphs
+// without the padding mask, which Run compiles for batches that have no
+// padding, are counted apart, up to as many again; past that, such
+// batches run the masked graph (the same result).
 func (f *Forward) SetMaxCompiled(n int) {
 	f.mu.Lock()
 	f.maxShapes = n
@@ -189,6 +190,9 @@ func (f *Forward) Run(x []float32, n, h, w int, real [][2]int) (cam []float32, d
 	// A batch without padding skips the mask (a multiplication before
 	// every layer that reads neighbours: 2-3% of a ResNet-18 inference).
 	exec, err := f.execFor(execKey{n, h, w, padded})
+	if err != nil && !padded {
+		exec, err = f.execFor(execKey{n, h, w, true})
+	}
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -336,3 +336,43 @@ func TestPrepareViewInto(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardMaskLimit checks the compiled-graph limit with the graphs
+// without the mask: they are counted apart, and once their limit is
+// reached an unpadded batch runs the masked graph of its shape (compiled
+// ahead, as the engine does; TestPaddedInferenceMatchesUnpadded checks
+// that the two graphs agree); a shape with neither graph compiled past the
+// limits is an error.
+func TestForwardMaskLimit(t *testing.T) {
+	backend := testBackend(t)
+	arch, err := Preset("tiny", 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net := &Net{Arch: arch, Classes: 3}
+	f, err := NewForward(backend, net, randomBNParams(t, net, 4), GlobalPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.SetMaxCompiled(1)
+	if err := f.Compile(2, 32, 40); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	small := randomImage(r, 24, 24)
+	if _, _, _, err := f.Run(small, 1, 24, 24, nil); err != nil { // the one graph without the mask
+		t.Fatal(err)
+	}
+	batch := make([]float32, 2*32*40*3)
+	padInto(batch, 0, 32, 40, randomImage(r, 32, 40), 32, 40)
+	padInto(batch, 1, 32, 40, randomImage(r, 32, 40), 32, 40)
+	if _, _, _, err := f.Run(batch, 2, 32, 40, nil); err != nil { // falls back to the masked graph
+		t.Fatalf("unpadded batch past the limit of graphs without the mask: %v", err)
+	}
+	if f.execs[execKey{2, 32, 40, false}] != nil {
+		t.Fatalf("a second graph without the mask was compiled past the limit of 1")
+	}
+	if _, _, _, err := f.Run(make([]float32, 16*16*3), 1, 16, 16, [][2]int{{8, 16}}); err == nil {
+		t.Fatal("a third shape (padded) past the limit ran")
+	}
+}
