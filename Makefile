@@ -50,10 +50,11 @@ demo: build
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
-# l2gflow against its PyTorch reference on the pinned workloads (3
-# alternating rounds, 2 threads each side; bench/compare.py). Uses Debian's
-# python3-torch (installed here if missing), never a python3 earlier on PATH.
-ROUNDS ?= 3
+# l2gflow against its PyTorch reference on the pinned workloads (4 rounds,
+# each workload on both sides back to back, 2 threads each side;
+# bench/compare.py). Uses Debian's python3-torch (installed here if
+# missing), never a python3 earlier on PATH.
+ROUNDS ?= 4
 # The label-quality study (hours on 2 cores; resumable: re-run to continue).
 # Not part of make test. STUDY_ARGS adds flags, e.g. STUDY_ARGS="--arms cam,l2g".
 STUDY_OUT ?= study-out

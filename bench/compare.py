@@ -1,7 +1,10 @@
 """Side-by-side benchmark of l2gflow and its PyTorch reference on the same
-pinned workloads (model.Workloads, bench/torch_ref.py): alternating rounds
-of both sides on 2 threads, then the medians as a Markdown table with the
-ratio l2gflow / PyTorch speed (above 1.0: l2gflow is faster).
+pinned workloads (model.Workloads, bench/torch_ref.py) on 2 threads: in
+each round, every workload runs on one side and right after on the other
+(the first side alternating between rounds), so that each pair of figures
+sees the same moment of a shared, noisy machine. It prints a Markdown table
+of each side's median, and the median and range over the rounds of the
+paired ratio l2gflow / PyTorch speed (above 1.0: l2gflow is faster).
 
     /usr/bin/python3 bench/compare.py --l2gflow bin/l2gflow [--rounds 3] [--min-time 3] [--out bench/compare.md]
 
@@ -41,35 +44,52 @@ def main():
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     env = dict(os.environ, GOMAXPROCS="2", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
-    go_cmd = [args.l2gflow, "bench", "--workloads", "--min-time", f"{args.min_time}s", "--only", args.only]
-    py_cmd = [sys.executable, os.path.join(HERE, "torch_ref.py"), "--min-time", str(args.min_time), "--only", args.only]
-    rounds = {"l2gflow": [], "pytorch": []}
-    headers = {}
+    sys.path.insert(0, HERE)
+    from torch_ref import workloads  # the same list as model.Workloads
+
+    names = [w["name"] for w in workloads() if args.only in w["name"]]
+
+    def go_cmd(name):
+        return [args.l2gflow, "bench", "--workloads", "--min-time", f"{args.min_time}s", "--only", name]
+
+    def py_cmd(name):
+        return [sys.executable, os.path.join(HERE, "torch_ref.py"), "--min-time", str(args.min_time), "--only", name]
+
+    figures = {"l2gflow": {n: [] for n in names}, "pytorch": {n: [] for n in names}}
+    units, headers = {}, {}
     for r in range(args.rounds):
-        for side, cmd in (("l2gflow", go_cmd), ("pytorch", py_cmd)):
-            start = time.time()
-            header, values = run_side(cmd, env)
-            headers[side] = header
-            rounds[side].append(values)
-            print(f"round {r + 1} {side}: {time.time() - start:.0f} s", file=sys.stderr, flush=True)
-    names = list(rounds["l2gflow"][0].keys())
+        start = time.time()
+        sides = [("l2gflow", go_cmd), ("pytorch", py_cmd)]
+        if r % 2:
+            sides.reverse()
+        for name in names:
+            for side, cmd in sides:
+                header, values = run_side(cmd(name), env)
+                if name not in values:
+                    sys.exit(f"{side} gave no figure for workload {name!r} (do model.Workloads and bench/torch_ref.py list the same names?)")
+                headers[side] = header
+                figures[side][name].append(values[name][0])
+                units[name] = values[name][1]
+        print(f"round {r + 1}: {time.time() - start:.0f} s", file=sys.stderr, flush=True)
     lines = [
         f"l2gflow: {json.dumps(headers['l2gflow'])}",
         f"PyTorch: {json.dumps(headers['pytorch'])}",
-        f"{args.rounds} alternating rounds, medians; each figure after a warm-up, over at least {args.min_time:g} s.",
+        f"{args.rounds} rounds, each workload on both sides back to back (the first side alternating); "
+        f"each figure after a warm-up, over at least {args.min_time:g} s; medians, and the median and "
+        "range of the rounds' paired ratios.",
         "",
-        "| workload | l2gflow | PyTorch CPU | l2gflow / PyTorch speed |",
-        "| --- | --- | --- | --- |",
+        "| workload | l2gflow | PyTorch CPU | l2gflow / PyTorch speed | paired ratios, range |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name in names:
-        unit = rounds["l2gflow"][0][name][1]
-        g = statistics.median(v[name][0] for v in rounds["l2gflow"])
-        p = statistics.median(v[name][0] for v in rounds["pytorch"] if name in v)
-        ratio = g / p if unit == "img/s" else p / g
+        unit = units[name]
+        gs, ps = figures["l2gflow"][name], figures["pytorch"][name]
+        ratios = [g / p if unit == "img/s" else p / g for g, p in zip(gs, ps)]
         fmt = "{:.1f} img/s" if unit == "img/s" else "{:.1f} ms"
         if unit == "ms" and "inference" in name:
             fmt = "{:.1f} ms/img"
-        lines.append(f"| {name} | {fmt.format(g)} | {fmt.format(p)} | {ratio:.2f}x |")
+        lines.append(f"| {name} | {fmt.format(statistics.median(gs))} | {fmt.format(statistics.median(ps))} | "
+                     f"{statistics.median(ratios):.2f}x | {min(ratios):.2f}-{max(ratios):.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
