@@ -31,9 +31,11 @@ var maxOfRows = func(dst, in []float32, offsets []int) {
 // maximum of its window's input rows of C contiguous values (positions in
 // the padding are left out, as the reduction's initial value would be; a
 // window entirely in the padding gives -Inf). The generic ReduceWindow
-// walks the window per output element with an index iterator, 10-20x
-// slower on a ResNet stem's 3x3 stride-2 pooling. ok is false when the
-// reduction is not of this kind (the caller then runs the generic one).
+// walks the window per output element with an index iterator: in an
+// earlier CPU profile of a ResNet-18 inference it took 43% of the time,
+// which made l2gflow write its stem's pooling as a pad, a gather and a
+// reduction (3.5-4%); this path takes 0.8%. ok is false when the reduction
+// is not of this kind (the caller then runs the generic one).
 func execReduceWindowMaxChannelsLast(backend *gobackend.Backend, node *gobackend.Node, operand *gobackend.Buffer) (output *gobackend.Buffer, ok bool, err error) {
 	p := node.Data.(*reduceWindowNode)
 	s := operand.RawShape
