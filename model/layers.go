@@ -175,12 +175,13 @@ func maxPool3x3s2(x *Node) *Node {
 	return graph.Reshape(graph.ReduceMax(taps, 0), n, ho, wo, c)
 }
 
-// maxPool3x3s2 is the ResNet stem's max pooling (see maxPool3x3s2): in
-// inference, the backend's ReduceWindow, which the backend fork runs as a
-// channels-last loop over each window's rows of C values (its FORK.md,
-// change 14; 3.5-5.5% of a ResNet-18 inference profile at 224 and 128 px went to the gather's pad, copy
-// and reduction); in training, the gather, whose gradient is a
-// scatter-add (ReduceWindow's, SelectAndScatter, walks every element).
+// maxPool3x3s2 is the ResNet stem's max pooling. In inference it is the
+// backend's ReduceWindow, which the backend fork runs as a channels-last
+// loop over each window's rows of C values (its FORK.md, change 14): the
+// gather of the function maxPool3x3s2 took 3.5-5.5% of a ResNet-18
+// inference profile (at 224 and 128 px) in its pad, copy and reduction. In
+// training it is that gather, whose gradient is a scatter-add
+// (ReduceWindow's, SelectAndScatter, walks every element).
 func (b *layerBuilder) maxPool3x3s2(x *Node) *Node {
 	if b.training {
 		return maxPool3x3s2(x)
