@@ -291,12 +291,11 @@ const kernelBlocksChunkRows = 128
 // convKernelBlocks is the convolution for Cout a multiple of 32 with a
 // large kernel (ResNet's 8x8 and 14x14 layers of 256 and 512 channels):
 // each worker takes a group of the output columns, and walks the
-// contracting axis in blocks (as convRowMajor's equal blocks of at most
-// rowMajorBlockK); for each block it packs its columns of the block's
-// kernel rows (at most 1 MB, which stays in L2), then writes the block's
-// im2col values for the rows a chunk at a time and multiplies them 8 rows
-// by 32 columns at a time (dot.Float32Tile8x32), accumulating into the
-// output. convRowMajor instead packs the whole kernel (which comes from
+// contracting axis in equal blocks of at most rowMajorBlockK steps; for
+// each block it packs its columns of the block's kernel rows (at most
+// 1 MB, which stays in L2), then writes the block's im2col values for the
+// rows a chunk at a time and multiplies them 8 rows by 32 columns at a
+// time (dot.Float32Tile8x32), accumulating into the output. convRowMajor instead packs the whole kernel (which comes from
 // memory: with few rows, as at 8x8, packing it took a fifth of the time)
 // and re-reads it for every chunk of rows. Measured per layer, batch 8,
 // best of 20 alternating with convRowMajor (GFLOP/s): 8x8x512-512
@@ -361,11 +360,7 @@ func (g *im2colGeometry) convKernelBlocks(backend *gobackend.Backend,
 						}
 						clear(last[(rows-chunkFull)*kLen : 8*kLen])
 					}
-					// A tile whose rows' windows all miss the input over the
-					// block's taps would multiply zeros: skip it.
-					for i := range nt {
-						skip[i] = !identity && g.paddingOnly(r0+8*i, min(8, rows-8*i), k0/g.cin, (k0+kLen-1)/g.cin)
-					}
+					g.markPaddingTiles(skip, r0, rows, k0, kLen, identity)
 					for s := s0; s < s1; s++ {
 						rhs := packed[(s-s0)*kLen*32:]
 						for i := range nt {
@@ -476,11 +471,7 @@ func (g *im2colGeometry) convRowMajor(backend *gobackend.Backend,
 			clear(started[:nt])
 			for k0 := 0; k0 < k; k0 += rowMajorBlockK {
 				kLen := min(rowMajorBlockK, k-k0)
-				// A tile whose rows' windows all miss the input (padding)
-				// over this block's taps would multiply zeros: skip it.
-				for i := range nt {
-					skip[i] = !identity && g.paddingOnly(r0+8*i, min(8, rows-8*i), k0/g.cin, (k0+kLen-1)/g.cin)
-				}
+				g.markPaddingTiles(skip, r0, rows, k0, kLen, identity)
 				for s := range strips {
 					rhs := packed[(s*k+k0)*32:]
 					for i := range nt {
@@ -513,6 +504,17 @@ func (g *im2colGeometry) convRowMajor(backend *gobackend.Backend,
 		}
 		return nil
 	})
+}
+
+// markPaddingTiles sets skip[i] for each tile of 8 rows of the rows rows
+// from output position r0: whether the tile's windows all miss the input
+// over the contracting columns [k0, k0+kLen), so that multiplying it would
+// add zeros (see paddingOnly). A 1x1 stride-1 convolution (identity) has
+// none.
+func (g *im2colGeometry) markPaddingTiles(skip []bool, r0, rows, k0, kLen int, identity bool) {
+	for i := range (rows + 7) / 8 {
+		skip[i] = !identity && g.paddingOnly(r0+8*i, min(8, rows-8*i), k0/g.cin, (k0+kLen-1)/g.cin)
+	}
 }
 
 // paddingOnly reports whether, for the n output positions from pos, every
