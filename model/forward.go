@@ -113,16 +113,18 @@ func (f *Forward) execFor(key execKey) (*graph.Exec, error) {
 	n, h, w := key.n, key.h, key.w
 	f.mu.RLock()
 	e := f.execs[key]
-	count := 0
+	f.mu.RUnlock()
+	if e != nil {
+		return e, nil
+	}
+	f.mu.RLock()
+	count := 0 // compiled graphs of this kind (with or without the mask)
 	for k := range f.execs {
 		if k.masked == key.masked {
 			count++
 		}
 	}
 	f.mu.RUnlock()
-	if e != nil {
-		return e, nil
-	}
 	if count >= f.maxShapes {
 		return nil, fmt.Errorf("inference for %d x %dx%d: %d input shapes compiled already, the most allowed", n, h, w, f.maxShapes)
 	}
