@@ -288,23 +288,23 @@ func (g *im2colGeometry) kernelBlocksPay(workers int) bool {
 // convKernelBlocks writes and multiplies at a time (at most 256 KB).
 const kernelBlocksChunkRows = 128
 
-// convKernelBlocks is the convolution for Cout a multiple of 32 with a
-// large kernel (ResNet's 8x8 and 14x14 layers of 256 and 512 channels):
-// each worker takes a group of the output columns, and walks the
-// contracting axis in equal blocks of at most rowMajorBlockK steps; for
-// each block it packs its columns of the block's kernel rows (at most
-// 1 MB, which stays in L2), then writes the block's im2col values for the
-// rows a chunk at a time and multiplies them 8 rows by 32 columns at a
-// time (dot.Float32Tile8x32), accumulating into the output. convRowMajor instead packs the whole kernel (which comes from
-// memory: with few rows, as at 8x8, packing it took a fifth of the time)
-// and re-reads it for every chunk of rows. Measured per layer, batch 8,
-// best of 20 alternating with convRowMajor (GFLOP/s): 8x8x512-512
-// 234 -> 296, dilation 2 240 -> 323, 8x8x256-256 170 -> 192, 14x14x512-512
-// 264 -> 291, 16x16x128-256 stride 2 243 -> 263; the 7x7 stem (36 against
-// 169) and 56x56x64-128 stride 2 (229 against 282) are why it is not used
-// for small kernels. In a ResNet-18 inference (per-layer timings against
-// the unchanged stem) the 8x8 layers at 128 px gained 5-15%, the 14x14
-// layers at 224 px nothing measurable.
+// convKernelBlocks is the convolution for Cout a multiple of 32 with a large
+// kernel (ResNet's 8x8 and 14x14 layers of 256 and 512 channels): each
+// worker takes a group of the output columns, and walks the contracting axis
+// in equal blocks of at most rowMajorBlockK steps; for each block it packs
+// its columns of the block's kernel rows (at most 1 MB, which stays in L2),
+// then writes the block's im2col values for the rows a chunk at a time and
+// multiplies them 8 rows by 32 columns at a time (dot.Float32Tile8x32),
+// accumulating into the output. convRowMajor instead packs the whole kernel
+// (which comes from memory: with few rows, as at 8x8, packing it took a
+// fifth of the time) and re-reads it for every chunk of rows. Measured per
+// layer, batch 8, best of 20 alternating with convRowMajor (GFLOP/s):
+// 8x8x512-512 234 -> 296, dilation 2 240 -> 323, 8x8x256-256 170 -> 192,
+// 14x14x512-512 264 -> 291, 16x16x128-256 stride 2 243 -> 263; the 7x7 stem
+// (36 against 169) and 56x56x64-128 stride 2 (229 against 282) are why it is
+// not used for small kernels. In a ResNet-18 inference (per-layer timings
+// against the unchanged stem) the 8x8 layers at 128 px gained 5-15%, the
+// 14x14 layers at 224 px nothing measurable.
 func (g *im2colGeometry) convKernelBlocks(backend *gobackend.Backend,
 	tile func(lhs []float32, lhsStride int, rhs []float32, out []float32, outStride int, k int, accumulate bool),
 	in, kernel, out []float32) error {
