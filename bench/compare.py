@@ -6,7 +6,7 @@ sees the same moment of a shared, noisy machine. It prints a Markdown table
 of each side's median, and the median and range over the rounds of the
 paired ratio l2gflow / PyTorch speed (above 1.0: l2gflow is faster).
 
-    /usr/bin/python3 bench/compare.py --l2gflow bin/l2gflow [--rounds 3] [--min-time 3] [--out bench/compare.md]
+    /usr/bin/python3 bench/compare.py --l2gflow bin/l2gflow [--rounds 4] [--min-time 3] [--out bench/compare.md]
 
 Run by `make bench-compare`. Not part of l2gflow."""
 
@@ -38,7 +38,7 @@ def run_side(cmd, env):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--l2gflow", default="bin/l2gflow")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--min-time", type=float, default=3.0)
     ap.add_argument("--only", default="")
     ap.add_argument("--out", default="")
