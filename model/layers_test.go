@@ -181,3 +181,86 @@ func testManifest(classes int) *artifact.Manifest {
 	}
 	return m
 }
+
+// TestBatchNormTrainingMatchesGraph checks batch normalisation in training
+// (the backend's BatchNormForTraining and BatchNormGradient ops) against
+// the same arithmetic written as element-wise graph ops (the model's
+// earlier form): the normalised output, the running statistics' updates
+// and the gradients of a weighted sum of the output with respect to the
+// input, the scale and the shift, on channel counts that are and are not
+// multiples of the vector length and a batch mean far from zero.
+func TestBatchNormTrainingMatchesGraph(t *testing.T) {
+	backend := testBackend(t)
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, tc := range []struct {
+		n, h, w, c int
+		offset     float32
+	}{{2, 5, 7, 16, 0}, {4, 9, 9, 33, 0}, {8, 12, 12, 96, 0}, {3, 4, 6, 7, 50}} {
+		size := tc.n * tc.h * tc.w * tc.c
+		x, dy := randSlice(r, size), randSlice(r, size)
+		for i := range x {
+			x[i] = 2*x[i] + tc.offset
+		}
+		gamma, beta := randSlice(r, tc.c), randSlice(r, tc.c)
+		rm, rv := randSlice(r, tc.c), randSlice(r, tc.c)
+		for i := range rv {
+			rv[i] = 1 + float32(math.Abs(float64(rv[i])))
+		}
+		names := []string{"bn/gamma", "bn/beta", "bn/mean", "bn/var"}
+		run := func(reference bool) [][]float32 {
+			exec, err := graph.NewExec(backend, func(x, dy, gamma, beta, rm, rv *Node) []*Node {
+				c := tc.c
+				var y, newMean, newVar *Node
+				if reference {
+					mean := graph.ReduceMean(x, 0, 1, 2)
+					variance := graph.ReduceMean(graph.Square(graph.Sub(x, graph.Reshape(mean, 1, 1, 1, c))), 0, 1, 2)
+					scale := graph.Div(gamma, graph.Sqrt(graph.Add(variance, graph.ConstAs(variance, bnEps))))
+					shift := graph.Sub(beta, graph.Mul(mean, scale))
+					y = graph.Add(graph.Mul(x, graph.Reshape(scale, 1, 1, 1, c)), graph.Reshape(shift, 1, 1, 1, c))
+					m, keep := graph.ConstAs(mean, bnMomentum), graph.ConstAs(mean, 1-bnMomentum)
+					newMean = graph.Add(graph.Mul(keep, rm), graph.Mul(m, mean))
+					newVar = graph.Add(graph.Mul(keep, rv), graph.Mul(m, variance))
+				} else {
+					ps := &paramSource{g: x.Graph(), nodes: bindParams(
+						[]ParamSpec{{Name: names[0]}, {Name: names[1]}, {Name: names[2]}, {Name: names[3]}},
+						[]*Node{gamma, beta, rm, rv}), updates: map[string]*Node{}}
+					b := &layerBuilder{ps: ps, training: true}
+					y = b.batchNorm("bn", x)
+					newMean, newVar = ps.updates[names[2]], ps.updates[names[3]]
+				}
+				loss := graph.ReduceAllSum(graph.Mul(y, dy))
+				grads := graph.Gradient(loss, x, gamma, beta)
+				return append([]*Node{y, newMean, newVar}, grads...)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			outs, err := exec.Exec(tensors.FromFlatDataAndDimensions(x, tc.n, tc.h, tc.w, tc.c),
+				tensors.FromFlatDataAndDimensions(dy, tc.n, tc.h, tc.w, tc.c),
+				tensors.FromFlatDataAndDimensions(gamma, tc.c), tensors.FromFlatDataAndDimensions(beta, tc.c),
+				tensors.FromFlatDataAndDimensions(rm, tc.c), tensors.FromFlatDataAndDimensions(rv, tc.c))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := make([][]float32, len(outs))
+			for i, o := range outs {
+				res[i] = tensors.MustCopyFlatData[float32](o)
+			}
+			return res
+		}
+		want, got := run(true), run(false)
+		for i, what := range []string{"output", "running mean", "running variance", "input gradient", "scale gradient", "shift gradient"} {
+			// The sums over the batch (scale and shift gradients) add up
+			// to several hundred values' rounding.
+			tol := 2e-4
+			if i >= 4 {
+				tol = 2e-4 * math.Sqrt(float64(tc.n*tc.h*tc.w))
+			}
+			for j := range want[i] {
+				if d := math.Abs(float64(got[i][j] - want[i][j])); d > tol*(1+math.Abs(float64(want[i][j]))) {
+					t.Fatalf("%+v: %s[%d] = %g, want %g", tc, what, j, got[i][j], want[i][j])
+				}
+			}
+		}
+	}
+}

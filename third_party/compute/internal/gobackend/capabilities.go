@@ -125,6 +125,8 @@ var Capabilities = compute.Capabilities{
 		compute.OpTypeDynamicReshape:        true,
 		compute.OpTypeReverse:               true,
 		compute.OpTypeRNGBitGenerator:       true,
+		compute.OpTypeBatchNormForTraining:  true,
+		compute.OpTypeBatchNormGradient:     true,
 		compute.OpTypeScatterMax:            true,
 		compute.OpTypeScatterMin:            true,
 		compute.OpTypeScatterSum:            true,
@@ -165,8 +167,6 @@ var Capabilities = compute.Capabilities{
 
 		// Lower priority ops:
 		// compute.OpTypeBatchNormForInference: true,
-		// compute.OpTypeBatchNormForTraining: true,
-		// compute.OpTypeBatchNormGradient: true,
 		// compute.OpTypeComplex: true,
 		// compute.OpTypeConj: true,
 		// compute.OpTypeEqualTotalOrder: true,

@@ -13,3 +13,9 @@ package dot
 // on the fly (an im2col) use it to skip packing the lhs, which costs as
 // much as the multiplication itself when the output has few columns.
 var Float32Tile8x32 func(lhs []float32, lhsStride int, rhs []float32, out []float32, outStride int, k int, accumulate bool)
+
+// Float32Tile8x32Strided is Float32Tile8x32 with the rhs read in place as
+// well: its 32 values of each contracting step are rhsStride values apart
+// (at least 32), e.g. 32 columns of a row-major matrix. It is nil unless
+// an architecture package provides it.
+var Float32Tile8x32Strided func(lhs []float32, lhsStride int, rhs []float32, rhsStride int, out []float32, outStride int, k int, accumulate bool)

@@ -8,9 +8,9 @@ import "unsafe"
 
 // avx512RowMajorLHSKernelFloat32Asm computes one 8 x 32 output tile,
 // out = lhs x rhs (or out += lhs x rhs with accumulate), reading the 8 lhs rows in place (row-major, lhsStride
-// bytes apart: no packing) and rhs as a packed strip of 32 floats per
-// contracting step. out rows are outStride bytes apart. k must be at
-// least 0.
+// bytes apart: no packing) and rhs as 32 contiguous floats per contracting
+// step, rhsStride bytes apart (128 for a packed strip). out rows are
+// outStride bytes apart. k must be at least 0.
 //
 //go:noescape
-func avx512RowMajorLHSKernelFloat32Asm(lhs unsafe.Pointer, lhsStride int, rhs unsafe.Pointer, out unsafe.Pointer, outStride int, k int, accumulate bool)
+func avx512RowMajorLHSKernelFloat32Asm(lhs unsafe.Pointer, lhsStride int, rhs unsafe.Pointer, rhsStride int, out unsafe.Pointer, outStride int, k int, accumulate bool)

@@ -5,18 +5,19 @@
 #include "textflag.h"
 
 // func avx512RowMajorLHSKernelFloat32Asm(lhs unsafe.Pointer, lhsStride int, rhs unsafe.Pointer,
-//     out unsafe.Pointer, outStride int, k int, accumulate bool)
+//     rhsStride int, out unsafe.Pointer, outStride int, k int, accumulate bool)
 //
-// out[8 x 32] (+)= lhs[8 x k] (rows lhsStride bytes apart, not packed) x rhs[k x 32] (a packed
-// strip: 32 contiguous floats per k). out rows are outStride bytes apart; out is overwritten,
-// or added to when accumulate is set.
-TEXT ·avx512RowMajorLHSKernelFloat32Asm(SB), NOSPLIT, $0-49
+// out[8 x 32] (+)= lhs[8 x k] (rows lhsStride bytes apart, not packed) x rhs[k x 32] (32
+// contiguous floats per k, rhsStride bytes apart: 128 for a packed strip). out rows are
+// outStride bytes apart; out is overwritten, or added to when accumulate is set.
+TEXT ·avx512RowMajorLHSKernelFloat32Asm(SB), NOSPLIT, $0-57
 	MOVQ lhs+0(FP), SI          // row 0
 	MOVQ lhsStride+8(FP), R8
 	MOVQ rhs+16(FP), DI
-	MOVQ out+24(FP), R10
-	MOVQ outStride+32(FP), R11
-	MOVQ k+40(FP), CX
+	MOVQ rhsStride+24(FP), R12
+	MOVQ out+32(FP), R10
+	MOVQ outStride+40(FP), R11
+	MOVQ k+48(FP), CX
 	LEAQ (R8)(R8*2), R9         // 3 * stride
 	LEAQ (SI)(R8*4), DX         // row 4
 	VXORPS Z0, Z0, Z0
@@ -68,12 +69,12 @@ loop:
 	VFMADD231PS Z17, Z25, Z15
 	ADDQ $4, SI
 	ADDQ $4, DX
-	ADDQ $128, DI
+	ADDQ R12, DI
 	DECQ CX
 	JNZ loop
 
 store:
-	MOVB accumulate+48(FP), AX
+	MOVB accumulate+56(FP), AX
 	TESTB AL, AL
 	JNZ store_accum
 	VMOVUPS Z0, (R10)
