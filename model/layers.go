@@ -230,7 +230,7 @@ func (b *layerBuilder) conv(name string, x *Node, k, cout, stride, dilation int)
 	if k > 1 {
 		x = b.mask.apply(x)
 	}
-	if useConvGeneral(k, stride, b.training) {
+	if useConvGeneral(k, b.training) {
 		return conv2DGeneral(x, w, stride, dilation)
 	}
 	return Conv2D(x, w, stride, dilation)
@@ -287,21 +287,22 @@ func (b *layerBuilder) convBN(name string, x *Node, k, cout, stride, dilation in
 }
 
 // useConvGeneral chooses between the backend-ConvGeneral convolution and
-// Conv2D's graph-level im2col for a layer, from BenchmarkConv and
-// BenchmarkConvGeneral and the training workloads (README, Performance):
-// ConvGeneral is faster forward at every stride and backward at stride
-// 1. For strided layers in training, Conv2D stays: ConvGeneral's input
-// gradient (since the backend fork's change 12, split by stride phases)
-// is faster per layer except for the 3-channel stem, but the tiny
-// preset's training steps measured about 10% slower with every strided
-// layer on ConvGeneral (two alternating rounds). 1x1 stride-1 layers are
-// a ConvGeneral in inference (the fork multiplies their input rows in
-// place: ResNet-50 inference 65-80 -> 60-64 ms an image, alternating
-// runs) and a MatMul in training (its gradients are two plain products;
-// the ResNet training steps measured the same either way).
-func useConvGeneral(k, stride int, training bool) bool {
+// Conv2D's graph-level im2col for a layer, from the training and inference
+// workloads (README, Performance). Every KxK layer with K > 1 is a
+// ConvGeneral: since the backend fork runs strided layers' input gradients
+// by stride phases (change 12), kernel gradients as tiles of im2col blocks
+// (change 17) and any Cout with its tile kernel (change 18), the tiny
+// preset's L2G step measured 10% faster with its strided layers and stem
+// on ConvGeneral than on Conv2D (six alternating rounds, paired ratios
+// 1.03-1.19). 1x1 layers are a ConvGeneral in inference (the fork
+// multiplies their input rows in place: ResNet-50 inference 65-80 -> 60-64
+// ms an image, alternating runs) and a MatMul in training (its gradients
+// are two plain products; the ResNet training steps measured the same
+// either way, and the tiny L2G step too: paired medians 1.107 with them,
+// 1.103 without, against Conv2D everywhere, in the same rounds).
+func useConvGeneral(k int, training bool) bool {
 	if training {
-		return stride == 1 && k > 1
+		return k > 1
 	}
 	return true
 }

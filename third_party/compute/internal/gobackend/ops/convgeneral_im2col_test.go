@@ -272,6 +272,9 @@ func BenchmarkConvGeneralIm2col(b *testing.B) {
 	for _, l := range []struct{ hw, cin, cout, k, dil int }{
 		{56, 64, 64, 3, 1}, {28, 128, 128, 3, 1}, {14, 256, 256, 3, 1}, {14, 512, 512, 3, 2},
 		{56, 64, 256, 1, 1}, {56, 256, 64, 1, 1}, {14, 1024, 256, 1, 1}, {14, 512, 2048, 1, 1},
+		// Cout not a multiple of 32: a CAM head (VOC's 21 classes, the
+		// tiny preset's 7), 16 channels, and a few.
+		{14, 512, 21, 1, 1}, {16, 96, 7, 1, 1}, {64, 32, 16, 3, 1}, {32, 64, 48, 3, 1}, {32, 64, 3, 3, 1},
 	} {
 		b.Run(fmt.Sprintf("%dx%dx%d-%d-k%d-d%d", l.hw, l.hw, l.cin, l.cout, l.k, l.dil), func(b *testing.B) {
 			const n = 8
