@@ -693,39 +693,57 @@ func (g *im2colGeometry) fill(in, dst []float32, width, r0, lo, hi, c0 int) {
 func (g *im2colGeometry) fillStrided(in, dst []float32, width, stride, r0, lo, hi, c0 int) {
 	c1 := c0 + width
 	rowCols := g.kw * g.cin // one kernel row's columns
-	for r := lo; r < hi; r++ {
+	// The rows are taken a run of output positions of one output row at a
+	// time: the run's image, output row and, per kernel row, input row are
+	// worked out once (per position, the divisions and checks cost more
+	// than copying a few channels, as in a 3-channel stem).
+	for r := lo; r < hi; {
 		pos := r0 + r
-		ox := pos % g.wo
+		ox0 := pos % g.wo
 		oy := (pos / g.wo) % g.ho
 		b := pos / (g.wo * g.ho)
-		row := dst[r*stride : r*stride+width]
-		ix0 := ox*g.strideW - g.padLeft
+		n := min(hi-r, g.wo-ox0) // positions in the run
+		// The run's positions whose kernel row lies inside the input
+		// (dilateW and inDilW 1): [inLo, inHi).
+		inLo, inHi := n, n
+		if last := g.w - g.kw + g.padLeft; g.dilateW == 1 && g.inDilW == 1 && last >= 0 {
+			// ox*strideW - padLeft >= 0 and <= w - kw.
+			inLo = min(n, max(0, (g.padLeft-ox0*g.strideW+g.strideW-1)/g.strideW))
+			inHi = max(inLo, min(n, last/g.strideW-ox0+1))
+		}
 		for ky := c0 / rowCols; ky <= (c1-1)/rowCols; ky++ {
 			// The block's columns of kernel row ky: [lo, hi).
 			lo, hi := max(c0, ky*rowCols), min(c1, (ky+1)*rowCols)
 			iy, ok := undilated(oy*g.strideH-g.padTop+ky*g.dilateH, g.h, g.inDilH)
 			if !ok {
-				clear(row[lo-c0 : hi-c0])
+				for j := range n {
+					clear(dst[(r+j)*stride+lo-c0 : (r+j)*stride+hi-c0])
+				}
 				continue
 			}
 			base := (b*g.h + iy) * g.w
-			if g.dilateW == 1 && g.inDilW == 1 && ix0 >= 0 && ix0+g.kw <= g.w {
-				// The kernel row's taps are adjacent and all inside: one run.
-				start := (base+ix0)*g.cin - ky*rowCols
-				copy(row[lo-c0:hi-c0], in[start+lo:start+hi])
-				continue
-			}
-			for kx := (lo - ky*rowCols) / g.cin; ky*rowCols+kx*g.cin < hi; kx++ {
-				tlo, thi := max(lo, ky*rowCols+kx*g.cin), min(hi, ky*rowCols+(kx+1)*g.cin)
-				ix, ok := undilated(ix0+kx*g.dilateW, g.w, g.inDilW)
-				if !ok {
-					clear(row[tlo-c0 : thi-c0])
+			for j := range n {
+				row := dst[(r+j)*stride : (r+j)*stride+width]
+				ix0 := (ox0+j)*g.strideW - g.padLeft
+				if j >= inLo && j < inHi {
+					// The kernel row's taps are adjacent and all inside: one run.
+					start := (base+ix0)*g.cin - ky*rowCols
+					copy(row[lo-c0:hi-c0], in[start+lo:start+hi])
 					continue
 				}
-				start := (base+ix)*g.cin - ky*rowCols - kx*g.cin
-				copy(row[tlo-c0:thi-c0], in[start+tlo:start+thi])
+				for kx := (lo - ky*rowCols) / g.cin; ky*rowCols+kx*g.cin < hi; kx++ {
+					tlo, thi := max(lo, ky*rowCols+kx*g.cin), min(hi, ky*rowCols+(kx+1)*g.cin)
+					ix, ok := undilated(ix0+kx*g.dilateW, g.w, g.inDilW)
+					if !ok {
+						clear(row[tlo-c0 : thi-c0])
+						continue
+					}
+					start := (base+ix)*g.cin - ky*rowCols - kx*g.cin
+					copy(row[tlo-c0:thi-c0], in[start+tlo:start+thi])
+				}
 			}
 		}
+		r += n
 	}
 }
 

@@ -70,6 +70,13 @@ func TestConvGeneralIm2col(t *testing.T) {
 		{1, 8, 9, 67, 3, 3, 64, 1, 1, [2][2]int{{0, 1}, {1, 0}}},
 		{1, 3, 3, 64, 3, 3, 64, 1, 1, [2][2]int{}},
 		{2, 9, 7, 160, 3, 3, 128, 1, 2, [2][2]int{{2, 2}, {2, 2}}},
+		// Inputs narrower than the kernel (no window wholly inside, the
+		// padding on one side only), and a 16-channel stem: the im2col
+		// rows are written a run of one output row at a time.
+		{2, 5, 2, 4, 3, 3, 16, 1, 1, [2][2]int{{1, 1}, {0, 2}}},
+		{2, 5, 2, 4, 3, 3, 16, 2, 1, [2][2]int{{1, 1}, {0, 2}}},
+		{1, 9, 2, 3, 3, 3, 16, 2, 1, [2][2]int{{1, 1}, {2, 3}}},
+		{3, 17, 23, 3, 3, 3, 16, 2, 1, [2][2]int{{1, 1}, {1, 1}}},
 	} {
 		name := fmt.Sprintf("%dx%dx%dx%d-k%dx%d-%d-s%d-d%d-p%v", tc.n, tc.h, tc.w, tc.cin, tc.kh, tc.kw, tc.cout, tc.stride, tc.dil, tc.pad)
 		inShape := shapes.Make(dtypes.Float32, tc.n, tc.h, tc.w, tc.cin)
