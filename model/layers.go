@@ -230,7 +230,7 @@ func (b *layerBuilder) conv(name string, x *Node, k, cout, stride, dilation int)
 	if k > 1 {
 		x = b.mask.apply(x)
 	}
-	if useConvGeneral(k, b.training) {
+	if useConvGeneral(k, stride, b.training) {
 		return conv2DGeneral(x, w, stride, dilation)
 	}
 	return Conv2D(x, w, stride, dilation)
@@ -288,21 +288,23 @@ func (b *layerBuilder) convBN(name string, x *Node, k, cout, stride, dilation in
 
 // useConvGeneral chooses between the backend-ConvGeneral convolution and
 // Conv2D's graph-level im2col for a layer, from the training and inference
-// workloads (README, Performance). Every KxK layer with K > 1 is a
-// ConvGeneral: since the backend fork runs strided layers' input gradients
-// by stride phases (change 12), kernel gradients as tiles of im2col blocks
-// (change 17) and any Cout with its tile kernel (change 18), the tiny
-// preset's L2G step measured 10% faster with its strided layers and stem
-// on ConvGeneral than on Conv2D (six alternating rounds, paired ratios
-// 1.03-1.19). 1x1 layers are a ConvGeneral in inference (the fork
-// multiplies their input rows in place: ResNet-50 inference 65-80 -> 60-64
-// ms an image, alternating runs) and a MatMul in training (its gradients
-// are two plain products; the ResNet training steps measured the same
-// either way, and the tiny L2G step too: paired medians 1.107 with them,
-// 1.103 without, against Conv2D everywhere, in the same rounds).
-func useConvGeneral(k int, training bool) bool {
+// workloads (README, Performance). Every layer but a 1x1 stride-1 one in
+// training is a ConvGeneral: since the backend fork runs strided layers'
+// input gradients by stride phases (change 12), kernel gradients as tiles
+// of im2col blocks (change 17) and any Cout with its tile kernel (change
+// 18), the tiny preset's L2G step measured 10% faster with its strided 3x3
+// layers and stem on ConvGeneral than on Conv2D (six alternating rounds,
+// paired ratios 1.03-1.19), and 4% faster again with its strided 1x1
+// shortcuts too (six rounds, 1.00-1.18; Conv2D's gather, scatter-add and
+// reshape copies for them had taken 3% of the step). 1x1 stride-1 layers
+// are a ConvGeneral in inference (the fork multiplies their input rows in
+// place: ResNet-50 inference 65-80 -> 60-64 ms an image, alternating runs)
+// and a MatMul in training (its gradients are two plain products; the
+// ResNet training steps measured the same either way, and the tiny L2G
+// step too).
+func useConvGeneral(k, stride int, training bool) bool {
 	if training {
-		return k > 1
+		return k > 1 || stride > 1
 	}
 	return true
 }

@@ -106,7 +106,7 @@ func (g *im2colGeometry) convPhases(backend *gobackend.Backend, impl *dot.Implem
 			kxs, q0x, dx := phaseTaps(rx, g.padLeft, g.kw, g.dilateW, sw)
 			hoP, woP := (g.ho-ry+sh-1)/sh, (g.wo-rx+sw-1)/sw
 			if len(kys) == 0 || len(kxs) == 0 {
-				scatterPhase(g, out, nil, ry, rx, hoP, woP)
+				scatterPhase(backend, g, out, nil, ry, rx, hoP, woP)
 				continue
 			}
 			sub := im2colGeometry{
@@ -133,7 +133,7 @@ func (g *im2colGeometry) convPhases(backend *gobackend.Backend, impl *dot.Implem
 			}
 			err = sub.convMatrix(backend, impl, in, subKernel, subOut)
 			if err == nil {
-				scatterPhase(g, out, subOut, ry, rx, hoP, woP)
+				scatterPhase(backend, g, out, subOut, ry, rx, hoP, woP)
 			}
 			backend.PutBuffer(bufs)
 			if err != nil {
@@ -167,10 +167,12 @@ func phaseTaps(r, pad, k, d, s int) (taps []int, q0, step int) {
 }
 
 // scatterPhase copies a phase's outputs ([N, hoP, woP, Cout], or zeros when
-// nil) to their places in out (rows ry + s*j, columns rx + s*i).
-func scatterPhase(g *im2colGeometry, out, phase []float32, ry, rx, hoP, woP int) {
-	for b := range g.n {
-		for j := range hoP {
+// nil) to their places in out (rows ry + s*j, columns rx + s*i), a range of
+// the phase's rows per worker.
+func scatterPhase(backend *gobackend.Backend, g *im2colGeometry, out, phase []float32, ry, rx, hoP, woP int) {
+	parallelRanges(backend, g.n*hoP, max(1, parallelMinElements/max(1, woP*g.cout)), func(lo, hi int) {
+		for row := lo; row < hi; row++ {
+			b, j := row/hoP, row%hoP
 			y := ry + g.inDilH*j
 			for i := range woP {
 				x := rx + g.inDilW*i
@@ -182,7 +184,7 @@ func scatterPhase(g *im2colGeometry, out, phase []float32, ry, rx, hoP, woP int)
 				copy(dst, phase[((b*hoP+j)*woP+i)*g.cout:])
 			}
 		}
-	}
+	})
 }
 
 // convWinograd is im2colGeometry.convWinograd where the build has it (the
