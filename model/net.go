@@ -198,7 +198,7 @@ func (n *Net) backbone(b *layerBuilder, x *Node) (*Node, []*Node) {
 func (b *layerBuilder) basic(name string, x *Node, width, stride, dil int) *Node {
 	y := b.convBN(name+"/conv1", x, 3, width, stride, dil, true)
 	y = b.convBN(name+"/conv2", y, 3, width, 1, dil, false)
-	return relu(graph.Add(y, b.shortcut(name, x, width, stride)))
+	return b.relu(graph.Add(y, b.shortcut(name, x, width, stride)))
 }
 
 func (b *layerBuilder) bottleneck(name string, x *Node, width, stride, dil int) *Node {
@@ -206,7 +206,7 @@ func (b *layerBuilder) bottleneck(name string, x *Node, width, stride, dil int) 
 	y := b.convBN(name+"/conv1", x, 1, mid, 1, 1, true)
 	y = b.convBN(name+"/conv2", y, 3, mid, stride, dil, true)
 	y = b.convBN(name+"/conv3", y, 1, width, 1, 1, false)
-	return relu(graph.Add(y, b.shortcut(name, x, width, stride)))
+	return b.relu(graph.Add(y, b.shortcut(name, x, width, stride)))
 }
 
 func (b *layerBuilder) shortcut(name string, x *Node, width, stride int) *Node {

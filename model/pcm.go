@@ -59,7 +59,7 @@ func (b *layerBuilder) pcm(x *Node, mids []*Node, cam *Node) *Node {
 		f = graph.Mul(f, b.mask.at(n, h, w))
 	}
 	f = graph.Reshape(f, n, h*w, cout)
-	aff := relu(graph.DotGeneral(f, []int{2}, []int{0}, f, []int{2}, []int{0})) // [N, src, dst]
+	aff := b.relu(graph.DotGeneral(f, []int{2}, []int{0}, f, []int{2}, []int{0})) // [N, src, dst]
 	aff = graph.Div(aff, graph.Add(graph.ReduceAndKeep(aff, graph.ReduceSum, 1), graph.Scalar(f.Graph(), dtypes.Float32, pcmEps)))
 	c := d[3]
 	flat := graph.Reshape(cam, n, h*w, c)
