@@ -10,11 +10,11 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 )
 
-// BenchmarkConv measures Conv2D forward and forward+backward against a
+// BenchmarkConv measures conv2DGraph forward and forward+backward against a
 // plain MatMul with the same FLOPs ([N*Ho*Wo, K*K*Cin] x [K*K*Cin, Cout]),
 // interleaved in one loop so that machine noise hits all three alike. It
 // reports each one's GFLOP/s and the conv/matmul ratios.
-func BenchmarkConv(b *testing.B) { benchConv(b, Conv2D) }
+func BenchmarkConv(b *testing.B) { benchConv(b, conv2DGraph) }
 
 // BenchmarkConvRect is BenchmarkConv for the rectangle-gather im2col.
 func BenchmarkConvRect(b *testing.B) { benchConv(b, conv2DRect) }

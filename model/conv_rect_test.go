@@ -60,7 +60,7 @@ func TestConvRectMatchesConv2D(t *testing.T) {
 
 // TestConvGeneralMatchesConv2D compares the backend-ConvGeneral
 // convolution (run by the fork as im2col matrix multiplications, its
-// gradients too) with Conv2D, values and both gradients, over the layer
+// gradients too) with conv2DGraph, values and both gradients, over the layer
 // shapes the presets use: strides, dilations, 1x1 at strides 1 (the
 // fork's in-place rows, 105 of them: not a multiple of 8) and 2, the 7x7 stem,
 // odd sizes, and one large enough to take several chunks.
@@ -69,5 +69,5 @@ func TestConvGeneralMatchesConv2D(t *testing.T) {
 		{2, 9, 7, 3, 5, 3, 1, 1}, {2, 9, 7, 3, 5, 3, 2, 1}, {1, 13, 10, 3, 6, 7, 2, 1},
 		{2, 11, 9, 8, 4, 3, 1, 2}, {1, 8, 8, 16, 3, 3, 1, 4}, {2, 5, 6, 3, 4, 1, 2, 1}, {1, 6, 7, 2, 2, 1, 1, 1},
 		{2, 33, 31, 32, 48, 3, 1, 1}, {2, 17, 15, 16, 64, 3, 2, 1}, {3, 7, 5, 48, 64, 1, 1, 1},
-	}, Conv2D, conv2DGeneral)
+	}, conv2DGraph, conv2DGeneral)
 }

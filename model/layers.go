@@ -2,7 +2,6 @@ package model
 
 import (
 	"github.com/gomlx/compute"
-	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/layers/activation"
 )
@@ -10,84 +9,15 @@ import (
 // Node is a GoMLX graph node.
 type Node = graph.Node
 
-// Conv2D is a KxK convolution of x [N,H,W,Cin] with w [K,K,Cin,Cout], zero
-// "same" padding (dilation*(K-1)/2 a side), the given stride and dilation.
-//
-// It is written by hand on MatMul because the Go backend's native
-// convolution is a direct loop about 40x slower than its SIMD matrix
-// multiplication. Undilated convolutions of 8 or more input channels
-// gather each window as one rectangle straight into the im2col matrix
-// (conv2DRect: no transpose); the others (the 3-channel stem, dilated
-// layers) are im2col done by one Gather of taps: the K*K shifted (and
-// strided) windows of the padded input are gathered straight into
-// [N, Ho, Wo, K*K, Cin] layout, which is then one MatMul with the weights
-// as [K*K*Cin, Cout]. A Gather copies contiguous runs of Cin values with
-// memmove, and its gradient is a scatter-add of the same runs, where the
-// backend's Slice copies element by element and the transposes an Einsum
-// would need are slow; BenchmarkConv measures the result against a plain
-// MatMul of the same size.
-//
-// Strides are handled by folding the stride phases into the layout first
-// (space-to-depth by reshape: [N, Hp/s, s, Wp/s, s*Cin]), so that every
-// window is again a plain offset in the gathered tensor (and, for K > 1 and
-// few input channels, whole column groups are gathered: see
-// conv2DStrided).
-func Conv2D(x, w *Node, stride, dilation int) *Node {
-	dims := x.Shape().Dimensions
-	n, h, wd, cin := dims[0], dims[1], dims[2], dims[3]
-	wdims := w.Shape().Dimensions
-	k, cout := wdims[0], wdims[3]
-	if k == 1 && stride == 1 {
-		y := graph.MatMul(graph.Reshape(x, n*h*wd, cin), graph.Reshape(w, cin, cout))
-		return graph.Reshape(y, n, h, wd, cout)
-	}
-	if dilation == 1 && cin >= groupedMaxChannels {
-		return conv2DRect(x, w, stride, dilation)
-	}
-	return conv2DTaps(x, w, stride, dilation)
-}
-
-// conv2DTaps is Conv2D by a gather of the K*K taps' windows, transposed
-// into the im2col matrix.
-func conv2DTaps(x, w *Node, stride, dilation int) *Node {
-	g := newConvGeometry(x, w, stride, dilation)
-	n, h, wd, cin, k, cout, pad, ho, wo := g.n, g.h, g.w, g.cin, g.k, g.cout, g.pad, g.ho, g.wo
-	// Pad to whole multiples of the stride, covering every window.
-	hp := roundUp(max(h+2*pad, (ho-1)*stride+dilation*(k-1)+1), stride)
-	wp := roundUp(max(wd+2*pad, (wo-1)*stride+dilation*(k-1)+1), stride)
-	grouped := stride > 1 && k > 1 && cin < groupedMaxChannels
-	if grouped {
-		// Whole stride groups of columns: every window row is then one
-		// contiguous run (see conv2DStrided).
-		groups := (k-1)*dilation/stride + 1
-		if wp2 := stride * (wo + groups - 1); wp2 > wp {
-			wp = wp2
-		}
-	}
-	xp := x
-	if hp != h || wp != wd {
-		xp = graph.Pad(x, graph.ScalarZero(x.Graph(), x.DType()), compute.PadAxis{},
-			compute.PadAxis{Start: pad, End: hp - h - pad}, compute.PadAxis{Start: pad, End: wp - wd - pad}, compute.PadAxis{})
-	}
-	folded := graph.Reshape(xp, n, hp/stride, stride, wp/stride, stride*cin)
-	if grouped {
-		return conv2DStrided(folded, w, n, ho, wo, stride, dilation)
-	}
-	starts := make([]int32, 0, 4*k*k)
-	for i := 0; i < k; i++ {
-		for j := 0; j < k; j++ {
-			dy, dx := i*dilation, j*dilation
-			starts = append(starts, int32(dy/stride), int32(dy%stride), int32(dx/stride), int32((dx%stride)*cin))
-		}
-	}
-	start := graph.Reshape(graph.Const(x.Graph(), starts), k*k, 4)
-	// [K*K, N, Ho, 1, Wo, Cin]: one window per tap.
-	cols := graph.GatherSlices(folded, []int{1, 2, 3, 4}, start, []int{ho, 1, wo, cin}, true)
-	// To im2col layout [N*Ho*Wo, K*K*Cin]: the [1,0,2] transpose is one of
-	// the backend's fast ones, in both directions.
-	cols = graph.TransposeAllAxes(graph.Reshape(cols, k*k, n*ho*wo, cin), 1, 0, 2)
-	y := graph.MatMul(graph.Reshape(cols, n*ho*wo, k*k*cin), graph.Reshape(w, k*k*cin, cout))
-	return graph.Reshape(y, n, ho, wo, cout)
+// conv1x1 is a 1x1 stride-1 convolution of x [N,H,W,Cin] with w
+// [1,1,Cin,Cout]: one matrix product of the positions' rows (its gradients
+// are two plain products), used where a graph is trained (the CAM head, the
+// pixel correlation module's projections and a 1x1 stride-1 layer in
+// training; see useConvGeneral).
+func conv1x1(x, w *Node) *Node {
+	d, wd := x.Shape().Dimensions, w.Shape().Dimensions
+	y := graph.MatMul(graph.Reshape(x, d[0]*d[1]*d[2], d[3]), graph.Reshape(w, wd[2], wd[3]))
+	return graph.Reshape(y, d[0], d[1], d[2], wd[3])
 }
 
 // convGeometry is the sizes of a "same"-padded convolution of x [N,H,W,Cin]
@@ -107,51 +37,11 @@ func newConvGeometry(x, w *Node, stride, dilation int) convGeometry {
 	return g
 }
 
-// conv2DStrided is Conv2D for stride > 1 on the folded input
-// [N, Hp/s, s, Wp/s, s*Cin]. Gathering one tap's window there copies runs
-// of only Cin values (the other column phases sit in between), which is
-// slow for few channels. Instead each window takes all s column phases of
-// a column group: rows of Wo*s*Cin contiguous values. The groups cover
-// column offsets 0 .. G*s-1, a little more than the K taps: the weights
-// get zero rows for the offsets that are not taps (for 3x3 stride 2, 12
-// columns for 9 taps), trading 33% more multiply-adds for far faster
-// copies.
-func conv2DStrided(folded, w *Node, n, ho, wo, stride, dilation int) *Node {
-	wdims := w.Shape().Dimensions
-	k, cin, cout := wdims[0], wdims[2], wdims[3]
-	groups := (k-1)*dilation/stride + 1
-	starts := make([]int32, 0, 4*k*groups)
-	for i := 0; i < k; i++ {
-		dy := i * dilation
-		for g := 0; g < groups; g++ {
-			starts = append(starts, int32(dy/stride), int32(dy%stride), int32(g), 0)
-		}
-	}
-	start := graph.Reshape(graph.Const(folded.Graph(), starts), k*groups, 4)
-	cols := graph.GatherSlices(folded, []int{1, 2, 3, 4}, start, []int{ho, 1, wo, stride * cin}, true)
-	inner := k * groups * stride * cin
-	cols = graph.TransposeAllAxes(graph.Reshape(cols, k*groups, n*ho*wo, stride*cin), 1, 0, 2)
-	// Weights [K, G*s, Cin, Cout]: column offset c holds tap c/dilation
-	// when c is a multiple of the dilation below K*dilation, else zeros.
-	zero := graph.Zeros(w.Graph(), shapes.Make(w.DType(), k, 1, cin, cout))
-	var wcols []*Node
-	for c := 0; c < groups*stride; c++ {
-		if j := c / dilation; c%dilation == 0 && j < k {
-			wcols = append(wcols, graph.Slice(w, graph.AxisRange(), graph.AxisRange(j, j+1)))
-		} else {
-			wcols = append(wcols, zero)
-		}
-	}
-	wt := graph.Reshape(graph.Concatenate(wcols, 1), inner, cout)
-	y := graph.MatMul(graph.Reshape(cols, n*ho*wo, inner), wt)
-	return graph.Reshape(y, n, ho, wo, cout)
-}
-
 // maxPool3x3s2 is a 3x3 max pool with stride 2 and padding 1 (PyTorch's
 // MaxPool2d(3, 2, 1), the ResNet stem's) of x [N,H,W,C] whose values are
 // >= 0 (after a ReLU), so zero padding cannot win the max.
 //
-// Written by hand on one Gather, as Conv2D is: the backend's ReduceWindow
+// Written by hand on one Gather: the backend's ReduceWindow
 // (graph.MaxPool) walks the window with a generic per-element iterator,
 // which took 43% of a resnet18 inference (and its gradient, SelectAndScatter,
 // another 7% of a training step) in a CPU profile. Here the nine taps of
@@ -191,12 +81,6 @@ func (b *layerBuilder) maxPool3x3s2(x *Node) *Node {
 		[][2]int{{0, 0}, {1, 1}, {1, 1}, {0, 0}})
 }
 
-// groupedMaxChannels bounds the input width for which strided
-// convolutions gather whole column groups. Measured with BenchmarkConv:
-// with 3 input channels (the stem) the forward pass runs 2.3x faster;
-// with 16 it is no faster and its backward pass slower.
-const groupedMaxChannels = 8
-
 func roundUp(v, m int) int { return (v + m - 1) / m * m }
 
 // bnEps and bnMomentum are batch normalisation's constants (PyTorch's).
@@ -233,7 +117,7 @@ func (b *layerBuilder) conv(name string, x *Node, k, cout, stride, dilation int)
 	if useConvGeneral(k, stride, b.training) {
 		return conv2DGeneral(x, w, stride, dilation)
 	}
-	return Conv2D(x, w, stride, dilation)
+	return conv1x1(x, w)
 }
 
 // batchNorm normalises over N,H,W with batch statistics when training
@@ -297,22 +181,22 @@ func (b *layerBuilder) convBN(name string, x *Node, k, cout, stride, dilation in
 	return y
 }
 
-// useConvGeneral chooses between the backend-ConvGeneral convolution and
-// Conv2D's graph-level im2col for a layer, from the training and inference
+// useConvGeneral chooses between the backend-ConvGeneral convolution and a
+// graph-level convolution for a layer, from the training and inference
 // workloads (README, Performance). Every layer but a 1x1 stride-1 one in
 // training is a ConvGeneral: since the backend fork runs strided layers'
-// input gradients by stride phases (change 12), kernel gradients as tiles
-// of im2col blocks (change 17) and any Cout with its tile kernel (change
-// 18), the tiny preset's L2G step measured 10% faster with its strided 3x3
-// layers and stem on ConvGeneral than on Conv2D (six alternating rounds,
-// paired ratios 1.03-1.19), and 4% faster again with its strided 1x1
-// shortcuts too (six rounds, 1.00-1.18; Conv2D's gather, scatter-add and
-// reshape copies for them had taken 3% of the step). 1x1 stride-1 layers
-// are a ConvGeneral in inference (the fork multiplies their input rows in
-// place: ResNet-50 inference 65-80 -> 60-64 ms an image, alternating runs)
-// and a MatMul in training (its gradients are two plain products; the
-// ResNet training steps measured the same either way, and the tiny L2G
-// step too).
+// input gradients by stride phases (change 12), kernel gradients as tiles of
+// im2col blocks (change 17) and any Cout with its tile kernel (change 18),
+// the tiny preset's L2G step measured 10% faster with its strided 3x3 layers
+// and stem on ConvGeneral than on the graph-level im2col (conv2DGraph, now
+// the tests' reference; six alternating rounds, paired ratios 1.03-1.19),
+// and 4% faster again with its strided 1x1 shortcuts too (six rounds,
+// 1.00-1.18; the gather, scatter-add and reshape copies for them had taken
+// 3% of the step). 1x1 stride-1 layers are a ConvGeneral in inference (the
+// fork multiplies their input rows in place: ResNet-50 inference 65-80 ->
+// 60-64 ms an image, alternating runs) and a MatMul in training (its
+// gradients are two plain products; the ResNet training steps measured the
+// same either way, and the tiny L2G step too).
 func useConvGeneral(k, stride int, training bool) bool {
 	if training {
 		return k > 1 || stride > 1
@@ -320,7 +204,7 @@ func useConvGeneral(k, stride int, training bool) bool {
 	return true
 }
 
-// nhwcAxes is the channels-last layout of Conv2D's operands for the
+// nhwcAxes is the channels-last layout of a convolution's operands for the
 // backend's ConvGeneral: input [N,H,W,Cin], kernel [K,K,Cin,Cout], output
 // [N,Ho,Wo,Cout].
 var nhwcAxes = graph.ConvolveAxesConfig{
@@ -329,15 +213,17 @@ var nhwcAxes = graph.ConvolveAxesConfig{
 	OutputBatch: 0, OutputChannels: 3, OutputSpatial: []int{1, 2},
 }
 
-// conv2DGeneral is Conv2D (same shapes and values, to float tolerance) as
-// one backend ConvGeneral op. The backend fork runs it, and the
-// ConvGeneral ops of its gradients (the input gradient: a convolution of
-// the output gradient with the flipped kernel, input-dilated for strides;
-// the kernel gradient: im2col(x)^T dy), as im2col matrix multiplications
-// with an unpacked-lhs tile kernel, 3x3 stride-1 layers of 64-128 channels
-// as Winograd F(2x2, 3x3), strided input gradients by stride phases (its
-// FORK.md, changes 5 and 8-13), which skips Conv2D's padded copy, its
-// full-size im2col gather and the gather's scatter-add gradient.
+// conv2DGeneral is a KxK convolution of x [N,H,W,Cin] with w [K,K,Cin,Cout]
+// (zero "same" padding, the given stride and dilation; the values of
+// conv2DGraph, the tests' reference, to float tolerance) as one backend
+// ConvGeneral op. The backend fork runs it, and the ConvGeneral ops of its
+// gradients (the input gradient: a convolution of the output gradient with
+// the flipped kernel, input-dilated for strides; the kernel gradient:
+// im2col(x)^T dy), as im2col matrix multiplications with an unpacked-lhs
+// tile kernel, 3x3 stride-1 layers of 64-128 channels as Winograd F(2x2,
+// 3x3), strided input gradients by stride phases (its FORK.md, changes 5 and
+// 8-20), which skips the graph-level padded copy, its full-size im2col
+// gather and the gather's scatter-add gradient.
 func conv2DGeneral(x, w *Node, stride, dilation int) *Node {
 	g := newConvGeometry(x, w, stride, dilation)
 	pad := g.pad

@@ -78,7 +78,7 @@ func TestConv2DMatchesNaive(t *testing.T) {
 		x := randSlice(r, tc.n*tc.h*tc.w*tc.cin)
 		wt := randSlice(r, tc.k*tc.k*tc.cin*tc.cout)
 		want, ho, wo := naiveConv(x, tc.n, tc.h, tc.w, tc.cin, wt, tc.k, tc.cout, tc.stride, tc.dil)
-		exec, err := graph.NewExec(backend, func(x, w *Node) *Node { return Conv2D(x, w, tc.stride, tc.dil) })
+		exec, err := graph.NewExec(backend, func(x, w *Node) *Node { return conv2DGraph(x, w, tc.stride, tc.dil) })
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -134,7 +134,7 @@ func (n *Net) forward(b *layerBuilder, x *Node) Output {
 	head.group = Head
 	cin := y.Shape().Dimensions[3]
 	w := head.ps.get(ParamSpec{Name: head.name("classifier/w"), Shape: []int{1, 1, cin, n.Classes + 1}, Init: InitSmall, FanIn: cin, Group: Head})
-	cam := Conv2D(y, w, 1, 1)
+	cam := conv1x1(y, w)
 	if n.Arch.PCM {
 		cam = b.pcm(x, n.Arch.pcmStages(stages), cam)
 	}

@@ -44,13 +44,13 @@ func (b *layerBuilder) pcm(x *Node, mids []*Node, cam *Node) *Node {
 		cin := m.Shape().Dimensions[3]
 		cout := max(16, cin/8)
 		wt := head.ps.get(ParamSpec{Name: head.name(fmt.Sprintf("pcm/proj%d/w", i+1)), Shape: []int{1, 1, cin, cout}, Init: InitHe, FanIn: cin, Group: Head})
-		feats = append(feats, Conv2D(graph.StopGradient(m), wt, 1, 1))
+		feats = append(feats, conv1x1(graph.StopGradient(m), wt))
 	}
 	f := graph.Concatenate(feats, 3)
 	cin := f.Shape().Dimensions[3]
 	cout := max(cin-3, 16) // the image alone when no stage has the final size
 	wt := head.ps.get(ParamSpec{Name: head.name("pcm/mix/w"), Shape: []int{1, 1, cin, cout}, Init: InitHe, FanIn: cin, Group: Head})
-	f = Conv2D(f, wt, 1, 1)
+	f = conv1x1(f, wt)
 	norm := graph.Sqrt(graph.ReduceSum(graph.Square(f), 3))
 	f = graph.Div(f, graph.Add(graph.ExpandAxes(norm, 3), graph.Scalar(f.Graph(), dtypes.Float32, pcmEps)))
 	// Zero the padding's features last: a padded position's affinity with
