@@ -197,6 +197,10 @@ func scalarBNKernels[T float32 | float64]() bnRowKernels[T] {
 // between workers.
 func bnPartials[T float32 | float64](backend *gobackend.Backend, l bnLayout, blockSums func(block int, s1, s2 []T)) (t1, t2 []float64) {
 	nb := l.blocks()
+	t1, t2 = make([]float64, l.c), make([]float64, l.c)
+	if nb == 0 { // an empty operand
+		return t1, t2
+	}
 	partials := make([]T, nb*2*l.c)
 	minBlocks := max(1, parallelMinElements/max(1, l.count()*l.c/nb))
 	parallelRanges(backend, nb, minBlocks, func(lo, hi int) {
@@ -205,7 +209,6 @@ func bnPartials[T float32 | float64](backend *gobackend.Backend, l bnLayout, blo
 			blockSums(b, p[:l.c], p[l.c:])
 		}
 	})
-	t1, t2 = make([]float64, l.c), make([]float64, l.c)
 	for b := range nb {
 		p := partials[b*2*l.c : (b+1)*2*l.c]
 		for j := range l.c {
@@ -230,6 +233,9 @@ func (l bnLayout) bnBlock(block int, rows func(r0, n int), runs func(o int)) {
 // bnApply calls rows or runs, as bnBlock, over every block, in parallel.
 func (l bnLayout) bnApply(backend *gobackend.Backend, rows func(r0, n int), runs func(o int)) {
 	nb := l.blocks()
+	if nb == 0 {
+		return
+	}
 	minBlocks := max(1, parallelMinElements/max(1, l.count()*l.c/nb))
 	parallelRanges(backend, nb, minBlocks, func(lo, hi int) {
 		for b := lo; b < hi; b++ {

@@ -332,3 +332,29 @@ func BenchmarkBatchNorm(b *testing.B) {
 		})
 	}
 }
+
+// TestBatchNormEmpty checks that an operand without values runs (its
+// statistics are NaN, as 0/0) instead of failing.
+func TestBatchNormEmpty(t *testing.T) {
+	seq, par := sequentialAndParallel(t)
+	s, cs := shapes.Make(dtypes.Float32, 0, 3), shapes.Make(dtypes.Float32, 3)
+	forward := func(f *gobackend.Function, p []compute.Value) ([]compute.Value, error) {
+		y, m, v, err := ops.BatchNormForTraining(f, p[0], p[1], p[2], 1e-5, 1)
+		return []compute.Value{y, m, v}, err
+	}
+	gradient := func(f *gobackend.Function, p []compute.Value) ([]compute.Value, error) {
+		dx, ds, do, err := ops.BatchNormGradient(f, p[0], p[1], p[2], p[3], p[4], 1e-5, 1)
+		return []compute.Value{dx, ds, do}, err
+	}
+	for name, be := range map[string]compute.Backend{"sequential": seq, "parallel": par} {
+		got := runMultiOnBackend(t, be, forward, []any{[]float32{}, []float32{1, 1, 1}, []float32{0, 0, 0}}, []shapes.Shape{s, cs, cs})
+		if len(got[0]) != 0 || len(got[1]) != 3 || !math.IsNaN(got[1][0]) {
+			t.Fatalf("%s: forward gave %v", name, got)
+		}
+		got = runMultiOnBackend(t, be, gradient, []any{[]float32{}, []float32{1, 1, 1}, []float32{0, 0, 0}, []float32{1, 1, 1}, []float32{}},
+			[]shapes.Shape{s, cs, cs, cs, s})
+		if len(got[0]) != 0 || len(got[1]) != 3 || got[2][0] != 0 {
+			t.Fatalf("%s: gradient gave %v", name, got)
+		}
+	}
+}

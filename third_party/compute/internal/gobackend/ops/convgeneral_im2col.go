@@ -755,10 +755,11 @@ func (g *im2colGeometry) fillStrided(in, dst []float32, width, stride, r0, lo, h
 // [KH, KW, Cin, Cout], with x's batch and channel axes swapped in the axes
 // configuration, and the forward stride and dilation exchanged) as one
 // matrix product: dW[(ky, kx, ci), co] = sum over output positions of
-// im2col(x)[pos, (ky, kx, ci)] * dy[pos, co], computed as
-// dy^T [Cout, P] x im2col [P, KH*KW*Cin] by the registered DotGeneral
-// (which splits the long contracting axis across workers), then
-// transposed. ok is false when the convolution is not of this kind.
+// im2col(x)[pos, (ky, kx, ci)] * dy[pos, co]: with the strided tile kernel
+// as tiles of im2col blocks (kernelGradTiles), else as dy^T [Cout, P] x
+// im2col [P, KH*KW*Cin] by the registered DotGeneral (which splits the long
+// contracting axis across workers), then transposed. ok is false when the
+// convolution is not of this kind.
 func execConvKernelGradIm2col(backend *gobackend.Backend, node *gobackend.Node, inputs []*gobackend.Buffer) (output *gobackend.Buffer, ok bool, err error) {
 	x, dy := inputs[0], inputs[1]
 	p := node.Data.(*convNode)
