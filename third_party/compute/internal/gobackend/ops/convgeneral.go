@@ -144,6 +144,10 @@ type convNode struct {
 	// dilatedInputSpatialDims holds the dimensions of the input spatial axes after applying the dilations.
 	// For non-dilated dimensions it's the same as the original dimension.
 	dilatedInputSpatialDims []int
+
+	// epilogue is set by convEpilogueFusion: a per-channel bias (the
+	// node's third input) and optionally a ReLU applied to the output.
+	epilogue convEpilogue
 }
 
 // Recompute implements gobackend.RecomputableNodeData for convNode.
@@ -161,6 +165,7 @@ func (c *convNode) Recompute(backend *gobackend.Backend, resolvedNodes []*goback
 		batchGroupCount:    c.batchGroupCount,
 		hasInputDilations:  c.hasInputDilations,
 		hasKernelDilations: c.hasKernelDilations,
+		epilogue:           c.epilogue,
 	}
 
 	newData.inputStrides = inputShape.Strides()
@@ -185,6 +190,7 @@ func (c *convNode) EqualNodeData(other gobackend.NodeDataComparable) bool {
 	o := other.(*convNode)
 	if c.channelGroupCount != o.channelGroupCount ||
 		c.batchGroupCount != o.batchGroupCount ||
+		c.epilogue != o.epilogue ||
 		c.hasInputDilations != o.hasInputDilations ||
 		c.hasKernelDilations != o.hasKernelDilations {
 		return false
@@ -212,7 +218,21 @@ func (c *convNode) EqualNodeData(other gobackend.NodeDataComparable) bool {
 }
 
 // execConvGeneral executes the DotGeneral by first normalizing and repackaging the tensors into blocks.
+// With an epilogue (convEpilogueFusion), the bias and ReLU are then applied
+// to the output.
 func execConvGeneral(backend *gobackend.Backend, node *gobackend.Node, inputs []*gobackend.Buffer, _ []bool) (*gobackend.Buffer, error) {
+	output, err := execConvGeneralPlain(backend, node, inputs)
+	if err != nil || backend.NoOps {
+		return output, err
+	}
+	if p := node.Data.(*convNode); p.epilogue.bias {
+		applyConvEpilogue(backend, p.epilogue, output.Flat.([]float32), inputs[2].Flat.([]float32))
+	}
+	return output, nil
+}
+
+// execConvGeneralPlain is the convolution itself.
+func execConvGeneralPlain(backend *gobackend.Backend, node *gobackend.Node, inputs []*gobackend.Buffer) (*gobackend.Buffer, error) {
 	if output, ok, err := execConvGeneralIm2col(backend, node, inputs); ok {
 		return output, err
 	}

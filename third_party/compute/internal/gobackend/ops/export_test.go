@@ -2,5 +2,19 @@
 
 package ops
 
+import "github.com/gomlx/compute/internal/gobackend"
+
 // ParallelPullForTest exposes parallelPull to the external tests.
 var ParallelPullForTest = parallelPull
+
+// ConvEpiloguesForTest reports, for each ConvGeneral node of the builder's
+// main function, its epilogue (bias, relu), after the builder compiled.
+func ConvEpiloguesForTest(b *gobackend.Builder) [][2]bool {
+	var res [][2]bool
+	for _, n := range b.MainFn.Nodes {
+		if p, ok := n.Data.(*convNode); ok {
+			res = append(res, [2]bool{p.epilogue.bias, p.epilogue.relu})
+		}
+	}
+	return res
+}
