@@ -168,7 +168,10 @@ var biasReLURows = func(out, bias []float32, relu bool) {
 }
 
 // applyConvEpilogue applies an epilogue to a channels-last output, a range
-// of rows per worker.
+// of rows per worker. The matrix products' matmul.ApplyEpilogue does the
+// same with a bias and an activation call per row: in its place, four
+// alternating pairs measured ResNet-18 inference at 128 px about 3% and the
+// tiny multiscale CAM (16-96 channels) about 7% slower.
 func applyConvEpilogue(backend *gobackend.Backend, e convEpilogue, out, bias []float32) {
 	c := len(bias)
 	if c == 0 {
