@@ -9,16 +9,19 @@ export GOFLAGS := -buildvcs=false
 
 GO ?= go
 BIN := bin/l2gflow
+# The commit `l2gflow version` prints ("-dirty" with uncommitted changes).
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+LDFLAGS := -X main.commit=$(COMMIT)
 DEMO_OUT ?= demo-out
 
 .PHONY: build worker test fmt-check vet unit demo bench bench-compare fuzz clean flex-template study study-quick
 
 build:
-	$(GO) build -o $(BIN) ./cmd/l2gflow
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/l2gflow
 
 # The linux/amd64 binary Dataflow workers run (pass it with --worker_binary).
 worker:
-	GOOS=linux GOARCH=amd64 CGO_ENABLED=0 $(GO) build -o bin/l2gflow-linux-amd64 ./cmd/l2gflow
+	GOOS=linux GOARCH=amd64 CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/l2gflow-linux-amd64 ./cmd/l2gflow
 
 # The Dataflow Flex Template of the labeling job (flex/): the launcher
 # image and the template file. Needs Docker and gcloud, and:
@@ -68,7 +71,7 @@ study-quick: build
 bench-compare: build
 	@/usr/bin/python3 -c "import torch, torchvision" 2>/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch python3-torchvision >/dev/null; }
-	/usr/bin/python3 bench/compare.py --l2gflow ./$(BIN) --rounds $(ROUNDS) --out bench/compare.md
+	/usr/bin/python3 bench/compare.py --l2gflow ./$(BIN) --rounds $(ROUNDS) --out docs/performance.md
 
 # Each fuzz target for FUZZTIME (the seeds alone run in `make test`).
 FUZZTIME ?= 20s

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/l2gflow/l2gflow/model/backbone"
 )
 
 // Config is the whole configuration. Each command uses the sections it
@@ -66,8 +68,9 @@ type Train struct {
 	// Method is "l2g" (local-to-global transfer, the default) or "cam"
 	// (the global network with the classification loss only).
 	Method string `yaml:"method"`
-	// Arch is the backbone preset of the global network: tiny (default),
-	// resnet18, resnet34, resnet50. LocalArch defaults to Arch.
+	// Arch is the backbone preset of the global network (one of
+	// backbone.Names; default backbone.Default). LocalArch defaults to
+	// Arch.
 	Arch      string `yaml:"arch"`
 	LocalArch string `yaml:"local_arch"`
 	// OutputStride of the backbones: 8 (default, as the reference) or 16.
@@ -102,8 +105,8 @@ type Train struct {
 	Steps        int     `yaml:"steps"`       // overrides Epochs when > 0
 	TimeBudget   string  `yaml:"time_budget"` // e.g. "5m"; stops early when spent
 	Seed         int64   `yaml:"seed"`
-	Workers      int     `yaml:"workers"`          // input decoding goroutines, 0 = number of CPUs
-	CheckpointEv int     `yaml:"checkpoint_every"` // steps between checkpoints, 0 = only at the end
+	Workers      int     `yaml:"workers"`          // input decoding goroutines; 0 means 2
+	CheckpointEv int     `yaml:"checkpoint_every"` // steps between checkpoints; 0: a checkpoint only on interrupt
 	Resume       bool    `yaml:"resume"`
 	// Pretrained is an ImageNet-pretrained torchvision / timm ResNet
 	// weights file (safetensors or ONNX, local or gs://) that both
@@ -171,8 +174,7 @@ type Label struct {
 	BatchSize int `yaml:"batch_size"`
 	// BatchPixels sets each bucket's batch: the largest power of two of
 	// views whose padded pixels fit, at most BatchSize (default 16384:
-	// views up to about 64x64 run several at a time, larger ones alone,
-	// which measured fastest).
+	// views up to about 64x64 run several at a time, larger ones alone).
 	BatchPixels int `yaml:"batch_pixels"`
 	// BucketsPerOctave is the number of canonical view sides per doubling
 	// of size: views are padded to the next one (default 8: at most 1/8 of
@@ -211,10 +213,10 @@ func Default() Config {
 		Dataset: Dataset{Split: "train", MaxPixels: 50_000_000},
 		Synth: Synth{Images: 2000, Size: 128, Generator: "v2", Classes: 6, Seed: 1, ValFraction: 0.2,
 			NoSaliencyFraction: 0.1},
-		Train: Train{Out: "model.l2g", Method: "l2g", Arch: "tiny", OutputStride: 8,
-			// The best settings measured for the tiny backbone trained from
-			// scratch (docs/quality.md); the reference's, for pretrained
-			// ResNets, are config/reference.yaml.
+		Train: Train{Out: "model.l2g", Method: "l2g", Arch: backbone.Default, OutputStride: 8,
+			// The settings docs/quality.md's study chose for the tiny
+			// backbone trained from scratch; the reference's, for
+			// pretrained ResNets, are config/reference.yaml.
 			ImageSize: 128, ViewSize: 96, Views: 4, ViewMode: "corners+random",
 			BgThr: 0.001, Transfer: "mse", KDWeight: 10, GlobalClsWeight: 0, Optimizer: "adam", LR: 0.001,
 			Momentum: 0.9, WeightDecay: 5e-4, NewLayerLRx: 10, Schedule: "poly",

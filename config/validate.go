@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/l2gflow/l2gflow/model/backbone"
 )
 
 // Section names the parts of the configuration a command uses, so that a
@@ -20,9 +22,6 @@ const (
 	SectionEval
 	SectionRunner
 )
-
-// Presets lists the backbone presets known to the model package.
-var Presets = []string{"tiny", "resnet18", "resnet34", "resnet50"}
 
 type checker struct{ errs []error }
 
@@ -83,9 +82,9 @@ func (cfg *Config) Validate(sections Section) error {
 			c.failf("train.out", "required")
 		}
 		c.oneOf("train.method", t.Method, "l2g", "cam")
-		c.oneOf("train.arch", t.Arch, Presets...)
+		c.oneOf("train.arch", t.Arch, backbone.Names()...)
 		if t.LocalArch != "" {
-			c.oneOf("train.local_arch", t.LocalArch, Presets...)
+			c.oneOf("train.local_arch", t.LocalArch, backbone.Names()...)
 		}
 		if t.OutputStride != 8 && t.OutputStride != 16 {
 			c.failf("train.output_stride", "%d must be 8 or 16", t.OutputStride)
@@ -134,8 +133,8 @@ func (cfg *Config) Validate(sections Section) error {
 		c.intRange("train.checkpoint_every", t.CheckpointEv, 0, 1<<31-1)
 		if t.Pretrained != "" {
 			for _, k := range [][2]string{{"train.arch", t.Arch}, {"train.local_arch", t.LocalArch}} {
-				if k[1] == "tiny" {
-					c.failf(k[0], "tiny has no pretrained counterpart; with train.pretrained use resnet18, resnet34 or resnet50")
+				if k[1] != "" && !slices.Contains(backbone.Pretrainable(), k[1]) {
+					c.failf(k[0], "%s has no pretrained counterpart; with train.pretrained use %s", k[1], backbone.Choices(backbone.Pretrainable()))
 				}
 			}
 		}

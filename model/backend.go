@@ -11,9 +11,8 @@ import (
 )
 
 // DefaultBackend is the GoMLX backend configuration used unless told
-// otherwise: the pure-Go backend on every core. (Without parallelism=-1
-// it keeps to about one core: measured 1.27 vs 1.93 cores in
-// BenchmarkTrainStepL2G.)
+// otherwise: the pure-Go backend on every core (without parallelism=-1
+// it keeps to about one core).
 const DefaultBackend = "go:parallelism=-1"
 
 // stdoutMu serialises the stdout swap in NewBackend.

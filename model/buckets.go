@@ -25,8 +25,7 @@ type BucketOptions struct {
 	// BatchPixels sets each bucket's batch size: the largest power of two
 	// of views whose padded pixels fit (at least 1, at most MaxBatch).
 	// Default 16,384: small views (up to 64x64) run 4 or 8 at a time,
-	// which is faster for them; from about 96 px a view alone runs as
-	// fast or faster (measured with two batches at a time on two cores).
+	// larger ones alone (docs/performance.md, "Inference batch size").
 	BatchPixels int `json:"batch_pixels"`
 	// MaxBatch is the largest inference batch (default 8).
 	MaxBatch int `json:"max_batch"`

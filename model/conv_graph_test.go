@@ -16,9 +16,8 @@ import (
 // conv2DGraph is a KxK convolution of x [N,H,W,Cin] with w [K,K,Cin,Cout], zero
 // "same" padding (dilation*(K-1)/2 a side), the given stride and dilation.
 //
-// It was written by hand on MatMul because the Go backend's native
-// convolution was a direct loop about 40x slower than its SIMD matrix
-// multiplication. Undilated convolutions of 8 or more input channels
+// It is written on MatMul and Gather alone, independently of the backend's
+// ConvGeneral, so that it can serve as ConvGeneral's reference. Undilated convolutions of 8 or more input channels
 // gather each window as one rectangle straight into the im2col matrix
 // (conv2DRect: no transpose); the others (the 3-channel stem, dilated
 // layers) are im2col done by one Gather of taps: the K*K shifted (and
@@ -134,9 +133,8 @@ func conv2DStrided(folded, w *Node, n, ho, wo, stride, dilation int) *Node {
 }
 
 // groupedMaxChannels bounds the input width for which strided
-// convolutions gather whole column groups. Measured with BenchmarkConv:
-// with 3 input channels (the stem) the forward pass runs 2.3x faster;
-// with 16 it is no faster and its backward pass slower.
+// convolutions gather whole column groups: the grouped gather pays for
+// narrow inputs (the 3-channel stem), not for wide ones (BenchmarkConv).
 const groupedMaxChannels = 8
 
 // conv2DRect is conv2DGraph's path for undilated convolutions with 8 or more

@@ -68,11 +68,10 @@ func maxPool3x3s2(x *Node) *Node {
 
 // maxPool3x3s2 is the ResNet stem's max pooling. In inference it is the
 // backend's ReduceWindow, which the backend fork runs as a channels-last
-// loop over each window's rows of C values (its FORK.md, change 14): the
-// gather of the function maxPool3x3s2 took 3.5-5.5% of a ResNet-18
-// inference profile (at 224 and 128 px) in its pad, copy and reduction. In
-// training it is that gather, whose gradient is a scatter-add
-// (ReduceWindow's, SelectAndScatter, walks every element).
+// loop over each window's rows of C values, with no padded copy. In
+// training it is the gather of the function maxPool3x3s2, whose gradient
+// is a scatter-add (ReduceWindow's gradient, SelectAndScatter, walks every
+// element).
 func (b *layerBuilder) maxPool3x3s2(x *Node) *Node {
 	if b.training {
 		return maxPool3x3s2(x)
@@ -155,16 +154,15 @@ func (b *layerBuilder) batchNorm(name string, x *Node) *Node {
 	return graph.Add(graph.Mul(x, graph.Reshape(scale, 1, 1, 1, c)), graph.Reshape(shift, 1, 1, 1, c))
 }
 
-// relu is ReLU where a gradient is wanted: the backend's fused activation
-// (the Go backend's is one pass forward and one backward, where the
-// gradient of Max(x, 0) is a sign, a subtraction, two products and more:
-// 3.5% of the tiny preset's L2G step in a profile).
+// relu is ReLU where a gradient is wanted: the backend's fused activation,
+// one pass forward and one backward, where the gradient of Max(x, 0) is a
+// sign, a subtraction, two products and more. Its gradient at 0 is 0, as
+// PyTorch's.
 func relu(x *Node) *Node { return activation.Relu(x) }
 
 // relu is the builder's ReLU: relu in training, Max(x, 0) in inference,
 // which the Go backend computes in place on its input's buffer, split
-// across the workers (ResNet-50 inference about 5% faster than with the
-// fused activation, which writes a new buffer: four alternating rounds).
+// across the workers (the fused activation writes a new buffer).
 func (b *layerBuilder) relu(x *Node) *Node {
 	if b.training {
 		return relu(x)
@@ -181,22 +179,12 @@ func (b *layerBuilder) convBN(name string, x *Node, k, cout, stride, dilation in
 	return y
 }
 
-// useConvGeneral chooses between the backend-ConvGeneral convolution and a
-// graph-level convolution for a layer, from the training and inference
-// workloads (README, Performance). Every layer but a 1x1 stride-1 one in
-// training is a ConvGeneral: since the backend fork runs strided layers'
-// input gradients by stride phases (change 12), kernel gradients as tiles of
-// im2col blocks (change 17) and any Cout with its tile kernel (change 18),
-// the tiny preset's L2G step measured 10% faster with its strided 3x3 layers
-// and stem on ConvGeneral than on the graph-level im2col (conv2DGraph, now
-// the tests' reference; six alternating rounds, paired ratios 1.03-1.19),
-// and 4% faster again with its strided 1x1 shortcuts too (six rounds,
-// 1.00-1.18; the gather, scatter-add and reshape copies for them had taken
-// 3% of the step). 1x1 stride-1 layers are a ConvGeneral in inference (the
-// fork multiplies their input rows in place: ResNet-50 inference 65-80 ->
-// 60-64 ms an image, alternating runs) and a MatMul in training (its
-// gradients are two plain products; the ResNet training steps measured the
-// same either way, and the tiny L2G step too).
+// useConvGeneral reports whether a layer is one backend ConvGeneral op
+// (true) or a MatMul over its channels (false, 1x1 stride-1 layers in
+// training only). The backend fork runs ConvGeneral and its gradients on
+// its fastest paths, and a 1x1 stride-1 layer in inference multiplies its
+// input rows in place. In training such a layer is a MatMul, whose
+// gradients are two plain products and which the fork runs as fast.
 func useConvGeneral(k, stride int, training bool) bool {
 	if training {
 		return k > 1 || stride > 1
@@ -221,8 +209,8 @@ var nhwcAxes = graph.ConvolveAxesConfig{
 // the flipped kernel, input-dilated for strides; the kernel gradient:
 // im2col(x)^T dy), as im2col matrix multiplications with an unpacked-lhs
 // tile kernel, 3x3 stride-1 layers of 64-128 channels as Winograd F(2x2,
-// 3x3), strided input gradients by stride phases (its FORK.md, changes 5 and
-// 8-20), which skips the graph-level padded copy, its full-size im2col
+// 3x3), strided input gradients by stride phases (third_party/compute's
+// FORK.md), which skips the graph-level padded copy, its full-size im2col
 // gather and the gather's scatter-add gradient.
 func conv2DGeneral(x, w *Node, stride, dilation int) *Node {
 	g := newConvGeometry(x, w, stride, dilation)

@@ -11,6 +11,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/l2gflow/l2gflow/io/artifact"
+	"github.com/l2gflow/l2gflow/model/backbone"
 )
 
 func testBackend(t testing.TB) compute.Backend {
@@ -135,7 +136,7 @@ func TestMaxPoolInferenceMatchesTraining(t *testing.T) {
 
 func TestPresetsBuild(t *testing.T) {
 	backend := testBackend(t)
-	for _, name := range []string{"tiny", "resnet18", "resnet34", "resnet50"} {
+	for _, name := range backbone.Names() {
 		for _, os := range []int{8, 16} {
 			a, err := Preset(name, os)
 			if err != nil {

@@ -7,6 +7,8 @@ import (
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/gomlx/core/graph"
+
+	"github.com/l2gflow/l2gflow/model/backbone"
 )
 
 // Arch describes a ResNet-style backbone: a stem, then stages of basic or
@@ -33,28 +35,19 @@ type Arch struct {
 	PCM bool `json:"pcm,omitempty"`
 }
 
-// Preset returns a named backbone: tiny (trains on 2 CPU cores in
-// minutes), resnet18, resnet34 or resnet50, at the given output stride.
+// Preset returns a named backbone of the preset table (package backbone)
+// at the given output stride.
 func Preset(name string, outputStride int) (Arch, error) {
 	if outputStride != 8 && outputStride != 16 {
 		return Arch{}, fmt.Errorf("output stride %d: want 8 or 16", outputStride)
 	}
-	var a Arch
-	switch name {
-	case "tiny":
-		a = Arch{StemWidth: 16, StemKernel: 3, Depths: []int{1, 1, 1}, Widths: []int{32, 64, 96}}
-	case "resnet18":
-		a = Arch{StemWidth: 64, StemKernel: 7, StemPool: true, Depths: []int{2, 2, 2, 2}, Widths: []int{64, 128, 256, 512}}
-	case "resnet34":
-		a = Arch{StemWidth: 64, StemKernel: 7, StemPool: true, Depths: []int{3, 4, 6, 3}, Widths: []int{64, 128, 256, 512}}
-	case "resnet50":
-		a = Arch{Bottleneck: true, StemWidth: 64, StemKernel: 7, StemPool: true, Depths: []int{3, 4, 6, 3}, Widths: []int{256, 512, 1024, 2048}}
-	default:
-		return Arch{}, fmt.Errorf("unknown architecture %q (want tiny, resnet18, resnet34 or resnet50)", name)
+	p, err := backbone.Lookup(name)
+	if err != nil {
+		return Arch{}, err
 	}
-	a.Name, a.OutputStride = name, outputStride
-	a.TorchvisionDilation = name != "tiny"
-	return a, nil
+	return Arch{Name: p.Name, Bottleneck: p.Bottleneck, StemWidth: p.StemWidth, StemKernel: p.StemKernel,
+		StemPool: p.StemPool, Depths: p.Depths, Widths: p.Widths, OutputStride: outputStride,
+		TorchvisionDilation: p.Torchvision}, nil
 }
 
 // stageStrides returns each stage's stride and dilation so that the total

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/l2gflow/l2gflow/io/weights"
+	"github.com/l2gflow/l2gflow/model/backbone"
 )
 
 // ImportReport says what a pretrained file gave a network.
@@ -31,7 +32,7 @@ type torchConv struct {
 // have a torchvision counterpart.
 func torchvisionConvs(a Arch) ([]torchConv, error) {
 	if a.StemKernel != 7 || !a.StemPool || len(a.Depths) != 4 || a.StemWidth != 64 {
-		return nil, fmt.Errorf("architecture %q has no torchvision counterpart: pretrained weights fit resnet18, resnet34 and resnet50", a.Name)
+		return nil, fmt.Errorf("architecture %q has no torchvision counterpart: pretrained weights fit %s", a.Name, backbone.Choices(backbone.Pretrainable()))
 	}
 	convs := []torchConv{{"conv1", "bn1", "stem"}}
 	inWidth := a.StemWidth

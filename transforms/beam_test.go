@@ -1,7 +1,6 @@
 package transforms
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,12 +10,10 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/passert"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
 
-	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/storage"
-	"github.com/l2gflow/l2gflow/io/synth"
 	"github.com/l2gflow/l2gflow/model"
-	"github.com/l2gflow/l2gflow/model/trainer"
+	"github.com/l2gflow/l2gflow/model/trainer/trainertest"
 )
 
 func recordID(r dataset.Record, emit func(string)) { emit(r.ID) }
@@ -76,23 +73,11 @@ func TestReadAndSelect(t *testing.T) {
 // image, the corrupt one's dead letter at stage load, and inference
 // statistics covering every view.
 func TestLabelImagesComposite(t *testing.T) {
-	ctx := context.Background()
 	dir := t.TempDir()
 	root, modelURI, out := filepath.Join(dir, "data"), filepath.Join(dir, "m.l2g"), filepath.Join(dir, "out")
 	st := storage.New()
 	defer st.Close()
-	if _, err := synth.Write(ctx, st, root, synth.Options{Images: 7, Size: 48, Classes: 3, Seed: 8, NoSaliencyFraction: 0.4}); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := dataset.Load(ctx, st, root, "train")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := config.Default().Train
-	tc.Out, tc.Method, tc.Steps, tc.ImageSize, tc.ViewSize, tc.CheckpointEv, tc.BatchSize = modelURI, "cam", 1, 48, 32, 0, 4
-	if _, err := trainer.Run(ctx, trainer.Options{Config: tc, Data: ds, Store: st}); err != nil {
-		t.Fatal(err)
-	}
+	ds := trainertest.MustWrite(t, st, root, modelURI, trainertest.Options{Images: 7, Size: 48, Seed: 8, NoSaliencyFraction: 0.4})
 	os.WriteFile(ds.Records[0].Image, []byte("junk"), 0o644)
 	opts := LabelOptions{Out: out, Model: modelURI, Backend: model.DefaultBackend,
 		Views: model.ViewOptions{Scales: []float64{1, 2}, Flip: true},

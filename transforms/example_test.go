@@ -11,12 +11,10 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 
-	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/storage"
-	"github.com/l2gflow/l2gflow/io/synth"
 	"github.com/l2gflow/l2gflow/model"
-	"github.com/l2gflow/l2gflow/model/trainer"
+	"github.com/l2gflow/l2gflow/model/trainer/trainertest"
 	"github.com/l2gflow/l2gflow/transforms"
 )
 
@@ -92,16 +90,8 @@ func ExampleLabelImages() {
 func exampleData(ctx context.Context, root, modelURI string) error {
 	st := storage.New()
 	defer st.Close()
-	if _, err := synth.Write(ctx, st, root, synth.Options{Images: 6, Size: 48, Classes: 3, Seed: 5}); err != nil {
-		return err
-	}
-	ds, err := dataset.Load(ctx, st, root, "train")
+	ds, err := trainertest.Write(ctx, st, root, modelURI, trainertest.Options{Images: 6, Size: 48, Seed: 5, Steps: 2})
 	if err != nil {
-		return err
-	}
-	tc := config.Default().Train
-	tc.Out, tc.Method, tc.Steps, tc.ImageSize, tc.ViewSize, tc.CheckpointEv, tc.BatchSize = modelURI, "cam", 2, 48, 32, 0, 4
-	if _, err := trainer.Run(ctx, trainer.Options{Config: tc, Data: ds, Store: st}); err != nil {
 		return err
 	}
 	return st.WriteFile(ctx, ds.Records[0].Image, []byte("not an image"))

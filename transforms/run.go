@@ -183,6 +183,9 @@ type ThresholdUsed struct {
 	// label.cam_threshold, or the model's threshold when Source is "model"
 	// and it is lower.
 	CAMThreshold float64 `json:"cam_threshold"`
+	// Reason says in words why this threshold was used (for people
+	// reading the record and the report).
+	Reason string `json:"reason,omitempty"`
 }
 
 // RunOptions configure a run's bookkeeping (RecordRun and the in-process

@@ -88,20 +88,26 @@ func (s *Stages) Load(ctx context.Context, rec dataset.Record) (*Task, *DeadLett
 	}
 	var data []byte
 	var err error
+	read := uris[0] // the file that was read, or failed
 	for _, uri := range uris {
+		read = uri
 		if data, err = s.Store.ReadFile(ctx, uri, maxImageBytes); !errors.Is(err, storage.ErrNotExist) {
 			break
 		}
 	}
 	if err != nil {
-		if dataError(err) {
+		switch {
+		case errors.Is(err, storage.ErrNotExist) && len(uris) > 1:
+			return nil, &DeadLetter{ID: rec.ID, Stage: StageLoad, Reason: fmt.Sprintf("%s: file does not exist (nor with %s)",
+				rec.Image, strings.Join(dataset.ImageExtensions[1:], ", "))}, nil
+		case dataError(err):
 			return nil, &DeadLetter{ID: rec.ID, Stage: StageLoad, Reason: err.Error()}, nil
 		}
 		return nil, nil, fmt.Errorf("image %s: %w", rec.ID, err)
 	}
 	img, err := imagefile.DecodeRGB(data, s.Opts.MaxPixels)
 	if err != nil {
-		return nil, &DeadLetter{ID: rec.ID, Stage: StageLoad, Reason: fmt.Sprintf("%s: %v", rec.Image, err)}, nil
+		return nil, &DeadLetter{ID: rec.ID, Stage: StageLoad, Reason: fmt.Sprintf("%s: %v", read, err)}, nil
 	}
 	t.W, t.H, t.Pix = img.W, img.H, img.Pix
 	return t, nil, nil

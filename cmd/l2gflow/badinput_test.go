@@ -188,6 +188,9 @@ func TestBadInputCorpus(t *testing.T) {
 			if !ok || d.Stage != transforms.StageLoad || !strings.Contains(d.Reason, c.Reason) {
 				t.Errorf("%s: dead letter %+v, want stage %s with %q", c.Name, d, transforms.StageLoad, c.Reason)
 			}
+			if file := id + c.Ext; !strings.Contains(d.Reason, file) {
+				t.Errorf("%s: dead letter %q does not name the file %s", c.Name, d.Reason, file)
+			}
 		}
 	}
 	if len(dead) != countExpect(cases, synth.DeadLetter) {

@@ -57,7 +57,7 @@ func benchCommand() *command {
 			fs.DurationVar(&bf.minTime, "min-time", minTimeDefault, "--workloads: time each workload runs after its warm-up")
 			fs.StringVar(&bf.only, "only", "", "--workloads: only those whose name contains this")
 			fs.StringVar(&bf.cpuProfile, "cpuprofile", "", "--workloads: write a CPU profile of each workload into this `dir` (go tool pprof)")
-			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
+			bindBackend(fs, &cfg.Runner)
 		},
 		run: func(ctx context.Context, env *cmdEnv) error { return runBench(ctx, env, bf) },
 	}

@@ -21,7 +21,7 @@ func runWorkloads(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 	if err != nil {
 		return err
 	}
-	head, _ := json.Marshal(map[string]any{"side": "l2gflow", "version": Version, "backend": env.cfg.Runner.Backend,
+	head, _ := json.Marshal(map[string]any{"side": "l2gflow", "version": Version, "commit": buildCommit(), "backend": env.cfg.Runner.Backend,
 		"threads": runtime.GOMAXPROCS(0), "go": runtime.Version()})
 	fmt.Fprintln(env.stdout, string(head))
 	for _, w := range model.Workloads() {

@@ -19,12 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/l2gflow/l2gflow/config"
-	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/storage/gcstest"
-	"github.com/l2gflow/l2gflow/io/synth"
-	"github.com/l2gflow/l2gflow/model/trainer"
+	"github.com/l2gflow/l2gflow/model/trainer/trainertest"
 	"github.com/l2gflow/l2gflow/transforms"
 )
 
@@ -38,16 +35,8 @@ func dataflowFixture(t *testing.T, bucket string) (worker string) {
 	st := storage.New()
 	defer st.Close()
 	root := "gs://" + bucket + "/data"
-	if _, err := synth.Write(ctx, st, root, synth.Options{Images: 12, Size: 64, Classes: 3, Seed: 2}); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := dataset.Load(ctx, st, root, "train")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := config.Default().Train
-	tc.Out, tc.Method, tc.Steps, tc.ImageSize, tc.ViewSize, tc.CheckpointEv = "gs://"+bucket+"/m.l2g", "cam", 1, 64, 48, 0
-	if _, err := trainer.Run(ctx, trainer.Options{Config: tc, Data: ds, Store: st}); err != nil {
+	if _, err := trainertest.Write(ctx, st, root, "gs://"+bucket+"/m.l2g", trainertest.Options{Images: 12, Size: 64, Seed: 2,
+		ViewSize: 48, BatchSize: 8}); err != nil {
 		t.Fatal(err)
 	}
 	worker = filepath.Join(t.TempDir(), "worker")

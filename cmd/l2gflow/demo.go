@@ -34,8 +34,8 @@ func demoCommand() *command {
 			fs.IntVar(&df.size, "size", def.Synth.Size, "image side in pixels")
 			fs.IntVar(&df.classes, "classes", def.Synth.Classes, "classes")
 			fs.IntVar(&df.epochs, "epochs", def.Train.Epochs, "training epochs of each method (the shared budget)")
-			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
-			fs.BoolVar(&cfg.Runner.Verbose, "verbose", cfg.Runner.Verbose, "show the Beam runner's own log lines")
+			bindBackend(fs, &cfg.Runner)
+			bindVerbose(fs, &cfg.Runner)
 		},
 		run: func(ctx context.Context, env *cmdEnv) error { return runDemo(ctx, env, df) },
 	}
@@ -56,7 +56,7 @@ func runDemo(ctx context.Context, env *cmdEnv, df *demoFlags) error {
 	}
 	quietBeam(env, env.cfg.Runner.Verbose)
 	beam.Init()
-	o.Backend, o.Runner, o.Producer, o.Log = env.cfg.Runner.Backend, *runners.Runner, "l2gflow "+Version, env.stderr
+	o.Backend, o.Runner, o.Producer, o.Log = env.cfg.Runner.Backend, *runners.Runner, producer(), env.stderr
 	res, err := demo.Run(ctx, o)
 	if err != nil {
 		return err

@@ -37,7 +37,7 @@ func evalCommand() *command {
 			fs.Float64Var(&e.SweepStep, "sweep-step", e.SweepStep, "sweep step")
 			fs.BoolVar(&ef.inProcess, "in-process", false, "compute without Beam (debugging)")
 			fs.IntVar(&ef.samples, "samples", 6, "sample rows in the report (besides the worst images)")
-			fs.BoolVar(&cfg.Runner.Verbose, "verbose", cfg.Runner.Verbose, "show the Beam runner's own log lines")
+			bindVerbose(fs, &cfg.Runner)
 		},
 		run: func(ctx context.Context, env *cmdEnv) error { return runEval(ctx, env, ef) },
 	}

@@ -54,8 +54,8 @@ func labelCommand() *command {
 			fs.StringVar(&l.RunID, "run-id", l.RunID, "name of the run's records (default: the start time)")
 			fs.StringVar(&l.MaxFailures, "max-failures", l.MaxFailures, "exit 1 when dead letters exceed N, a fraction (0.01) or a percentage (1%)")
 			fs.DurationVar(&lf.progressEvery, "progress-every", 0, "interval of progress lines (default 10s; 30s on Dataflow)")
-			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
-			fs.BoolVar(&cfg.Runner.Verbose, "verbose", cfg.Runner.Verbose, "show the Beam runner's own log lines")
+			bindBackend(fs, &cfg.Runner)
+			bindVerbose(fs, &cfg.Runner)
 		},
 		run: func(ctx context.Context, env *cmdEnv) error { return runLabel(ctx, env, lf) },
 	}
@@ -66,7 +66,7 @@ func runLabel(ctx context.Context, env *cmdEnv, lf *labelFlags) error {
 	quietBeam(env, cfg.Runner.Verbose)
 	beam.Init()
 	res, err := label.Run(ctx, label.Options{Dataset: cfg.Dataset, Label: cfg.Label, Backend: cfg.Runner.Backend,
-		Runner: *runners.Runner, InProcess: cfg.Label.InProcess, Producer: "l2gflow " + Version, Log: env.stderr,
+		Runner: *runners.Runner, InProcess: cfg.Label.InProcess, Producer: producer(), Log: env.stderr,
 		ProgressEvery: lf.progressEvery})
 	if err != nil {
 		return err

@@ -2,8 +2,9 @@
 // with L2G: synth makes a benchmark, train trains the classifiers, label
 // runs the Beam labeling pipeline, eval scores labels, demo runs it all.
 //
-// Exit status: 0 on success, 2 on usage or configuration errors, 1 on
-// failure.
+// Exit status: 0 on success; 2 on usage, configuration and input-list
+// errors (a bad line of a tag list or manifest, a missing list, a label
+// folder without labels); 1 on failure.
 package main
 
 import (
@@ -15,12 +16,16 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
 	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 
 	"github.com/l2gflow/l2gflow/config"
+	"github.com/l2gflow/l2gflow/io/dataset"
+	"github.com/l2gflow/l2gflow/pipelines/eval"
 )
 
 // Version is the l2gflow release.
@@ -141,7 +146,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.As(err, new(usageError)):
+	case errors.As(err, new(usageError)), dataset.IsInputError(err), errors.Is(err, eval.ErrNoLabels):
 		fmt.Fprintf(stderr, "l2gflow %s: %v\n", cmd.name, err)
 		return 2
 	default:
@@ -228,47 +233,47 @@ func runCommand(ctx context.Context, cmd *command, args []string, stdout, stderr
 	return cmd.run(ctx, &cmdEnv{cfg: &cfg, args: fs.Args(), stdout: stdout, stderr: stderr})
 }
 
-// floatList is a flag.Value for comma-separated numbers.
-type floatList struct{ p *[]float64 }
-
-func (f floatList) String() string {
-	if f.p == nil {
-		return ""
-	}
-	parts := make([]string, len(*f.p))
-	for i, v := range *f.p {
-		parts[i] = fmt.Sprint(v)
-	}
-	return strings.Join(parts, ",")
-}
-
-func (f floatList) Set(s string) error {
-	var out []float64
-	for _, part := range strings.Split(s, ",") {
-		var v float64
-		if _, err := fmt.Sscan(strings.TrimSpace(part), &v); err != nil {
-			return fmt.Errorf("%q is not a number", part)
-		}
-		out = append(out, v)
-	}
-	*f.p = out
-	return nil
-}
-
 func versionCommand() *command {
 	return &command{
 		name:    "version",
-		summary: "print the l2gflow version",
+		summary: "print the l2gflow version and the commit it was built from",
 		run: func(ctx context.Context, env *cmdEnv) error {
-			fmt.Fprintf(env.stdout, "l2gflow %s\n", Version)
+			fmt.Fprintf(env.stdout, "l2gflow %s (commit %s, %s)\n", Version, buildCommit(), runtime.Version())
 			return nil
 		},
 	}
 }
 
-// notBuilt is the run function of commands whose stage has not landed.
-func notBuilt(name string) func(context.Context, *cmdEnv) error {
-	return func(context.Context, *cmdEnv) error {
-		return fmt.Errorf("%s is not built yet", name)
+// commit is the source commit, set by the Makefile's build
+// (-ldflags "-X main.commit=..."); a "-dirty" suffix marks uncommitted
+// changes.
+var commit string
+
+// buildCommit is the commit the binary was built from: the linker's
+// value, else the VCS stamp of a plain "go build", else "unknown".
+func buildCommit() string {
+	if commit != "" {
+		return commit
 	}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		var rev, dirty string
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "-dirty"
+				}
+			}
+		}
+		if rev != "" {
+			return rev[:min(12, len(rev))] + dirty
+		}
+	}
+	return "unknown"
 }
+
+// producer names this build in the records it writes (model manifests,
+// run records): the version and the commit.
+func producer() string { return "l2gflow " + Version + " (" + buildCommit() + ")" }

@@ -18,6 +18,10 @@ func TestExitCodesAndMessages(t *testing.T) {
 	okCfg := filepath.Join(dir, "ok.yaml")
 	os.WriteFile(okCfg, []byte("synth:\n  images: 3\n  size: 48\n  seed: 5\n"), 0o644)
 	out := filepath.Join(dir, "data")
+	bad := filepath.Join(dir, "bad")
+	os.MkdirAll(bad, 0o755)
+	os.WriteFile(filepath.Join(bad, "classes.txt"), []byte("cat\ndog\n"), 0o644)
+	os.WriteFile(filepath.Join(bad, "train_cls.txt"), []byte("img1 0\nimg2 7\n"), 0o644)
 
 	tests := []struct {
 		name string
@@ -38,7 +42,12 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{"file values used", []string{"synth", "-config", okCfg, "--out", out}, 0, []string{"wrote 3 images", "long side 43-52 px"}},
 		{"fixed size", []string{"synth", "-config", okCfg, "--fixed-size", "--out", out}, 0, []string{"wrote 3 images", "48x48"}},
 		{"missing config file", []string{"synth", "--config", filepath.Join(dir, "nope.yaml")}, 2, []string{"nope.yaml"}},
-		{"version", []string{"version"}, 0, []string{Version}},
+		{"version", []string{"version"}, 0, []string{Version, "commit"}},
+		{"train: bad class index", []string{"train", "--data", bad, "--out", filepath.Join(dir, "m.l2g"), "--steps", "1"}, 2, []string{"train_cls.txt:2", "outside 0..1"}},
+		{"label: bad class index", []string{"label", "--data", bad, "--model", filepath.Join(dir, "m.l2g"), "--out", filepath.Join(dir, "o")}, 2, []string{"train_cls.txt:2", "outside 0..1"}},
+		{"eval: bad class index", []string{"eval", "--data", bad, "--labels", filepath.Join(dir, "o"), "--report", filepath.Join(dir, "r")}, 2, []string{"train_cls.txt:2"}},
+		{"label: missing tag list", []string{"label", "--data", bad, "--split", "val", "--model", filepath.Join(dir, "m.l2g"), "--out", filepath.Join(dir, "o")}, 2, []string{"val_cls.txt"}},
+		{"eval: no labels in the folder", []string{"eval", "--data", out, "--labels", filepath.Join(dir, "lables"), "--report", filepath.Join(dir, "r"), "--in-process"}, 2, []string{"no labels found", "lables"}},
 		{"pretrained needs a resnet", []string{"train", "--data", out, "--backbone", "tiny", "--pretrained", "w.safetensors", "--out", filepath.Join(dir, "m.l2g")}, 2, []string{"train.arch", "tiny has no pretrained counterpart"}},
 		{"missing pretrained file", []string{"train", "--data", out, "--backbone", "resnet18", "--pretrained", filepath.Join(dir, "none.safetensors"), "--out", filepath.Join(dir, "m.l2g"), "--steps", "1"}, 1, []string{"pretrained", "none.safetensors"}},
 	}

@@ -38,7 +38,7 @@ func studyCommand() *command {
 			fs.IntVar(&sf.images, "images", def.Synth.Images, "synthetic images a dataset (80% train)")
 			fs.IntVar(&cfg.Train.Epochs, "epochs", cfg.Train.Epochs, "training epochs of every arm")
 			fs.BoolVar(&sf.reportOnly, "report-only", false, "rewrite the report from the results under --out without running anything")
-			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
+			bindBackend(fs, &cfg.Runner)
 		},
 		run: func(ctx context.Context, env *cmdEnv) error { return runStudy(ctx, env, sf) },
 	}

@@ -9,16 +9,9 @@ import (
 	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/storage"
+	"github.com/l2gflow/l2gflow/model/backbone"
 	"github.com/l2gflow/l2gflow/model/trainer"
 )
-
-// bindDataset registers the dataset flags shared by train, label and eval.
-func bindDataset(fs *flag.FlagSet, d *config.Dataset) {
-	fs.StringVar(&d.Root, "data", d.Root, "dataset `root` (local path or gs://bucket/prefix)")
-	fs.StringVar(&d.Split, "split", d.Split, "split: reads ROOT/<split>_cls.txt")
-	fs.StringVar(&d.Manifest, "manifest", d.Manifest, "JSON Lines manifest `file` instead of --data/--split")
-	fs.IntVar(&d.MaxPixels, "max-pixels", d.MaxPixels, "refuse images larger than this many pixels")
-}
 
 func trainCommand() *command {
 	return &command{
@@ -31,7 +24,7 @@ func trainCommand() *command {
 			t := &cfg.Train
 			fs.StringVar(&t.Out, "out", t.Out, "model artifact `uri` to write")
 			fs.StringVar(&t.Method, "method", t.Method, "l2g (local-to-global transfer) or cam (baseline)")
-			fs.StringVar(&t.Arch, "arch", t.Arch, "global backbone: tiny, resnet18, resnet34, resnet50")
+			fs.StringVar(&t.Arch, "arch", t.Arch, "global backbone: "+backbone.Help())
 			fs.StringVar(&t.Arch, "backbone", t.Arch, "same as --arch")
 			fs.StringVar(&t.Pretrained, "pretrained", t.Pretrained, "start both networks from torchvision/timm ResNet weights: a .safetensors or .onnx `file` (local or gs://)")
 			fs.BoolVar(&t.PretrainedStrict, "pretrained-strict", t.PretrainedStrict, "refuse a pretrained file with missing, unexpected or mis-shaped tensors (false: skip and list them)")
@@ -58,7 +51,7 @@ func trainCommand() *command {
 			fs.IntVar(&t.Workers, "workers", t.Workers, "input decoding goroutines (0: 2)")
 			fs.IntVar(&t.CheckpointEv, "checkpoint-every", t.CheckpointEv, "steps between checkpoints (0: only on interrupt)")
 			fs.BoolVar(&t.Resume, "resume", t.Resume, "continue from OUT.ckpt")
-			fs.StringVar(&cfg.Runner.Backend, "backend", cfg.Runner.Backend, "GoMLX backend configuration")
+			bindBackend(fs, &cfg.Runner)
 		},
 		run: runTrain,
 	}
@@ -78,7 +71,7 @@ func runTrain(ctx context.Context, env *cmdEnv) error {
 		return err
 	}
 	res, err := trainer.Run(ctx, trainer.Options{Config: cfg.Train, Data: ds, Backend: cfg.Runner.Backend,
-		MaxPixels: cfg.Dataset.MaxPixels, Producer: "l2gflow " + Version, Log: env.stderr, Store: st})
+		MaxPixels: cfg.Dataset.MaxPixels, Producer: producer(), Log: env.stderr, Store: st})
 	if errors.Is(err, trainer.ErrInterrupted) {
 		return err
 	}

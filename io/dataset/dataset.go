@@ -84,16 +84,38 @@ func eachLine(name string, r io.Reader, fn func(n int, text string) error) error
 			text = strings.TrimPrefix(text, "\ufeff")
 		}
 		if err := fn(n, strings.TrimRight(text, "\r")); err != nil {
+			if !IsInputError(err) {
+				err = &InputError{err}
+			}
 			return err
 		}
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return fmt.Errorf("%s:%d: line longer than %d bytes", name, n+1, MaxLineBytes)
+			return inputErrorf("%s:%d: line longer than %d bytes", name, n+1, MaxLineBytes)
 		}
 		return fmt.Errorf("%s:%d: %w", name, n+1, err)
 	}
 	return nil
+}
+
+// InputError is an error in a dataset's list, manifest or class names: a
+// bad line, a duplicate id, an empty or missing list. It is the user's
+// input, not a failure of the run (the CLI exits 2 on it).
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+// IsInputError reports whether err is, or wraps, an InputError.
+func IsInputError(err error) bool {
+	var ie *InputError
+	return errors.As(err, &ie)
+}
+
+// inputErrorf makes an InputError.
+func inputErrorf(format string, args ...any) error {
+	return &InputError{fmt.Errorf(format, args...)}
 }
 
 // idLines remembers the line of each id of a list.
@@ -113,7 +135,7 @@ func (s idLines) add(name string, n int, id string) error {
 }
 
 // errNoImages refuses a tag list or manifest without entries.
-func errNoImages(name string) error { return fmt.Errorf("%s: no images listed", name) }
+func errNoImages(name string) error { return inputErrorf("%s: no images listed", name) }
 
 // ValidateID checks that an id can be used as a file name in every layout.
 func ValidateID(id string) error {
@@ -159,10 +181,10 @@ func ParseClasses(name string, data []byte) ([]string, error) {
 		return nil, err
 	}
 	if len(classes) == 0 {
-		return nil, fmt.Errorf("%s: no class names", name)
+		return nil, inputErrorf("%s: no class names", name)
 	}
 	if len(classes) > 254 {
-		return nil, fmt.Errorf("%s: %d classes; at most 254 fit a label map with background and 255 = ignore", name, len(classes))
+		return nil, inputErrorf("%s: %d classes; at most 254 fit a label map with background and 255 = ignore", name, len(classes))
 	}
 	return classes, nil
 }
@@ -378,7 +400,7 @@ func TagListURI(root, split string) string {
 // record (its .jpg URI), so that the job reports it rather than dropping it.
 func Load(ctx context.Context, st *storage.Store, root, split string) (*Dataset, error) {
 	if strings.ContainsAny(split, `/\ `) || split == "" {
-		return nil, fmt.Errorf("split %q: want a plain name such as train", split)
+		return nil, inputErrorf("split %q: want a plain name such as train", split)
 	}
 	classes, err := loadClasses(ctx, st, root)
 	if err != nil {
@@ -467,6 +489,9 @@ func LoadManifest(ctx context.Context, st *storage.Store, uri string) (*Dataset,
 // in memory whole.
 func streamList(ctx context.Context, st *storage.Store, uri string, classes []string, parse func(io.Reader) error) (string, error) {
 	rc, err := st.Open(ctx, uri)
+	if errors.Is(err, storage.ErrNotExist) {
+		return "", &InputError{err}
+	}
 	if err != nil {
 		return "", err
 	}

@@ -65,7 +65,7 @@ func OpenSource(ctx context.Context, st *storage.Store, root, split, manifest st
 		src = Source{List: manifest, Manifest: true, Base: storage.Dir(manifest)}
 	} else {
 		if strings.ContainsAny(split, `/\ `) || split == "" {
-			return Source{}, Info{}, fmt.Errorf("split %q: want a plain name such as train", split)
+			return Source{}, Info{}, inputErrorf("split %q: want a plain name such as train", split)
 		}
 		src = Source{List: TagListURI(root, split), Root: root}
 	}

@@ -21,6 +21,9 @@ import (
 // (50 megapixels).
 const DefaultMaxPixels = 50_000_000
 
+// ErrEmpty is the error of a zero-byte file.
+var ErrEmpty = errors.New("empty file (0 bytes)")
+
 // Ignore is the label index of pixels that are not scored (VOC convention).
 const Ignore = 255
 
@@ -52,6 +55,9 @@ func NewGray(w, h int) *Gray {
 
 // checkHeader reads the format and declared size and applies the limit.
 func checkHeader(data []byte, maxPixels int) (string, error) {
+	if len(data) == 0 {
+		return "", ErrEmpty
+	}
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
 		return "", fmt.Errorf("read image header: %w", err)

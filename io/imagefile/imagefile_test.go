@@ -8,6 +8,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"strings"
 	"testing"
 )
 
@@ -163,6 +164,15 @@ func TestCorruptInputs(t *testing.T) {
 	for name, data := range tests {
 		if _, err := DecodeRGB(data, 0); err == nil {
 			t.Errorf("%s: want an error", name)
+		}
+	}
+	for name, dec := range map[string]func([]byte, int) error{
+		"rgb":   func(d []byte, l int) error { _, err := DecodeRGB(d, l); return err },
+		"gray":  func(d []byte, l int) error { _, err := DecodeGray(d, l); return err },
+		"label": func(d []byte, l int) error { _, err := DecodeLabel(d, l); return err },
+	} {
+		if err := dec([]byte{}, 0); !errors.Is(err, ErrEmpty) || !strings.Contains(err.Error(), "empty file") {
+			t.Errorf("%s of a zero-byte file: %v, want ErrEmpty", name, err)
 		}
 	}
 }

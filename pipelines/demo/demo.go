@@ -37,8 +37,8 @@ type Options struct {
 
 // Defaults are the demo's settings: about 10 minutes on 2 cores.
 //
-// Both methods train with train's defaults (the best settings measured for
-// the tiny backbone from scratch, see docs/quality.md) for the same number
+// Both methods train with train's defaults (the settings the quality study
+// chose for the tiny backbone from scratch, docs/quality.md) for the same number
 // of epochs (the same passes over the same images), on 1,000 images.
 func Defaults(out string) Options {
 	cfg := config.Default()
@@ -130,10 +130,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err := eval.WriteReport(ctx, st, ec.Report, m, 6); err != nil {
 			return nil, err
 		}
-		row.MIoU, row.Report = m.MIoU, filepath.Join(ec.Report, eval.ReportFile)
+		row.MIoU, row.Report = float64(m.MIoU), filepath.Join(ec.Report, eval.ReportFile)
 		row.BestMIoU, row.BestThreshold = math.NaN(), math.NaN()
 		if m.Best != nil {
-			row.BestMIoU, row.BestThreshold = m.Best.MIoU, m.Best.Threshold
+			row.BestMIoU, row.BestThreshold = float64(m.Best.MIoU), m.Best.Threshold
 		}
 		res.Rows = append(res.Rows, row)
 	}

@@ -59,16 +59,62 @@ type ImageEval struct {
 	Ignored int64
 	Scored  int64
 	Sweep   []int64 // T*K*K, empty without a CAM
-	MIoU    float64
+	MIoU    Score
+	// Hist counts the label's pixels by value: K classes (background
+	// first), then the ignore label. Set whenever the label was read,
+	// with or without ground truth.
+	Hist    []int64
 	Missing string // MissingLabel or MissingGT, when there is nothing to score
 	Err     string // reason, when the image could not be scored
 }
 
 // ImageScore is an image's own mean IoU.
 type ImageScore struct {
-	ID   string  `json:"id"`
-	MIoU float64 `json:"miou"`
+	ID   string `json:"id"`
+	MIoU Score  `json:"miou"`
 }
+
+// Score is a figure that may be undefined (NaN): metrics.json writes it as
+// null, so that the file is always valid JSON.
+type Score float64
+
+// MarshalJSON writes NaN and infinities as null.
+func (s Score) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(float64(s)) || math.IsInf(float64(s), 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(s))
+}
+
+// UnmarshalJSON reads null as NaN.
+func (s *Score) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*s = Score(math.NaN())
+		return nil
+	}
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*s = Score(f)
+	return nil
+}
+
+// ErrNoLabels is returned (wrapped) when no listed image has a label under
+// the labels prefix: most likely the wrong folder.
+var ErrNoLabels = errors.New("no labels found")
+
+// Thresholds of the label description's flags: an image with tags whose
+// label has less than NoForegroundShare of its pixels in a class is
+// flagged "all background"; one with more than MostlyForegroundShare
+// "almost all foreground".
+const (
+	NoForegroundShare     = 0.01
+	MostlyForegroundShare = 0.95
+	// CoverageBins is the number of bins of the per-image foreground
+	// share histogram (0-10%, ..., 90-100%).
+	CoverageBins = 10
+)
 
 // Sum is the combined result of all images.
 type Sum struct {
@@ -82,6 +128,18 @@ type Sum struct {
 	Listed      int64
 	Worst       []ImageScore // the lowest image mIoUs, ascending
 	Errors      []transforms.DeadLetter
+	// Described counts the images whose label was read (with or without
+	// ground truth); LabelHist sums their ImageEval.Hist, ClassImages
+	// counts for each label value the images that hold it, Coverage the
+	// images by foreground share (CoverageBins bins).
+	Described   int64
+	LabelHist   []int64
+	ClassImages []int64
+	Coverage    []int64
+	// NoForeground and MostlyForeground list (at most MissingKept, the
+	// first by id) the flagged images; the counts are all.
+	NoForeground, MostlyForeground           []string
+	NoForegroundCount, MostlyForegroundCount int64
 	// MissingLabels and MissingGT list (at most MissingKept, the first by
 	// id) the images without a label or ground truth; the counts are all.
 	MissingLabels, MissingGT          []string
@@ -96,6 +154,9 @@ const (
 	WorstKept   = 8
 	MissingKept = 1000
 	SamplesKept = 16
+	// FlaggedSamples is the number of flagged images (see
+	// NoForegroundShare) whose items are kept for the report.
+	FlaggedSamples = 4
 )
 
 func init() {
@@ -130,7 +191,7 @@ func ScoreImage(ctx context.Context, st *storage.Store, it Item, k int, threshol
 	out := ImageEval{Item: it}
 	fail := func(err error) (ImageEval, error) {
 		out.Err = err.Error()
-		out.Conf, out.Sweep = nil, nil
+		out.Conf, out.Sweep, out.Hist = nil, nil, nil
 		return out, nil
 	}
 	// read returns nil, nil for an object that does not exist.
@@ -161,6 +222,18 @@ func ScoreImage(ctx context.Context, st *storage.Store, it Item, k int, threshol
 		}
 		return g, nil
 	}
+	lab, err := readLabel(it.Label, MissingLabel)
+	if lab == nil && err == nil {
+		return out, nil
+	}
+	if sf := (*storageFault)(nil); errors.As(err, &sf) {
+		return out, sf.err
+	} else if err != nil {
+		return fail(err)
+	}
+	if out.Hist, err = labelHist(lab, k); err != nil {
+		return fail(fmt.Errorf("%s: %w", it.Label, err))
+	}
 	if it.GT == "" {
 		out.Missing = MissingGT
 		return out, nil
@@ -174,20 +247,11 @@ func ScoreImage(ctx context.Context, st *storage.Store, it Item, k int, threshol
 	} else if err != nil {
 		return fail(err)
 	}
-	lab, err := readLabel(it.Label, MissingLabel)
-	if lab == nil && err == nil {
-		return out, nil
-	}
-	if sf := (*storageFault)(nil); errors.As(err, &sf) {
-		return out, sf.err
-	} else if err != nil {
-		return fail(err)
-	}
 	c := NewConfusion(k)
 	if err := c.Add(gt, lab); err != nil {
 		return fail(fmt.Errorf("%s: %w", it.Label, err))
 	}
-	out.Conf, out.Ignored, out.Scored, out.MIoU = c.M, c.Ignored, c.Scored, c.MeanIoU()
+	out.Conf, out.Ignored, out.Scored, out.MIoU = c.M, c.Ignored, c.Scored, Score(c.MeanIoU())
 	if it.CAM == "" {
 		return out, nil
 	}
@@ -221,6 +285,38 @@ func ScoreImage(ctx context.Context, st *storage.Store, it Item, k int, threshol
 	return out, nil
 }
 
+// labelHist counts a label's pixels by value: k classes, then the ignore
+// label. Any other value is an error.
+func labelHist(lab *imagefile.Gray, k int) ([]int64, error) {
+	h := make([]int64, k+1)
+	for _, v := range lab.Pix {
+		switch {
+		case v == imagefile.Ignore:
+			h[k]++
+		case int(v) < k:
+			h[v]++
+		default:
+			return nil, fmt.Errorf("label value %d, but there are only %d classes with background", v, k)
+		}
+	}
+	return h, nil
+}
+
+// foregroundShare is the share of a label's pixels in a class.
+func foregroundShare(h []int64) float64 {
+	var fg, all int64
+	for i, n := range h {
+		all += n
+		if i > 0 && i < len(h)-1 {
+			fg += n
+		}
+	}
+	if all == 0 {
+		return 0
+	}
+	return float64(fg) / float64(all)
+}
+
 // storageFault marks a read that failed for the storage's sake.
 type storageFault struct{ err error }
 
@@ -228,7 +324,8 @@ func (e *storageFault) Error() string { return e.err.Error() }
 
 // NewSum starts an empty result.
 func NewSum(k, t int) *Sum {
-	return &Sum{K: k, T: t, Conf: make([]int64, k*k), Sweep: make([]int64, t*k*k)}
+	return &Sum{K: k, T: t, Conf: make([]int64, k*k), Sweep: make([]int64, t*k*k),
+		LabelHist: make([]int64, k+1), ClassImages: make([]int64, k+1), Coverage: make([]int64, CoverageBins)}
 }
 
 // AddImage merges one image into the sum.
@@ -236,10 +333,6 @@ func (s *Sum) AddImage(e ImageEval) {
 	s.Listed++
 	id := e.Item.ID
 	switch {
-	case e.Missing == MissingGT:
-		s.MissingGTCount++
-		s.MissingGT = keepFirst(append(s.MissingGT, id), MissingKept)
-		return
 	case e.Missing == MissingLabel:
 		s.MissingLabelCount++
 		s.MissingLabels = keepFirst(append(s.MissingLabels, id), MissingKept)
@@ -248,8 +341,15 @@ func (s *Sum) AddImage(e ImageEval) {
 		s.Errors = append(s.Errors, transforms.DeadLetter{ID: id, Stage: "eval", Reason: storage.Redact(e.Err)})
 		return
 	}
-	s.Images++
+	s.describe(e)
 	s.Samples = append(s.Samples, e.Item)
+	if e.Missing == MissingGT {
+		s.MissingGTCount++
+		s.MissingGT = keepFirst(append(s.MissingGT, id), MissingKept)
+		s.keepSamples()
+		return
+	}
+	s.Images++
 	for i, v := range e.Conf {
 		s.Conf[i] += v
 	}
@@ -261,10 +361,34 @@ func (s *Sum) AddImage(e ImageEval) {
 			s.Sweep[i] += v
 		}
 	}
-	if !math.IsNaN(e.MIoU) {
+	if !math.IsNaN(float64(e.MIoU)) {
 		s.Worst = keepWorst(append(s.Worst, ImageScore{ID: id, MIoU: e.MIoU}))
 	}
 	s.keepSamples()
+}
+
+// describe adds an image's label to the description of the labels.
+func (s *Sum) describe(e ImageEval) {
+	if len(e.Hist) != len(s.LabelHist) {
+		return
+	}
+	s.Described++
+	for i, n := range e.Hist {
+		s.LabelHist[i] += n
+		if n > 0 {
+			s.ClassImages[i]++
+		}
+	}
+	fg := foregroundShare(e.Hist)
+	s.Coverage[min(CoverageBins-1, int(fg*CoverageBins))]++
+	switch {
+	case fg < NoForegroundShare && len(e.Item.Tags) > 0:
+		s.NoForegroundCount++
+		s.NoForeground = keepFirst(append(s.NoForeground, e.Item.ID), MissingKept)
+	case fg > MostlyForegroundShare:
+		s.MostlyForegroundCount++
+		s.MostlyForeground = keepFirst(append(s.MostlyForeground, e.Item.ID), MissingKept)
+	}
 }
 
 // keepFirst sorts ids and keeps the first n.
@@ -273,12 +397,17 @@ func keepFirst(ids []string, n int) []string {
 	return ids[:min(len(ids), n)]
 }
 
-// keepSamples keeps the items of the first SamplesKept ids and of the
-// worst images.
+// keepSamples keeps the items of the first SamplesKept ids, of the worst
+// images and of the first FlaggedSamples flagged ones.
 func (s *Sum) keepSamples() {
 	worst := map[string]bool{}
 	for _, w := range s.Worst {
 		worst[w.ID] = true
+	}
+	for _, ids := range [][]string{s.NoForeground, s.MostlyForeground} {
+		for _, id := range ids[:min(len(ids), FlaggedSamples)] {
+			worst[id] = true
+		}
 	}
 	slices.SortFunc(s.Samples, func(a, b Item) int { return strings.Compare(a.ID, b.ID) })
 	s.Samples = slices.CompactFunc(s.Samples, func(a, b Item) bool { return a.ID == b.ID })
@@ -310,8 +439,24 @@ func (s *Sum) Merge(o *Sum) {
 	s.MissingGTCount += o.MissingGTCount
 	s.MissingLabels = keepFirst(append(s.MissingLabels, o.MissingLabels...), MissingKept)
 	s.MissingGT = keepFirst(append(s.MissingGT, o.MissingGT...), MissingKept)
+	s.Described += o.Described
+	addInts(s.LabelHist, o.LabelHist)
+	addInts(s.ClassImages, o.ClassImages)
+	addInts(s.Coverage, o.Coverage)
+	s.NoForegroundCount += o.NoForegroundCount
+	s.MostlyForegroundCount += o.MostlyForegroundCount
+	s.NoForeground = keepFirst(append(s.NoForeground, o.NoForeground...), MissingKept)
+	s.MostlyForeground = keepFirst(append(s.MostlyForeground, o.MostlyForeground...), MissingKept)
 	s.Samples = append(s.Samples, o.Samples...)
 	s.keepSamples()
+}
+
+// addInts adds b into a, element by element (a sum decoded from JSON may
+// lack a slice that is empty).
+func addInts(a, b []int64) {
+	for i := range min(len(a), len(b)) {
+		a[i] += b[i]
+	}
 }
 
 // keepWorst sorts ascending by mIoU (ties by id, so merges in any order
@@ -406,7 +551,50 @@ type Options struct {
 // SweepPoint is the mIoU at one background threshold.
 type SweepPoint struct {
 	Threshold float64 `json:"threshold"`
-	MIoU      float64 `json:"miou"`
+	MIoU      Score   `json:"miou"`
+}
+
+// LabelStats describe the labels themselves, with or without ground
+// truth: what a user without ground truth can check.
+type LabelStats struct {
+	// Images is the number of labels read; Pixels their pixels.
+	Images int64 `json:"images"`
+	Pixels int64 `json:"pixels"`
+	// Classes are the label values' shares of the pixels and the images
+	// holding them, background first.
+	Classes []ClassShare `json:"classes"`
+	// ForegroundShare and IgnoredShare are the shares of all pixels in a
+	// class and marked 255.
+	ForegroundShare float64 `json:"foreground_share"`
+	IgnoredShare    float64 `json:"ignored_share"`
+	// Coverage counts the images by foreground share, in bins of 10%.
+	Coverage []CoverageBin `json:"coverage"`
+	// NoForeground lists images with tags whose label is (almost) all
+	// background; MostlyForeground images labelled almost all foreground.
+	NoForeground     FlaggedImages `json:"no_foreground"`
+	MostlyForeground FlaggedImages `json:"mostly_foreground"`
+}
+
+// ClassShare is one label value's share of the labels.
+type ClassShare struct {
+	Name   string  `json:"name"`
+	Pixels int64   `json:"pixels"`
+	Share  float64 `json:"share"`
+	Images int64   `json:"images"`
+}
+
+// CoverageBin counts the images whose foreground share is in [From, To).
+type CoverageBin struct {
+	From   float64 `json:"from"`
+	To     float64 `json:"to"`
+	Images int64   `json:"images"`
+}
+
+// FlaggedImages are the images a description flags, and the rule.
+type FlaggedImages struct {
+	Rule  string   `json:"rule"`
+	Count int64    `json:"count"`
+	IDs   []string `json:"ids"` // the first 1,000 by id
 }
 
 // ClassMetrics are one class's published numbers.
@@ -434,15 +622,21 @@ type Metrics struct {
 	MissingLabelCount int64                   `json:"missing_label_count"`
 	MissingGTCount    int64                   `json:"missing_gt_count"`
 	Errors            []transforms.DeadLetter `json:"errors"`
-	MIoU              float64                 `json:"miou"`
-	Classes           []ClassMetrics          `json:"classes"`
-	IgnoredPixels     int64                   `json:"ignored_pixels"` // labelled 255, scored as background
-	ScoredPixels      int64                   `json:"scored_pixels"`
-	IgnoredShare      float64                 `json:"ignored_share"`
-	Sweep             []SweepPoint            `json:"sweep,omitempty"`
-	SweepImages       int64                   `json:"sweep_images"`
-	Best              *SweepPoint             `json:"best,omitempty"`
-	Worst             []ImageScore            `json:"worst"`
+	// GroundTruth is set when at least one image was scored against its
+	// ground truth; without, MIoU and the per-class scores are null and
+	// Description describes the labels.
+	GroundTruth bool  `json:"ground_truth"`
+	MIoU        Score `json:"miou"`
+	// Description describes the labels themselves (every label read).
+	Description   LabelStats     `json:"label_stats"`
+	Classes       []ClassMetrics `json:"classes"`
+	IgnoredPixels int64          `json:"ignored_pixels"` // labelled 255, scored as background
+	ScoredPixels  int64          `json:"scored_pixels"`
+	IgnoredShare  float64        `json:"ignored_share"`
+	Sweep         []SweepPoint   `json:"sweep,omitempty"`
+	SweepImages   int64          `json:"sweep_images"`
+	Best          *SweepPoint    `json:"best,omitempty"`
+	Worst         []ImageScore   `json:"worst"`
 	// Run is the label run record (model hash, thresholds, split, rule).
 	Run json.RawMessage `json:"label_run,omitempty"`
 	// SumConfusion is the raw confusion matrix, rows ground truth.
@@ -512,12 +706,19 @@ func Run(ctx context.Context, o Options) (*Metrics, error) {
 		fmt.Fprintf(o.Log, "eval: %d images scored, %d without a label, %d without ground truth, %d unreadable\n",
 			m.Scored, m.MissingLabelCount, m.MissingGTCount, len(m.Errors))
 	}
+	if sum.Described == 0 && len(m.Errors) == 0 && m.Listed > 0 {
+		return nil, fmt.Errorf("%w under %s: none of the %d images listed in %s has a label there (is it the folder label --out wrote?)",
+			ErrNoLabels, o.Eval.Labels, m.Listed, src.List)
+	}
 	if raw, err := st.ReadFile(ctx, storage.Join(o.Eval.Labels, transforms.RunFile), 64<<20); err == nil {
 		m.Run = raw
 	} else if !errors.Is(err, storage.ErrNotExist) {
 		return nil, err
 	}
-	raw, _ := json.MarshalIndent(m, "", "  ")
+	raw, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("metrics.json: %w", err)
+	}
 	if err := st.WriteFile(ctx, storage.Join(o.Eval.Report, "metrics.json"), append(raw, '\n')); err != nil {
 		return nil, err
 	}
@@ -571,7 +772,7 @@ func DirectItems(ctx context.Context, st *storage.Store, items []Item, k int, th
 func Summarize(s *Sum, classes []string, thresholds []float64) *Metrics {
 	c := &Confusion{K: s.K, M: s.Conf, Ignored: s.Ignored, Scored: s.Scored}
 	scores, miou := c.Scores()
-	m := &Metrics{Scored: s.Images, MIoU: miou, IgnoredPixels: s.Ignored, ScoredPixels: s.Scored,
+	m := &Metrics{Scored: s.Images, MIoU: Score(miou), GroundTruth: s.Images > 0, IgnoredPixels: s.Ignored, ScoredPixels: s.Scored,
 		Worst: s.Worst, Errors: s.Errors, SweepImages: s.SweepImages, Listed: int(s.Listed),
 		MissingLabels: nonNil(s.MissingLabels), MissingGT: nonNil(s.MissingGT),
 		MissingLabelCount: s.MissingLabelCount, MissingGTCount: s.MissingGTCount, Samples: s.Samples}
@@ -592,11 +793,12 @@ func Summarize(s *Sum, classes []string, thresholds []float64) *Metrics {
 	for g := 0; g < s.K; g++ {
 		m.Confusion = append(m.Confusion, slices.Clone(s.Conf[g*s.K:(g+1)*s.K]))
 	}
+	m.Description = describeLabels(s, names)
 	if s.SweepImages > 0 {
 		kk := s.K * s.K
 		for i, t := range thresholds {
 			sc := &Confusion{K: s.K, M: s.Sweep[i*kk : (i+1)*kk]}
-			p := SweepPoint{Threshold: t, MIoU: sc.MeanIoU()}
+			p := SweepPoint{Threshold: t, MIoU: Score(sc.MeanIoU())}
 			m.Sweep = append(m.Sweep, p)
 			if m.Best == nil || p.MIoU > m.Best.MIoU {
 				best := p
@@ -607,8 +809,46 @@ func Summarize(s *Sum, classes []string, thresholds []float64) *Metrics {
 	return m
 }
 
+// describeLabels turns a sum's label counts into LabelStats.
+func describeLabels(s *Sum, names []string) LabelStats {
+	d := LabelStats{Images: s.Described,
+		NoForeground: FlaggedImages{Rule: fmt.Sprintf("images with tags, under %g%% of their pixels in a class", 100*NoForegroundShare),
+			Count: s.NoForegroundCount, IDs: nonNil(s.NoForeground)},
+		MostlyForeground: FlaggedImages{Rule: fmt.Sprintf("over %g%% of their pixels in a class", 100*MostlyForegroundShare),
+			Count: s.MostlyForegroundCount, IDs: nonNil(s.MostlyForeground)}}
+	for _, n := range s.LabelHist {
+		d.Pixels += n
+	}
+	share := func(n int64) float64 {
+		if d.Pixels == 0 {
+			return 0
+		}
+		return float64(n) / float64(d.Pixels)
+	}
+	for i, name := range names {
+		if i >= len(s.LabelHist)-1 {
+			break
+		}
+		d.Classes = append(d.Classes, ClassShare{Name: name, Pixels: s.LabelHist[i], Share: share(s.LabelHist[i]), Images: s.ClassImages[i]})
+		if i > 0 {
+			d.ForegroundShare += share(s.LabelHist[i])
+		}
+	}
+	if k := len(s.LabelHist) - 1; k >= 0 {
+		d.IgnoredShare = share(s.LabelHist[k])
+	}
+	for i, n := range s.Coverage {
+		d.Coverage = append(d.Coverage, CoverageBin{From: float64(i) / CoverageBins, To: float64(i+1) / CoverageBins, Images: n})
+	}
+	return d
+}
+
 // PrintTable writes the console summary.
 func PrintTable(w io.Writer, m *Metrics) {
+	if !m.GroundTruth {
+		printDescription(w, m)
+		return
+	}
 	fmt.Fprintf(w, "%-14s %7s %9s %7s\n", "class", "IoU", "precision", "recall")
 	f := func(p *float64) string {
 		if p == nil {
@@ -628,5 +868,21 @@ func PrintTable(w io.Writer, m *Metrics) {
 	if n := m.MissingLabelCount + m.MissingGTCount + int64(len(m.Errors)); n > 0 {
 		fmt.Fprintf(w, "not scored: %d without a label, %d without ground truth, %d unreadable (listed in metrics.json)\n",
 			m.MissingLabelCount, m.MissingGTCount, len(m.Errors))
+	}
+}
+
+// printDescription writes the console summary of labels without ground
+// truth.
+func printDescription(w io.Writer, m *Metrics) {
+	d := m.Description
+	fmt.Fprintf(w, "no ground truth: %d labels described (not scored)\n", d.Images)
+	fmt.Fprintf(w, "%-14s %8s %7s\n", "class", "pixels", "images")
+	for _, c := range d.Classes {
+		fmt.Fprintf(w, "%-14s %7.1f%% %7d\n", c.Name, 100*c.Share, c.Images)
+	}
+	fmt.Fprintf(w, "foreground %.1f%% of the pixels, ignore %.1f%%; %d images with tags labelled all background, %d almost all foreground\n",
+		100*d.ForegroundShare, 100*d.IgnoredShare, d.NoForeground.Count, d.MostlyForeground.Count)
+	if n := m.MissingLabelCount + int64(len(m.Errors)); n > 0 {
+		fmt.Fprintf(w, "not described: %d without a label, %d unreadable (listed in metrics.json)\n", m.MissingLabelCount, len(m.Errors))
 	}
 }

@@ -70,7 +70,7 @@ func TestSweepPicksTheRightThreshold(t *testing.T) {
 		t.Errorf("sweep ends should be imperfect: %+v", m.Sweep)
 	}
 	// The all-background label: background IoU 0.5, class 1 IoU 0.
-	if math.Abs(m.MIoU-0.25) > 1e-12 {
+	if math.Abs(float64(m.MIoU)-0.25) > 1e-12 {
 		t.Errorf("mIoU of the stored label = %v, want 0.25", m.MIoU)
 	}
 }
@@ -122,10 +122,10 @@ func TestPipelineAgreesWithDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	ds, _ := dataset.Load(ctx, st, root, "train")
-	// One record without ground truth.
+	// One record with a label but without ground truth.
+	writeLabels(t, st, ds, out)
 	noGT := ds.Records[len(ds.Records)-1]
 	os.Remove(noGT.GT)
-	writeLabels(t, st, ds, out)
 
 	e := config.Default().Eval
 	e.Labels, e.Report = out, report

@@ -35,7 +35,7 @@ func chromium(t *testing.T) string {
 // it also saves a screenshot (in $L2GFLOW_SCREENSHOTS, or the test's
 // temporary folder).
 func TestReportInBrowser(t *testing.T) {
-	browser := chromium(t)
+	chromium(t)
 	st := storage.New()
 	defer st.Close()
 	ctx := context.Background()
@@ -56,20 +56,39 @@ func TestReportInBrowser(t *testing.T) {
 	if err := WriteReport(ctx, st, report, m, 4); err != nil {
 		t.Fatal(err)
 	}
-	page := "file://" + filepath.Join(report, ReportFile)
+	html := readReport(t, report)
+	for _, want := range []string{"Per-class IoU", "Background threshold sweep", "<svg", "data:image/jpeg;base64,", "data:image/png;base64,",
+		"What the labels hold", "Label colours"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	openInBrowser(t, report, "report.png")
+}
+
+// readReport reads a written report page and checks it refers to nothing
+// on the network.
+func readReport(t *testing.T, report string) string {
+	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(report, ReportFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	html := string(raw)
-	for _, want := range []string{"Per-class IoU", "Background threshold sweep", "<svg", "data:image/jpeg;base64,", "data:image/png;base64,"} {
-		if !strings.Contains(html, want) {
-			t.Errorf("report lacks %q", want)
-		}
-	}
 	if regexp.MustCompile(`(src|href)="https?://`).MatchString(html) {
 		t.Error("report refers to the network")
 	}
+	return html
+}
+
+// openInBrowser opens a report page in headless Chromium: the page's own
+// check must find every image loaded and no script error; it saves a
+// screenshot named shot (in $L2GFLOW_SCREENSHOTS, or the test's temporary
+// folder).
+func openInBrowser(t *testing.T, report, shot string) {
+	t.Helper()
+	browser := chromium(t)
+	page := "file://" + filepath.Join(report, ReportFile)
 	shots := os.Getenv("L2GFLOW_SCREENSHOTS")
 	if shots == "" {
 		shots = t.TempDir()
@@ -80,7 +99,7 @@ func TestReportInBrowser(t *testing.T) {
 	flags := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0"}
 	run := func(extra ...string) (string, string) {
-		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		args := append(append(append([]string{}, flags...), "--user-data-dir="+t.TempDir()), extra...)
 		cmd := exec.CommandContext(ctx, browser, append(args, page)...)
@@ -101,11 +120,11 @@ func TestReportInBrowser(t *testing.T) {
 			t.Errorf("console error: %s", line)
 		}
 	}
-	shot := filepath.Join(shots, "report.png")
-	run("--window-size=1200,1600", "--screenshot="+shot)
-	if st, err := os.Stat(shot); err != nil || st.Size() < 10000 {
-		t.Errorf("screenshot %s: %v", shot, err)
+	path := filepath.Join(shots, shot)
+	run("--window-size=1200,1800", "--screenshot="+path)
+	if st, err := os.Stat(path); err != nil || st.Size() < 10000 {
+		t.Errorf("screenshot %s: %v", path, err)
 	} else {
-		t.Logf("screenshot: %s", shot)
+		t.Logf("screenshot: %s", path)
 	}
 }

@@ -134,10 +134,7 @@ func Prepare(ctx context.Context, o Options) (*Plan, error) {
 		runID = started.Format("20060102T150405.000000000Z")
 	}
 	p.Label = o.labelOptions(m)
-	used := transforms.ThresholdUsed{Value: o.Label.BgThreshold, Source: "fixed"}
-	if t := m.Manifest.Threshold; t != nil && o.Label.BgThresholdFrom != "fixed" {
-		used = transforms.ThresholdUsed{Value: t.Value, Source: "model", Images: t.Images}
-	}
+	used := thresholdUsed(o.Label, m)
 	p.Label.Fuse.BgThreshold = used.Value
 	if used.Source == "model" && used.Value < p.Label.Fuse.CAMThreshold {
 		// The calibrated threshold is where this model's normalised CAM
@@ -145,10 +142,8 @@ func Prepare(ctx context.Context, o Options) (*Plan, error) {
 		// map has already said "object"; the class-score floor only keeps
 		// a salient pixel from a class the CAM shows no evidence for. A
 		// model whose CAMs are low on object bodies (peaked on the
-		// discriminative part) needs its own, lower floor (measured: L2G
-		// on one v2 set, 51.8 mIoU at 0.1, 71.2 at its calibrated 0.02);
-		// a floor above the configured one discards evidence (the CAM
-		// baseline on the same set: 67.1 at 0.1, 62.0 at its 0.15).
+		// discriminative part) needs its own, lower floor; a floor above
+		// the configured one would discard evidence (docs/design.md).
 		p.Label.Fuse.CAMThreshold = used.Value
 	}
 	used.CAMThreshold = p.Label.Fuse.CAMThreshold
@@ -160,6 +155,25 @@ func Prepare(ctx context.Context, o Options) (*Plan, error) {
 			Model:   transforms.ModelInfo{URI: o.Label.Model, SHA256: m.SHA256, Manifest: m.Manifest},
 			Dataset: dsRaw, Config: cfgRaw, Buckets: p.Label.Engine.Buckets}}
 	return p, nil
+}
+
+// thresholdUsed picks the background threshold of a run and says why: the
+// model's calibrated one unless the configuration fixes it or the model
+// has none (it was trained without saliency maps, so nothing could be
+// calibrated).
+func thresholdUsed(l config.Label, m *model.Model) transforms.ThresholdUsed {
+	fixed := transforms.ThresholdUsed{Value: l.BgThreshold, Source: "fixed"}
+	t := m.Manifest.Threshold
+	switch {
+	case l.BgThresholdFrom == "fixed":
+		fixed.Reason = fmt.Sprintf("label.bg_threshold %.2f, as label.bg_threshold_from is fixed", l.BgThreshold)
+		return fixed
+	case t == nil:
+		fixed.Reason = fmt.Sprintf("label.bg_threshold %.2f: the model has no calibrated threshold (it was trained without saliency maps, so none could be calibrated; give saliency maps at training, or set --bg-threshold)", l.BgThreshold)
+		return fixed
+	}
+	return transforms.ThresholdUsed{Value: t.Value, Source: "model", Images: t.Images,
+		Reason: fmt.Sprintf("calibrated by the model on %d training images' saliency maps", t.Images)}
 }
 
 // labelOptions turns the configuration into the stages' options.
@@ -201,11 +215,7 @@ func (p *Plan) Execute(ctx context.Context) (*Result, error) {
 		p.Info.Listed, p.Source.List, o.Label.Model, p.Model.Manifest.Method, p.Model.SHA256[:12], p.Mode, p.Run.RunID)
 	if p.Label.Fuse.Background == transforms.BackgroundThreshold || p.Label.Fuse.SaliencyFallback == transforms.FallbackThreshold {
 		th := p.Run.Record.Threshold
-		from := "fixed by the configuration"
-		if th.Source == "model" {
-			from = fmt.Sprintf("chosen by the model on %d training images' saliency maps", th.Images)
-		}
-		o.logf("label: background threshold %.3g, %s", th.Value, from)
+		o.logf("label: background threshold %.3g: %s", th.Value, th.Reason)
 	}
 	if o.InProcess {
 		stop := o.progress(int64(p.Info.Listed))

@@ -18,10 +18,9 @@ import (
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/imagefile"
 	"github.com/l2gflow/l2gflow/io/storage"
-	"github.com/l2gflow/l2gflow/io/synth"
 	"github.com/l2gflow/l2gflow/model"
 	"github.com/l2gflow/l2gflow/model/maps"
-	"github.com/l2gflow/l2gflow/model/trainer"
+	"github.com/l2gflow/l2gflow/model/trainer/trainertest"
 	"github.com/l2gflow/l2gflow/transforms"
 )
 
@@ -34,22 +33,9 @@ func TestMain(m *testing.M) {
 // model on it briefly (checkpointing every ckpt steps, 0 never).
 func dataAndModel(t *testing.T, st *storage.Store, root, modelURI, method string, images, steps, ckpt int, seed int64) *dataset.Dataset {
 	t.Helper()
-	ctx := context.Background()
-	if _, err := synth.Write(ctx, st, root, synth.Options{Images: images, Size: 64, Classes: 3, Seed: seed,
-		ValFraction: 0.1, NoSaliencyFraction: 0.2}); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := dataset.Load(ctx, st, root, "train")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := config.Default().Train
-	c.Out, c.Method, c.ImageSize, c.ViewSize, c.Views = modelURI, method, 64, 48, 4
-	c.Steps, c.Optimizer, c.LR, c.BatchSize, c.CheckpointEv = steps, "adam", 0.002, 8, ckpt
-	if _, err := trainer.Run(ctx, trainer.Options{Config: c, Data: ds, Store: st}); err != nil {
-		t.Fatal(err)
-	}
-	return ds
+	return trainertest.MustWrite(t, st, root, modelURI, trainertest.Options{Images: images, Size: 64, Seed: seed,
+		ValFraction: 0.1, NoSaliencyFraction: 0.2, Method: method, ImageSize: 64, ViewSize: 48, Views: 4,
+		Steps: steps, Optimizer: "adam", LR: 0.002, BatchSize: 8, CheckpointEvery: ckpt})
 }
 
 // fixture makes a small local dataset and a briefly trained model.
@@ -264,11 +250,12 @@ func TestThresholdSource(t *testing.T) {
 	tests := []struct {
 		name, model, from string
 		want              transforms.ThresholdUsed
+		reason            string // in the record's reason
 	}{
-		{"model's", calibrated, "model", transforms.ThresholdUsed{Value: 0.6, Source: "model", Images: 7, CAMThreshold: 0.1}},
-		{"model's, below the saliency rule's floor", low, "model", transforms.ThresholdUsed{Value: 0.03, Source: "model", Images: 7, CAMThreshold: 0.03}},
-		{"fixed by the configuration", calibrated, "fixed", transforms.ThresholdUsed{Value: 0.25, Source: "fixed", CAMThreshold: 0.1}},
-		{"model without one", none, "model", transforms.ThresholdUsed{Value: 0.25, Source: "fixed", CAMThreshold: 0.1}},
+		{"model's", calibrated, "model", transforms.ThresholdUsed{Value: 0.6, Source: "model", Images: 7, CAMThreshold: 0.1}, "calibrated by the model on 7"},
+		{"model's, below the saliency rule's floor", low, "model", transforms.ThresholdUsed{Value: 0.03, Source: "model", Images: 7, CAMThreshold: 0.03}, "saliency maps"},
+		{"fixed by the configuration", calibrated, "fixed", transforms.ThresholdUsed{Value: 0.25, Source: "fixed", CAMThreshold: 0.1}, "bg_threshold_from is fixed"},
+		{"model without one", none, "model", transforms.ThresholdUsed{Value: 0.25, Source: "fixed", CAMThreshold: 0.1}, "trained without saliency maps"},
 	}
 	labels := map[string]map[string][]byte{}
 	for _, tc := range tests {
@@ -279,12 +266,17 @@ func TestThresholdSource(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rec.Threshold != tc.want {
-				t.Errorf("threshold %+v, want %+v", rec.Threshold, tc.want)
+			if !strings.Contains(rec.Threshold.Reason, tc.reason) {
+				t.Errorf("reason %q does not say %q", rec.Threshold.Reason, tc.reason)
+			}
+			got := rec.Threshold
+			got.Reason = ""
+			if got != tc.want {
+				t.Errorf("threshold %+v, want %+v", got, tc.want)
 			}
 			var onDisk RunRecord
-			if err := json.Unmarshal(mustRead(t, filepath.Join(o.Label.Out, transforms.RunFile)), &onDisk); err != nil || onDisk.Threshold != tc.want {
-				t.Errorf("_run.json threshold %+v (%v), want %+v", onDisk.Threshold, err, tc.want)
+			if err := json.Unmarshal(mustRead(t, filepath.Join(o.Label.Out, transforms.RunFile)), &onDisk); err != nil || onDisk.Threshold != rec.Threshold {
+				t.Errorf("_run.json threshold %+v (%v), want %+v", onDisk.Threshold, err, rec.Threshold)
 			}
 			labels[tc.name] = readLabels(t, o.Label.Out)
 		})

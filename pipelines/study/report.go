@@ -125,7 +125,7 @@ func Summarize(results []Result) []Summary {
 				s.SweepThresholds = append(s.SweepThresholds, p.Threshold)
 				s.Sweep = append(s.Sweep, col(func(r Result) float64 {
 					if i < len(r.Sweep) {
-						return r.Sweep[i].MIoU
+						return float64(r.Sweep[i].MIoU)
 					}
 					return math.NaN()
 				}).Mean)

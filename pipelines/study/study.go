@@ -365,30 +365,8 @@ func readResult(path string) (*Result, error) {
 	return &r, nil
 }
 
-// Score is a number that may be missing (NaN), written as null.
-type Score float64
-
-// MarshalJSON writes NaN as null.
-func (s Score) MarshalJSON() ([]byte, error) {
-	if math.IsNaN(float64(s)) || math.IsInf(float64(s), 0) {
-		return []byte("null"), nil
-	}
-	return json.Marshal(float64(s))
-}
-
-// UnmarshalJSON reads null as NaN.
-func (s *Score) UnmarshalJSON(b []byte) error {
-	if string(b) == "null" {
-		*s = Score(math.NaN())
-		return nil
-	}
-	var f float64
-	if err := json.Unmarshal(b, &f); err != nil {
-		return err
-	}
-	*s = Score(f)
-	return nil
-}
+// Score is a figure that may be undefined (NaN), written as null.
+type Score = eval.Score
 
 // writeJSON writes v atomically (temporary file, rename).
 func writeJSON(path string, v any) error {
