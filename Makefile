@@ -10,18 +10,26 @@ export GOFLAGS := -buildvcs=false
 GO ?= go
 BIN := bin/l2gflow
 # The commit `l2gflow version` prints ("-dirty" with uncommitted changes).
-COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
-LDFLAGS := -X main.commit=$(COMMIT)
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+DIRTY := $(if $(COMMIT),$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty))
+LDFLAGS := -X main.commit=$(COMMIT)$(DIRTY)
 DEMO_OUT ?= demo-out
 
-.PHONY: build worker test fmt-check vet unit demo bench bench-compare fuzz clean flex-template study study-quick
+.PHONY: build worker worker-arm64 test test-short test-cpus fmt-check vet unit demo bench bench-compare fuzz clean flex-template study study-quick
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/l2gflow
 
-# The linux/amd64 binary Dataflow workers run (pass it with --worker_binary).
+# The linux/amd64 binary Dataflow workers run (label stages itself when it
+# is that binary; otherwise pass it with --worker_binary).
 worker:
 	GOOS=linux GOARCH=amd64 CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/l2gflow-linux-amd64 ./cmd/l2gflow
+
+# The linux/arm64 worker binary, for Dataflow's Tau T2A machine types:
+# pass it with --worker_binary (the SIMD kernels are amd64-only; arm64
+# runs the backend's portable paths).
+worker-arm64:
+	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/l2gflow-linux-arm64 ./cmd/l2gflow
 
 # The Dataflow Flex Template of the labeling job (flex/): the launcher
 # image and the template file. Needs Docker and gcloud, and:
@@ -41,11 +49,29 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-unit:
-	$(GO) test -count=1 -timeout 60m ./...
+# The launcher test (cmd/l2gflow) runs the binary make worker builds.
+unit: worker
+	L2GFLOW_WORKER_BINARY=$(CURDIR)/bin/l2gflow-linux-amd64 $(GO) test -count=1 -timeout 60m ./...
 	cd third_party/compute && $(GO) test -count=1 ./internal/gobackend/...
 
-test: fmt-check vet unit
+test: fmt-check vet unit test-cpus
+
+# The backend's tests and the model's tests (which compare the networks
+# with references) on the kernel sets other CPUs run: AVX-512 switched off
+# (the AVX2 kernels: Dataflow's E2 and N1 workers may lack AVX-512) and a
+# build without the SIMD experiment (portable Go, as on arm64); and go vet
+# for arm64 (Tau T2A workers).
+test-cpus:
+	cd third_party/compute && GODEBUG=cpu.avx512f=off $(GO) test -count=1 ./internal/gobackend/...
+	GODEBUG=cpu.avx512f=off $(GO) test -count=1 ./model/
+	cd third_party/compute && GOEXPERIMENT= $(GO) test -count=1 ./internal/gobackend/...
+	GOEXPERIMENT= $(GO) test -count=1 ./model/
+	GOARCH=arm64 $(GO) vet ./...
+
+# The quick check while working: every test but the end-to-end ones that
+# train, build l2gflow or run whole jobs in processes of their own.
+test-short: fmt-check vet
+	$(GO) test -short -count=1 -timeout 20m ./...
 
 demo: build
 	./$(BIN) demo --out $(DEMO_OUT)

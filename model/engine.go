@@ -267,7 +267,11 @@ type Engine struct {
 	channels int
 	slots    chan struct{}
 	stats    engineCounters
+	kernels  string
 }
+
+// Kernels is the kernel set the engine's backend runs (KernelSet).
+func (e *Engine) Kernels() string { return e.kernels }
 
 // NewEngine prepares inference for a model: it compiles every bucket's
 // shapes up front.
@@ -280,6 +284,7 @@ func NewEngine(backend compute.Backend, m *Model, o EngineOptions) (*Engine, err
 	if err != nil {
 		return nil, err
 	}
+	kernels := KernelSet(backend)
 	fwd.SetMaxCompiled(buckets.Len() + 16)
 	// Compile on every core: each graph takes about a millisecond.
 	type job struct{ n, h, w int }
@@ -314,7 +319,7 @@ func NewEngine(backend compute.Backend, m *Model, o EngineOptions) (*Engine, err
 	if conc <= 0 {
 		conc = runtime.GOMAXPROCS(0)
 	}
-	e := &Engine{Model: m, fwd: fwd, buckets: buckets, stride: m.Net.Arch.TotalStride(),
+	e := &Engine{Model: m, fwd: fwd, kernels: kernels, buckets: buckets, stride: m.Net.Arch.TotalStride(),
 		classes: len(m.Manifest.Classes), channels: len(m.Manifest.Classes), slots: make(chan struct{}, conc)}
 	if o.Background {
 		e.channels++

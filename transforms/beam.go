@@ -459,7 +459,7 @@ func (f *indexFn) ProcessElement(ctx context.Context, w Written, emit func(Outco
 	if err := f.parts.add(ctx, f.st, []byte(w.ID)); err != nil {
 		return err
 	}
-	emit(Outcome{Kind: OutcomeLabelled, ID: w.ID, Rule: w.Rule, SalStatus: w.SalStatus, Views: w.Views, Retries: w.Retries})
+	emit(Outcome{Kind: OutcomeLabelled, ID: w.ID, Rule: w.Rule, SalStatus: w.SalStatus, Views: w.Views, Retries: w.Retries, Kernels: w.Kernels})
 	return nil
 }
 

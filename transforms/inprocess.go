@@ -57,7 +57,7 @@ func RunInProcess(ctx context.Context, src dataset.Source, mode Existing, lo Lab
 	written := func(w Written) {
 		mu.Lock()
 		err := idxPart.add(ctx, st, []byte(w.ID))
-		counts.Add(Outcome{Kind: OutcomeLabelled, ID: w.ID, Rule: w.Rule, SalStatus: w.SalStatus, Views: w.Views, Retries: w.Retries})
+		counts.Add(Outcome{Kind: OutcomeLabelled, ID: w.ID, Rule: w.Rule, SalStatus: w.SalStatus, Views: w.Views, Retries: w.Retries, Kernels: w.Kernels})
 		mu.Unlock()
 		progress.Add(1)
 		if err != nil {

@@ -39,6 +39,7 @@ type Outcome struct {
 	Views     int
 	Retries   int
 	Infer     model.InferStats
+	Kernels   string // labelled: the kernel set of its CAMs
 }
 
 // Counts are a run's numbers. They are exact: the sum of every image's
@@ -59,6 +60,10 @@ type Counts struct {
 	// StorageRetries are the retries spent on images' own files.
 	StorageRetries int64            `json:"storage_retries"`
 	Inference      model.InferStats `json:"inference"`
+	// KernelSets counts the labels by the kernel set their CAMs were
+	// computed with (model.KernelSet): labels are the same to the bit
+	// within one set, within float tolerance across sets.
+	KernelSets map[string]int64 `json:"kernel_sets"`
 }
 
 // Add counts one outcome.
@@ -77,6 +82,12 @@ func (c *Counts) Add(o Outcome) {
 		c.ImagesRead++
 		c.LabelsWritten++
 		c.ViewsInferred += int64(o.Views)
+		if o.Kernels != "" {
+			if c.KernelSets == nil {
+				c.KernelSets = map[string]int64{}
+			}
+			c.KernelSets[o.Kernels]++
+		}
 		if o.Rule == RuleFallback {
 			c.Fallback++
 		}
@@ -118,6 +129,12 @@ func (c *Counts) Merge(o Counts) {
 	for k, v := range o.Failed {
 		c.Failed[k] += v
 	}
+	for k, v := range o.KernelSets {
+		if c.KernelSets == nil {
+			c.KernelSets = map[string]int64{}
+		}
+		c.KernelSets[k] += v
+	}
 	c.DeadLetters += o.DeadLetters
 	c.StorageRetries += o.StorageRetries
 	c.Inference.Add(o.Inference)
@@ -154,6 +171,10 @@ type RunRecord struct {
 	// "fixed": the configuration).
 	Threshold ThresholdUsed `json:"threshold"`
 	Counts    Counts        `json:"counts"`
+	// Platform is the machine of the job's last step (a worker): its CPU,
+	// vector features and kernel set. Counts.KernelSets says which kernel
+	// sets computed the labels.
+	Platform model.Platform `json:"platform"`
 	// Buckets are the inference engine's bucket options.
 	Buckets         model.BucketOptions `json:"buckets"`
 	PaddingOverhead float64             `json:"padding_overhead"`
@@ -305,6 +326,7 @@ func FinishRun(ctx context.Context, st *storage.Store, o RunOptions, c Counts) (
 		c.Failed = map[string]int64{}
 	}
 	rec.Counts = c
+	rec.Platform = model.CurrentPlatform(nil)
 	rec.Finished = time.Now().UTC()
 	if !rec.Started.IsZero() {
 		rec.DurationSec = rec.Finished.Sub(rec.Started).Seconds()

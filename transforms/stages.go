@@ -195,6 +195,7 @@ func (s *Stages) Infer(ctx context.Context, tasks []*Task) ([]*Task, []DeadLette
 		return nil, dead, stats, nil
 	}
 	for _, t := range ok {
+		t.Kernels = e.Kernels()
 		t.CAMs = make([]maps.Map, len(t.Views))
 		for i := range t.Views {
 			t.CAMs[i] = *cams[0]
@@ -296,7 +297,8 @@ func fuse(t *Task, o FuseOptions) (lab Label, err error) {
 		}
 	}
 	fused := f.Result(t.Rec.Tags)
-	lab = Label{ID: t.Rec.ID, Rule: string(o.Background), SalStatus: t.SalStatus, Views: len(t.Views), Retries: t.Retries}
+	lab = Label{ID: t.Rec.ID, Rule: string(o.Background), SalStatus: t.SalStatus, Views: len(t.Views), Retries: t.Retries,
+		Kernels: t.Kernels}
 	var g *imagefile.Gray
 	if o.Background == BackgroundSaliency && t.SalStatus == SalOK {
 		sal := &imagefile.Gray{W: t.W, H: t.H, Pix: t.Sal}
@@ -336,5 +338,6 @@ func (s *Stages) Write(ctx context.Context, lab Label) (Written, error) {
 	if err := s.Store.WriteFile(ctx, uri, lab.PNG); err != nil {
 		return Written{}, fmt.Errorf("label of %s: %w", lab.ID, err)
 	}
-	return Written{ID: lab.ID, URI: uri, Rule: lab.Rule, SalStatus: lab.SalStatus, Views: lab.Views, Retries: lab.Retries}, nil
+	return Written{ID: lab.ID, URI: uri, Rule: lab.Rule, SalStatus: lab.SalStatus, Views: lab.Views, Retries: lab.Retries,
+		Kernels: lab.Kernels}, nil
 }

@@ -83,6 +83,9 @@ type Task struct {
 	CAMs []maps.Map
 	// Retries counts the storage retries spent on this image.
 	Retries int
+	// Kernels is the kernel set its CAMs were computed with
+	// (model.KernelSet).
+	Kernels string
 }
 
 // Label is an image's pseudo label, ready to write.
@@ -97,6 +100,7 @@ type Label struct {
 	SalStatus string
 	Views     int
 	Retries   int
+	Kernels   string
 }
 
 // Written is a label on storage: the output of WriteLabels.
@@ -107,6 +111,7 @@ type Written struct {
 	SalStatus string
 	Views     int
 	Retries   int
+	Kernels   string
 }
 
 // DeadLetter records an image that a stage could not label: bad data (a

@@ -48,12 +48,10 @@ func TestFlexTemplateParameters(t *testing.T) {
 			t.Errorf("template parameter %q lacks a label, help text or isOptional", p.Name)
 		}
 	}
-	docker, err := os.ReadFile("../../flex/Dockerfile")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(docker), defaultArgsEnv+`="label --runner=dataflow --async"`) {
-		t.Errorf("flex/Dockerfile does not set %s to the label command", defaultArgsEnv)
+	env := dockerfileEnv(t, "../../flex/Dockerfile", t.TempDir())
+	if args := env[defaultArgsEnv]; !strings.HasPrefix(args, "label --runner=dataflow --async") ||
+		!strings.Contains(args, "--worker_binary="+env["FLEX_TEMPLATE_GO_BINARY"]) {
+		t.Errorf("flex/Dockerfile sets %s to %q: want the label command on Dataflow, not waiting, its binary the workers'", defaultArgsEnv, args)
 	}
 	got := withDefaultArgs([]string{"--model=gs://b/m.l2g", "--out=gs://b/o"}, "label --runner=dataflow --async")
 	if strings.Join(got, " ") != "label --runner=dataflow --async --model=gs://b/m.l2g --out=gs://b/o" {

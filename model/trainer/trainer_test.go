@@ -106,6 +106,9 @@ func camHitRate(t *testing.T, e *model.Engine, st *storage.Store, recs []dataset
 // elongated image can miss a tagged object, which slows learning; that is
 // the quality study's subject, TestTrainVariedSizes checks the mechanics.)
 func TestTrainLearnsCAMsInsideObjects(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: trains or runs whole jobs (make test-short)")
+	}
 	st, ds := modeltest.SynthData(t, synth.Options{Images: 160, Size: 64, FixedSize: true, Classes: 3, Seed: 3, ValFraction: 0.1, NoSaliencyFraction: 0.2})
 	out := t.TempDir() + "/m.l2g"
 	c := tinyTrainConfig(out, "cam")
@@ -269,6 +272,9 @@ func lossOf(t *testing.T, lines []string, first bool) float64 {
 }
 
 func TestL2GTrainInterruptAndResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: trains or runs whole jobs (make test-short)")
+	}
 	st, ds := modeltest.TinyData(t, 40, 64, 3)
 	dir := t.TempDir()
 	run := func(out string, steps int, ctx context.Context, cancelAt string, resume bool) (*Result, error) {
@@ -434,6 +440,9 @@ func TestTrainVariedSizes(t *testing.T) {
 // it, the batch-norm tensors stay the file's, the convolutions move, and
 // the artifact names the file and its sha256.
 func TestTrainFromPretrained(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: trains or runs whole jobs (make test-short)")
+	}
 	st, ds := modeltest.TinyData(t, 12, 48, 3)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "resnet18.safetensors")

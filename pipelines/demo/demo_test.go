@@ -17,6 +17,9 @@ func TestMain(m *testing.M) {
 }
 
 func TestDemoRunsEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: trains or runs whole jobs (make test-short)")
+	}
 	out := t.TempDir()
 	o := Defaults(out)
 	o.Synth.Images, o.Synth.Size, o.Synth.Classes = 40, 64, 3

@@ -23,6 +23,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/imagefile"
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/model/maps"
+	"github.com/l2gflow/l2gflow/pipelines/workerbin"
 	"github.com/l2gflow/l2gflow/transforms"
 )
 
@@ -682,6 +683,11 @@ func Run(ctx context.Context, o Options) (*Metrics, error) {
 			return nil, err
 		}
 	} else {
+		_, restore, err := workerbin.Use(runner)
+		if err != nil {
+			return nil, err
+		}
+		defer restore()
 		sumURI := storage.Join(o.Eval.Report, "_eval_sum.json")
 		p, s := beam.NewPipelineWithRoot()
 		Build(s, src, o.Eval.Labels, k, thresholds, sumURI, o.Storage)

@@ -88,6 +88,9 @@ func TestTrainLabelEvalOnGCS(t *testing.T) {
 }
 
 func TestLabelThroughStorageFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: trains or runs whole jobs (make test-short)")
+	}
 	srv := gcstest.Start(t, "flaky")
 	_, ds, modelURI := gcsFixture(t, "flaky", 16)
 	// From here on every request goes through a proxy that answers the

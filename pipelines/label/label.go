@@ -29,6 +29,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/model"
 	"github.com/l2gflow/l2gflow/model/maps"
+	"github.com/l2gflow/l2gflow/pipelines/workerbin"
 	"github.com/l2gflow/l2gflow/transforms"
 )
 
@@ -226,6 +227,14 @@ func (p *Plan) Execute(ctx context.Context) (*Result, error) {
 		}
 		return &Result{Record: rec}, err
 	}
+	wb, restore, err := workerbin.Use(p.Runner)
+	if err != nil {
+		return nil, err
+	}
+	defer restore()
+	if wb.Self {
+		o.logf("label: the workers run this binary (%s)", wb.Binary)
+	}
 	if p.Runner == "dataflow" {
 		return p.executeDataflow(ctx)
 	}
@@ -378,6 +387,14 @@ func (o Options) Report(res *Result) {
 	if in := c.Inference; in.Views > 0 {
 		rows = append(rows, [2]string{"inference", fmt.Sprintf("%d views in %d batches, padding x%.2f of the views' pixels",
 			in.Views, in.Batches, in.PaddingOverhead())})
+	}
+	var sets []string
+	for k, n := range c.KernelSets {
+		sets = append(sets, fmt.Sprintf("%s (%d labels)", k, n))
+	}
+	slices.Sort(sets)
+	if len(sets) > 0 {
+		rows = append(rows, [2]string{"kernels", strings.Join(sets, ", ")})
 	}
 	rows = append(rows, [2]string{"duration", fmt.Sprintf("%.1fs (%.1f img/s)", r.DurationSec, r.ImagesPerS)})
 	for _, row := range rows {

@@ -107,6 +107,10 @@ func TestLabelPipelineEndToEnd(t *testing.T) {
 	if rec.Counts.LabelsWritten != int64(n-2) || rec.Counts.DeadLetters != 2 || rec.Counts.Failed[transforms.StageLoad] != 2 {
 		t.Errorf("counts %+v: want %d labels and 2 load failures", rec.Counts, n-2)
 	}
+	if kernels := model.CurrentPlatform(nil).Kernels; rec.Counts.KernelSets[kernels] != rec.Counts.LabelsWritten ||
+		rec.Platform.Kernels != kernels || rec.Platform.Arch == "" {
+		t.Errorf("kernel sets %v, platform %+v: want every label computed with %s", rec.Counts.KernelSets, rec.Platform, kernels)
+	}
 	if rec.Counts.ViewsInferred != int64(8*(n-2)) {
 		t.Errorf("views inferred %d, want %d", rec.Counts.ViewsInferred, 8*(n-2))
 	}
@@ -437,6 +441,9 @@ func TestMaxFailures(t *testing.T) {
 // EXIF orientation) on prism and in process: every image gets a label of
 // its displayed size, no dead letter, and both paths write the same bytes.
 func TestVariedSizes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: trains or runs whole jobs (make test-short)")
+	}
 	root, modelPath, ds := fixture(t, 120)
 	// Stretch some images to exactly 1:2 and 2:1, and store two sideways.
 	for i, r := range ds.Records[:10] {

@@ -22,6 +22,9 @@ func tinyOptions(out string) Options {
 // seeds, checks each result, re-runs it (nothing is trained again) and
 // writes the report and plot.
 func TestStudyRunsResumesAndReports(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: trains or runs whole jobs (make test-short)")
+	}
 	out := t.TempDir()
 	var log bytes.Buffer
 	o := tinyOptions(out)

@@ -36,3 +36,15 @@ var GetBackend = sync.OnceValue(func() compute.Backend {
 func New(config string) (compute.Backend, error) {
 	return gobackend.New(config)
 }
+
+// KernelSet names the family of compute kernels this process runs: "avx512"
+// (AVX-512 kernels: the convolutions' tile kernel, Winograd, the AVX-512
+// matrix products), "avx2" (AVX2 matrix products; convolutions as packed
+// im2col products) or "portable" (Go without architecture-specific
+// kernels: other CPUs, builds without GOEXPERIMENT=simd, or both disabled
+// with GOMLX_GO_SIMD_AVX512 / GOMLX_GO_SIMD_AVX2 or GODEBUG=cpu.avx512f=off).
+// The families round floating-point sums differently, so results agree
+// across machines of one family, and within a tolerance across families.
+func KernelSet() string {
+	return gobackend.KernelSet()
+}

@@ -177,7 +177,19 @@ func (b *Backend) String() string { return BackendName }
 
 // Description is a longer description of the Backend that can be used to pretty-print.
 func (b *Backend) Description() string {
-	return fmt.Sprintf("Go Portable Compute Backend (parallelism=%d)", b.Workers.MaxParallelism())
+	return fmt.Sprintf("Go Portable Compute Backend (parallelism=%d, kernels=%s)", b.Workers.MaxParallelism(), KernelSet())
+}
+
+// KernelSet names the family of compute kernels in use: "avx512", "avx2"
+// or "portable" (see the public gobackend.KernelSet).
+func KernelSet() string {
+	switch {
+	case IsAVX512Allowed:
+		return "avx512"
+	case IsAVX2Allowed:
+		return "avx2"
+	}
+	return "portable"
 }
 
 // NumDevices return the number of devices available for this Backend.

@@ -4,7 +4,10 @@ package dot_test
 
 import (
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"os"
+	"runtime"
 	"testing"
 
 	"github.com/gomlx/compute"
@@ -477,5 +480,58 @@ func TestDotGeneralSplitK(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDotGeneralSplitKIndependentOfParallelism multiplies random values of
+// a split-K shape on backends of 1, 2, 3 and 8 workers: the chunks depend
+// on the shapes alone and are added in order, so the outputs must be the
+// same to the bit.
+func TestDotGeneralSplitKIndependentOfParallelism(t *testing.T) {
+	prev := runtime.GOMAXPROCS(8)
+	defer runtime.GOMAXPROCS(prev)
+	const m, k, n = 16, 30000, 36
+	r := rand.New(rand.NewPCG(3, 4))
+	lhs, rhs := make([]float32, m*k), make([]float32, k*n)
+	for i := range lhs {
+		lhs[i] = r.Float32()*2 - 1
+	}
+	for i := range rhs {
+		rhs[i] = r.Float32()*2 - 1
+	}
+	var want []float32
+	for _, p := range []int{1, 2, 3, 8} {
+		be, err := gobackend.New(fmt.Sprintf("parallelism=%d", p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := testutil.Exec1(be, []any{lhs, rhs}, func(f compute.Function, params []compute.Value) (compute.Value, error) {
+			a, err := f.Reshape(params[0], m, k)
+			if err != nil {
+				return nil, err
+			}
+			b, err := f.Reshape(params[1], k, n)
+			if err != nil {
+				return nil, err
+			}
+			return f.DotGeneral(a, []int{1}, nil, b, []int{0}, nil, compute.DotGeneralConfig{})
+		})
+		be.Finalize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var flat []float32
+		for _, row := range got.([][]float32) {
+			flat = append(flat, row...)
+		}
+		if want == nil {
+			want = flat
+			continue
+		}
+		for i := range want {
+			if math.Float32bits(flat[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%d workers: value %d = %v, %v with one worker", p, i, flat[i], want[i])
+			}
+		}
 	}
 }

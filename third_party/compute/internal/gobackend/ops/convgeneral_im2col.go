@@ -79,7 +79,7 @@ func (g *im2colGeometry) convMatrix(backend *gobackend.Backend, impl *dot.Implem
 	switch {
 	case tile != nil && convWinograd != nil && g.winogradEligible():
 		return convWinograd(g, backend, tile, in, kernelFlat, out)
-	case tile != nil && g.cout%32 == 0 && g.kernelBlocksPay(workerCount(backend)):
+	case tile != nil && g.cout%32 == 0 && g.kernelBlocksPay():
 		return g.convKernelBlocks(backend, tile, in, kernelFlat, out)
 	case tile != nil:
 		return g.convRowMajor(backend, tile, in, kernelFlat, out)
@@ -282,11 +282,17 @@ const kernelBlocksMinBytes = 1 << 20
 // the rows, which must be amortised over enough columns.
 const kernelBlocksMinColumns = 128
 
+// kernelBlocksWorkers is the number of column groups kernelBlocksPay
+// plans for. The choice of path depends on the shapes alone (the paths
+// add a product's terms in other orders), so that results do not depend
+// on the backend's parallelism.
+const kernelBlocksWorkers = 2
+
 // kernelBlocksPay reports whether convKernelBlocks takes the convolution
-// (Cout a multiple of 32) with workers workers: a kernel too large for L2
-// and enough output channels for each worker's group.
-func (g *im2colGeometry) kernelBlocksPay(workers int) bool {
-	return 4*g.kh*g.kw*g.cin*g.cout >= kernelBlocksMinBytes && g.cout >= kernelBlocksMinColumns*workers
+// (Cout a multiple of 32): a kernel too large for L2 and enough output
+// channels for kernelBlocksWorkers groups.
+func (g *im2colGeometry) kernelBlocksPay() bool {
+	return 4*g.kh*g.kw*g.cin*g.cout >= kernelBlocksMinBytes && g.cout >= kernelBlocksMinColumns*kernelBlocksWorkers
 }
 
 // kernelBlocksChunkRows is how many rows of one contracting block's im2col
@@ -865,6 +871,13 @@ func execConvKernelGradIm2col(backend *gobackend.Backend, node *gobackend.Node, 
 // at a time: the contracting length of each tile product.
 const kernelGradBlockRows = 256
 
+// kernelGradItems is about how many work items kernelGradTiles makes
+// (column blocks times segments of output positions). It is a constant,
+// not a multiple of the worker count: each segment is summed apart, so the
+// segments, and with them the rounding of the result, depend on the shapes
+// alone, whatever the backend's parallelism.
+const kernelGradItems = 16
+
 // kernelGradBlockCols is about how many im2col columns kernelGradTiles
 // writes at a time (with kernelGradBlockRows rows, 256 KB: in L2 while its
 // tiles read it, with the block's columns of the sums).
@@ -899,7 +912,7 @@ func (g *im2colGeometry) kernelGradTiles(backend *gobackend.Backend,
 	colBlocks = (k + blockCols - 1) / blockCols
 	rowBlocks := (positions + kernelGradBlockRows - 1) / kernelGradBlockRows
 	workers := workerCount(backend)
-	segments := min(rowBlocks, max(1, (4*workers+colBlocks-1)/colBlocks))
+	segments := min(rowBlocks, max(1, (kernelGradItems+colBlocks-1)/colBlocks))
 	segBlocks := (rowBlocks + segments - 1) / segments // row blocks per segment
 	segments = (rowBlocks + segBlocks - 1) / segBlocks
 	// The rows of an im2col block are an odd number of cache lines apart:

@@ -11,15 +11,14 @@ import (
 )
 
 // maxOfRows sets dst to the element-wise maximum of the len(dst) values
-// of in at each of the offsets (at least one); the simd build replaces it
-// with a vectorised loop.
+// of in at each of the offsets (at least one), NaN where any of them is
+// NaN (as the generic reduction's max); the simd build replaces it with a
+// vectorised loop.
 var maxOfRows = func(dst, in []float32, offsets []int) {
 	copy(dst, in[offsets[0]:])
 	for _, o := range offsets[1:] {
 		for i, v := range in[o : o+len(dst)] {
-			if v > dst[i] {
-				dst[i] = v
-			}
+			dst[i] = max(dst[i], v)
 		}
 	}
 }

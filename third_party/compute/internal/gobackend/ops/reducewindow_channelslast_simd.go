@@ -10,6 +10,14 @@ func init() {
 	maxOfRows = simdMaxOfRows
 }
 
+// nanMax is the element-wise maximum of v and u, NaN where either is NaN
+// (a vector Max returns one of its operands for a NaN, depending on the
+// order).
+func nanMax(v, u simd.Float32s) simd.Float32s {
+	m := u.IfElse(u.NotEqual(u), v.Max(u))
+	return v.IfElse(v.NotEqual(v), m)
+}
+
 // simdMaxOfRows is maxOfRows a vector at a time.
 func simdMaxOfRows(dst, in []float32, offsets []int) {
 	n := len(dst)
@@ -18,7 +26,7 @@ func simdMaxOfRows(dst, in []float32, offsets []int) {
 	for ; c+vl <= n; c += vl {
 		v := simd.LoadFloat32s(in[offsets[0]+c:])
 		for _, o := range offsets[1:] {
-			v = v.Max(simd.LoadFloat32s(in[o+c:]))
+			v = nanMax(v, simd.LoadFloat32s(in[o+c:]))
 		}
 		v.Store(dst[c:])
 	}
@@ -26,7 +34,7 @@ func simdMaxOfRows(dst, in []float32, offsets []int) {
 		v, _ := simd.LoadFloat32sPart(in[offsets[0]+c : offsets[0]+n])
 		for _, o := range offsets[1:] {
 			u, _ := simd.LoadFloat32sPart(in[o+c : o+n])
-			v = v.Max(u)
+			v = nanMax(v, u)
 		}
 		v.StorePart(dst[c:])
 	}

@@ -21,7 +21,9 @@ import (
 // pooling with padding 1 on odd and even sizes, 2x2 stride 2, a stride
 // smaller than the window, asymmetric padding, channels that are not a
 // multiple of the vector length, negative values, windows entirely in
-// the padding (-Inf), and nil strides (the window's).
+// the padding (-Inf), nil strides (the window's), and NaN inputs, which
+// propagate as in the generic reduction (the first or any later row of a
+// window).
 func TestReduceWindowMaxChannelsLast(t *testing.T) {
 	seq, par := sequentialAndParallel(t)
 	r := rand.New(rand.NewPCG(3, 4))
@@ -29,16 +31,25 @@ func TestReduceWindowMaxChannelsLast(t *testing.T) {
 		n, h, w, c, kh, kw, sh, sw int
 		pads                       [2][2]int
 		nilStrides                 bool
+		nans                       bool
 	}{
-		{2, 9, 8, 64, 3, 3, 2, 2, [2][2]int{{1, 1}, {1, 1}}, false},
-		{1, 16, 16, 20, 3, 3, 2, 2, [2][2]int{{1, 1}, {1, 1}}, false},
-		{3, 6, 7, 5, 2, 2, 2, 2, [2][2]int{}, true},
-		{1, 7, 5, 33, 3, 2, 1, 1, [2][2]int{{1, 0}, {0, 1}}, false},
-		{2, 4, 5, 17, 2, 2, 1, 2, [2][2]int{{2, 0}, {0, 0}}, false},
+		{2, 9, 8, 64, 3, 3, 2, 2, [2][2]int{{1, 1}, {1, 1}}, false, false},
+		{1, 16, 16, 20, 3, 3, 2, 2, [2][2]int{{1, 1}, {1, 1}}, false, false},
+		{3, 6, 7, 5, 2, 2, 2, 2, [2][2]int{}, true, false},
+		{1, 7, 5, 33, 3, 2, 1, 1, [2][2]int{{1, 0}, {0, 1}}, false, false},
+		{2, 4, 5, 17, 2, 2, 1, 2, [2][2]int{{2, 0}, {0, 0}}, false, false},
+		{2, 9, 8, 64, 3, 3, 2, 2, [2][2]int{{1, 1}, {1, 1}}, false, true},
+		{1, 7, 5, 33, 3, 2, 1, 1, [2][2]int{{1, 0}, {0, 1}}, false, true},
 	} {
 		name := fmt.Sprintf("%dx%dx%dx%d-k%dx%d-s%dx%d-p%v", tc.n, tc.h, tc.w, tc.c, tc.kh, tc.kw, tc.sh, tc.sw, tc.pads)
 		inShape := shapes.Make(dtypes.Float32, tc.n, tc.h, tc.w, tc.c)
 		x := randomFloats(r, inShape.Size()) // in [-1, 1)
+		if tc.nans {
+			name += "-nan"
+			for i := 0; i < len(x); i += 37 {
+				x[i] = float32(math.NaN())
+			}
+		}
 		window := []int{1, tc.kh, tc.kw, 1}
 		strides := []int{1, tc.sh, tc.sw, 1}
 		if tc.nilStrides {
@@ -76,7 +87,7 @@ func TestReduceWindowMaxChannelsLast(t *testing.T) {
 					t.Fatalf("%d outputs, want %d", len(got), len(want))
 				}
 				for i := range got {
-					if got[i] != want[i] {
+					if got[i] != want[i] && !(math.IsNaN(float64(got[i])) && math.IsNaN(float64(want[i]))) {
 						t.Fatalf("output %d = %v, want %v", i, got[i], want[i])
 					}
 				}

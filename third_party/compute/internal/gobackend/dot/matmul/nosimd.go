@@ -164,16 +164,22 @@ func GetBuffer[T gotype.Supported](backend *gobackend.Backend, length int) (ref 
 	var err error
 	ref, err = backend.GetBuffer(shapes.Make(dtypes.FromGenericsType[T](), length))
 	if err != nil {
-		klog.Errorf("Failed to allocate buffer for DotGeneral, undefined values are returned: %+v", err)
-		return nil, nil, false
+		// The backend's pool refused (it was finalized): compute into a
+		// buffer of our own rather than leave the output undefined.
+		klog.Warningf("DotGeneral: the backend gave no scratch buffer (%v); using a plain allocation", err)
+		return nil, make([]T, length), true
 	}
 	flat = ref.Flat.([]T)
 	success = true
 	return
 }
 
-// ReleaseBuffer releases a buffer obtained through GetBuffer.
+// ReleaseBuffer releases a buffer obtained through GetBuffer (nil, for a
+// plain allocation GetBuffer fell back to, is a no-op).
 func ReleaseBuffer(ref *gobackend.Buffer) {
+	if ref == nil {
+		return
+	}
 	ref.Backend().(*gobackend.Backend).PutBuffer(ref)
 }
 

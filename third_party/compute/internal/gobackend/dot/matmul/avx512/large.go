@@ -97,6 +97,15 @@ func avx512LargeFloat32( //alt:f32
 		}
 	}
 
+	// Split-K first, with one worker too: its chunks depend on the
+	// shapes alone, so results do not depend on the parallelism.
+	if len(cachedLHSPanels) == 0 && len(cachedRHSPanels) == 0 { //alt:f32
+		if chunks := splitKChunks(layout, batchSize, lhsCrossSize, rhsCrossSize, contractingSize, &params); chunks > 1 { //alt:f32
+			avx512SplitKFloat32(backend, lhs, rhs, output, lhsCrossSize, rhsCrossSize, contractingSize, chunks, params) //alt:f32
+			return //alt:f32
+		} //alt:f32
+	} //alt:f32
+
 	if maxWorkers <= 1 {
 		// No parallelism, do each matrix multiplication in the batch sequentially.
 		var (
@@ -190,13 +199,6 @@ func avx512LargeFloat32( //alt:f32
 		}
 		return
 	}
-
-	if len(cachedLHSPanels) == 0 && len(cachedRHSPanels) == 0 { //alt:f32
-		if chunks := splitKChunks(layout, batchSize, lhsCrossSize, rhsCrossSize, contractingSize, maxWorkers, &params); chunks > 1 { //alt:f32
-			avx512SplitKFloat32(backend, lhs, rhs, output, lhsCrossSize, rhsCrossSize, contractingSize, chunks, params) //alt:f32
-			return //alt:f32
-		} //alt:f32
-	} //alt:f32
 
 	// 1. Split work in workItems.
 	workChan := make(chan matmul.WorkItem, max(2000, 2*maxWorkers))

@@ -12,24 +12,32 @@ import (
 	"github.com/gomlx/compute/internal/gobackend/dot/matmul"
 )
 
+// splitKMaxChunks bounds the contracting-axis chunks of a split-K product.
+const splitKMaxChunks = 8
+
 // splitKChunks is the number of contracting-axis chunks a float32 matrix
-// multiplication is split into, one per worker, or 1 to keep the split of
-// the output (rows, columns) that FeedWorkItems makes.
+// multiplication is split into, or 1 to keep the split of the output
+// (rows, columns) that FeedWorkItems makes.
 //
 // The output split has little to share when the output is small and the
 // contracting axis long, as in the weight gradient of an early convolution
 // layer ([Cout, N*H*W] x [N*H*W, K*K*Cin]: e.g. [16, 32768] x [32768, 36]):
 // the rows are split in two at most, and every worker packs the whole rhs.
 // Splitting the contracting axis instead gives every worker a part of the
-// rhs to pack and multiply, at the cost of one [M, N] partial sum a worker.
-func splitKChunks(layout dot.Layout, batchSize, lhsCrossSize, rhsCrossSize, contractingSize, maxWorkers int, params *matmul.CacheParams) int {
-	if maxWorkers <= 1 || batchSize != 1 || layout != dot.LayoutNonTransposed {
+// rhs to pack and multiply, at the cost of one [M, N] partial sum a chunk.
+//
+// The chunks depend on the operands' shapes alone, never on the number of
+// workers, and their partial sums are added in chunk order: the result is
+// the same to the bit whatever the backend's parallelism (with one worker
+// the chunks run one after the other).
+func splitKChunks(layout dot.Layout, batchSize, lhsCrossSize, rhsCrossSize, contractingSize int, params *matmul.CacheParams) int {
+	if batchSize != 1 || layout != dot.LayoutNonTransposed {
 		return 1
 	}
 	if lhsCrossSize*rhsCrossSize > 128*1024 || contractingSize < 8*max(lhsCrossSize, rhsCrossSize) {
 		return 1
 	}
-	chunks := min(maxWorkers, contractingSize/(2*params.PanelContractingSize))
+	chunks := min(splitKMaxChunks, contractingSize/(2*params.PanelContractingSize))
 	return max(1, chunks)
 }
 
@@ -37,60 +45,37 @@ func splitKChunks(layout dot.Layout, batchSize, lhsCrossSize, rhsCrossSize, cont
 // no batch) into output [M, N] with the contracting axis split into chunks
 // run on the backend's workers: each chunk's lhs columns are copied to a
 // contiguous [M, chunk] matrix (M is small here), its rhs rows are a
-// contiguous part of rhs already, and the partial products are summed into
-// output at the end.
+// contiguous part of rhs already, and the partial products are added into
+// output at the end, in chunk order. Scratch space comes from
+// matmul.GetBuffer, which never fails, so the output is always defined.
 func avx512SplitKFloat32(backend *gobackend.Backend, lhs, rhs, output []float32, M, N, K, chunks int, params matmul.CacheParams) {
 	// Chunk boundaries on multiples of the contracting panel.
 	step := (K + chunks - 1) / chunks
 	step = (step + params.PanelContractingSize - 1) / params.PanelContractingSize * params.PanelContractingSize
-	type part struct {
-		ref *gobackend.Buffer
-		out []float32
-	}
-	parts := make([]part, 0, chunks)
-	var mu sync.Mutex
+	n := (K + step - 1) / step
+	partials := make([][]float32, n) // partials[0] is output itself
+	refs := make([]*gobackend.Buffer, n)
 	var wg sync.WaitGroup
-	failed := false
-	run := func(k0, k1 int, first bool) {
+	run := func(c int) {
 		defer wg.Done()
+		k0, k1 := c*step, min(K, (c+1)*step)
 		kLen := k1 - k0
-		var out []float32
-		var outRef *gobackend.Buffer
-		if first {
-			out = output
-		} else {
-			var ok bool
-			outRef, out, ok = GetBuffer[float32](backend, M*N)
-			if !ok {
-				mu.Lock()
-				failed = true
-				mu.Unlock()
-				return
-			}
+		out := output
+		if c > 0 {
+			refs[c], out, _ = GetBuffer[float32](backend, M*N)
 			out = out[:M*N]
 		}
-		lhsRef, lhsChunk, ok1 := GetBuffer[float32](backend, M*kLen)
-		packedLHSRef, packedLHS, ok2 := GetBuffer[float32](backend, params.LHSPanelCrossSize*params.PanelContractingSize)
-		packedRHSRef, packedRHS, ok3 := GetBuffer[float32](backend, params.PanelContractingSize*params.RHSPanelCrossSize)
-		packedOutputRef, packedOutput, ok4 := GetBuffer[float32](backend, params.LHSPanelCrossSize*params.RHSPanelCrossSize)
+		lhsRef, lhsChunk, _ := GetBuffer[float32](backend, M*kLen)
+		packedLHSRef, packedLHS, _ := GetBuffer[float32](backend, params.LHSPanelCrossSize*params.PanelContractingSize)
+		packedRHSRef, packedRHS, _ := GetBuffer[float32](backend, params.PanelContractingSize*params.RHSPanelCrossSize)
+		packedOutputRef, packedOutput, _ := GetBuffer[float32](backend, params.LHSPanelCrossSize*params.RHSPanelCrossSize)
 		const maxAccumPanels = 64
-		accumRef, accum, ok5 := GetBuffer[float32](backend, maxAccumPanels*params.LHSPanelCrossSize*params.RHSPanelCrossSize)
+		accumRef, accum, _ := GetBuffer[float32](backend, maxAccumPanels*params.LHSPanelCrossSize*params.RHSPanelCrossSize)
 		defer func() {
 			for _, ref := range []*gobackend.Buffer{lhsRef, packedLHSRef, packedRHSRef, packedOutputRef, accumRef} {
-				if ref != nil {
-					ReleaseBuffer(ref)
-				}
+				ReleaseBuffer(ref)
 			}
 		}()
-		if !(ok1 && ok2 && ok3 && ok4 && ok5) {
-			mu.Lock()
-			failed = true
-			mu.Unlock()
-			if outRef != nil {
-				ReleaseBuffer(outRef)
-			}
-			return
-		}
 		for m := range M {
 			copy(lhsChunk[m*kLen:(m+1)*kLen], lhs[m*K+k0:m*K+k1])
 		}
@@ -103,34 +88,21 @@ func avx512SplitKFloat32(backend *gobackend.Backend, lhs, rhs, output []float32,
 			accum,
 			nil, nil,
 		)
-		if outRef != nil {
-			mu.Lock()
-			parts = append(parts, part{outRef, out})
-			mu.Unlock()
-		}
+		partials[c] = out
 	}
-	for k0 := step; k0 < K; k0 += step {
+	for c := 1; c < n; c++ {
 		wg.Add(1)
-		task := func() { run(k0, min(K, k0+step), false) }
-		if !backend.Workers.StartIfAvailable(task) {
-			task()
+		if !backend.Workers.StartIfAvailable(func() { run(c) }) {
+			run(c)
 		}
 	}
 	wg.Add(1)
-	run(0, min(K, step), true)
+	run(0)
 	wg.Wait()
-	if failed {
-		// Out of buffers: GetBuffer has logged it; like the rest of the
-		// large path, the output is left undefined.
-		for _, p := range parts {
-			ReleaseBuffer(p.ref)
-		}
-		return
-	}
-	for _, p := range parts {
-		for i, v := range p.out {
+	for c := 1; c < n; c++ {
+		for i, v := range partials[c] {
 			output[i] += v
 		}
-		ReleaseBuffer(p.ref)
+		ReleaseBuffer(refs[c])
 	}
 }
