@@ -72,7 +72,9 @@ func (cfg *Config) Validate(sections Section) error {
 		c.intRange("synth.images", s.Images, 1, 10_000_000)
 		c.intRange("synth.size", s.Size, 32, 4096)
 		c.intRange("synth.classes", s.Classes, 2, 20)
-		c.oneOf("synth.generator", s.Generator, "v1", "v2")
+		if s.Generator == "" {
+			c.failf("synth.generator", "required (a benchmark variant: l2gflow synth --help lists them)")
+		}
 		c.floatRange("synth.val_fraction", s.ValFraction, 0, 0.9)
 		c.floatRange("synth.no_saliency_fraction", s.NoSaliencyFraction, 0, 1)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/l2gflow/l2gflow/config"
+	"github.com/l2gflow/l2gflow/io/synth"
 	"github.com/l2gflow/l2gflow/pipelines/study"
 )
 
@@ -34,7 +35,7 @@ func studyCommand() *command {
 			fs.BoolVar(&sf.quick, "quick", false, "a check of minutes: 300 images, a third of the epochs, one seed, generator v2")
 			fs.StringVar(&sf.arms, "arms", "", "comma-separated arms to run (default all: "+armNames()+")")
 			fs.StringVar(&sf.seeds, "seeds", "1,2,3", "comma-separated seeds (each its own dataset and training seed)")
-			fs.StringVar(&sf.generators, "generators", "v2,v1", "comma-separated benchmark generators")
+			fs.StringVar(&sf.generators, "generators", "v2,v1", "comma-separated benchmark variants ("+strings.Join(synth.Variants(), ", ")+")")
 			fs.IntVar(&sf.images, "images", def.Synth.Images, "synthetic images a dataset (80% train)")
 			fs.IntVar(&cfg.Train.Epochs, "epochs", cfg.Train.Epochs, "training epochs of every arm")
 			fs.BoolVar(&sf.reportOnly, "report-only", false, "rewrite the report from the results under --out without running anything")
@@ -80,10 +81,8 @@ func runStudy(ctx context.Context, env *cmdEnv, sf *studyFlags) error {
 	if len(o.Seeds) == 0 || len(o.Generators) == 0 {
 		return usagef("--seeds and --generators need at least one value")
 	}
-	for _, g := range o.Generators {
-		if g != "v1" && g != "v2" {
-			return usagef("--generators: unknown generator %q (want v1 or v2)", g)
-		}
+	if err := checkVariants(o.Generators...); err != nil {
+		return err
 	}
 	if sf.quick {
 		o = o.Quick()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/l2gflow/l2gflow/config"
@@ -15,7 +17,7 @@ func synthCommand() *command {
 	return &command{
 		name:     "synth",
 		summary:  "write the synthetic benchmark (images, ground truth, saliency, tag lists)",
-		usage:    "--out DIR [--images N] [--size S] [--fixed-size] [--generator v1|v2] [--seed K] [--classes C]",
+		usage:    "--out DIR [--images N] [--size S] [--fixed-size] [--generator VARIANT] [--seed K] [--classes C]",
 		sections: config.SectionSynth,
 		bind: func(fs *flag.FlagSet, cfg *config.Config) {
 			s := &cfg.Synth
@@ -23,7 +25,7 @@ func synthCommand() *command {
 			fs.IntVar(&s.Images, "images", s.Images, "number of images")
 			fs.IntVar(&s.Size, "size", s.Size, "typical long side in pixels (each image its own size around it)")
 			fs.BoolVar(&s.FixedSize, "fixed-size", s.FixedSize, "every image size x size (the first benchmark's behaviour)")
-			fs.StringVar(&s.Generator, "generator", s.Generator, "benchmark version: v2 (distractors, imperfect saliency) or v1 (the first)")
+			fs.StringVar(&s.Generator, "generator", s.Generator, "benchmark variant: "+variantHelp())
 			fs.Int64Var(&s.Seed, "seed", s.Seed, "random seed (same seed, same bytes)")
 			fs.IntVar(&s.Classes, "classes", s.Classes, "number of foreground classes (2-20)")
 			fs.Float64Var(&s.ValFraction, "val-fraction", s.ValFraction, "fraction of images in the val split")
@@ -33,8 +35,31 @@ func synthCommand() *command {
 	}
 }
 
+// variantHelp lists the benchmark variants with what each varies.
+func variantHelp() string {
+	var b strings.Builder
+	for _, v := range synth.Variants() {
+		fmt.Fprintf(&b, "\n    %s: %s", v, synth.VariantDoc(v))
+	}
+	return b.String()
+}
+
+// checkVariants refuses names that are not benchmark variants (a usage
+// error).
+func checkVariants(names ...string) error {
+	for _, n := range names {
+		if !slices.Contains(synth.Variants(), n) {
+			return usagef("unknown benchmark variant %q (want one of %s)", n, strings.Join(synth.Variants(), ", "))
+		}
+	}
+	return nil
+}
+
 func runSynth(ctx context.Context, env *cmdEnv) error {
 	s := env.cfg.Synth
+	if err := checkVariants(s.Generator); err != nil {
+		return err
+	}
 	st := storage.New()
 	defer st.Close()
 	start := time.Now()

@@ -26,6 +26,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/l2gflow/l2gflow/config"
@@ -43,9 +44,9 @@ type Options struct {
 	// Size (the first generator's behaviour, byte for byte).
 	Size      int
 	FixedSize bool
-	// Generator is the benchmark's version: "v2" (the default, "") or
-	// "v1", the first one, kept byte for byte for comparison (see
-	// Generate).
+	// Generator names the benchmark variant (Variants): "v2" (the
+	// default, ""), "v1" (the first one, kept byte for byte), or one of
+	// the family that varies what photos vary (see Variants).
 	Generator string
 	Classes   int   // foreground classes, 2..20
 	Seed      int64 // same seed, same bytes
@@ -65,6 +66,86 @@ type Options struct {
 func FromConfig(c config.Synth) Options {
 	return Options{Images: c.Images, Size: c.Size, FixedSize: c.FixedSize, Generator: c.Generator,
 		Classes: c.Classes, Seed: c.Seed, ValFraction: c.ValFraction, NoSaliencyFraction: c.NoSaliencyFraction}
+}
+
+// params are the generator's settings of a variant.
+type params struct {
+	v2 bool // v2's texture stream, distractors and saliency model
+	// tint is how far a body's colour moves towards its class colour
+	// (class evidence on bodies: 0 none, v2 0.05); classStripes gives a
+	// body a class-specific stripe period.
+	tint         float64
+	classStripes bool
+	// decoyRate is the share of images with a decoy; decoyBody makes it
+	// a body of the objects' look without a part (v1's), otherwise an
+	// object of another kind (v2's); decoyPart gives a decoy body a part
+	// of no class colour.
+	decoyRate float64
+	decoyBody bool
+	decoyPart bool
+	// scaleLo + scaleSpan*u is an object's largest radius over the short
+	// side; maxObjects the most objects an image (at least one).
+	scaleLo, scaleSpan float64
+	maxObjects         int
+	// saliency: "v1" (blurred ground truth with errors), "v2" (a
+	// detector's faults) or "poor" (v2's faults, harsher).
+	saliency string
+	// width and height of every image as multiples of Size (0: sizes
+	// vary as photos do); sizeScale multiplies Size for varied sizes.
+	fixedW, fixedH, sizeScale float64
+	// noSaliencyMin raises NoSaliencyFraction to at least this.
+	noSaliencyMin float64
+}
+
+// variants are the benchmark family. v1 and v2 are the first two
+// generators; the others each change what photos vary: class evidence on
+// object bodies (none to strong), decoys, object scale, saliency quality
+// and image size.
+var variants = map[string]struct {
+	doc string
+	p   params
+}{
+	"v1": {"the first generator: no class evidence on bodies, part-less decoy bodies, blurred ground truth as saliency",
+		params{tint: 0, decoyRate: 0.35, decoyBody: true, scaleLo: 0.2, scaleSpan: 0.15, maxObjects: 3, saliency: "v1", sizeScale: 1}},
+	"v2": {"faint class evidence on bodies (tint 0.05, class stripes), decoys of another kind, a detector's saliency faults",
+		params{v2: true, tint: 0.05, classStripes: true, decoyRate: 0.35, scaleLo: 0.2, scaleSpan: 0.15, maxObjects: 3, saliency: "v2", sizeScale: 1}},
+	"part-only": {"every image 160x120 (at size 128), class evidence on the part only, decoy bodies in most images (some with a part of no class)",
+		params{v2: true, tint: 0, decoyRate: 0.7, decoyBody: true, decoyPart: true, scaleLo: 0.25, scaleSpan: 0.15, maxObjects: 3, saliency: "v2",
+			fixedW: 1.25, fixedH: 0.9375}},
+	"strong-bodies": {"every image its own size, strong class evidence on bodies (tint 0.15, class stripes)",
+		params{v2: true, tint: 0.15, classStripes: true, decoyRate: 0.35, scaleLo: 0.2, scaleSpan: 0.15, maxObjects: 3, saliency: "v2", sizeScale: 1}},
+	"large-weak": {"larger images (long side about 1.5x size), weak class evidence on bodies (tint 0.025), decoy bodies",
+		params{v2: true, tint: 0.025, classStripes: true, decoyRate: 0.5, decoyBody: true, scaleLo: 0.2, scaleSpan: 0.15, maxObjects: 3, saliency: "v2", sizeScale: 1.5}},
+	"small-objects": {"smaller objects (radius 0.1-0.2 of the short side), up to 5 an image, moderate class evidence (tint 0.08)",
+		params{v2: true, tint: 0.08, classStripes: true, decoyRate: 0.35, scaleLo: 0.1, scaleSpan: 0.1, maxObjects: 5, saliency: "v2", sizeScale: 1}},
+	"poor-saliency": {"v2's objects with poor saliency: harsher misses and bleeding, a quarter of the images without a map",
+		params{v2: true, tint: 0.05, classStripes: true, decoyRate: 0.35, scaleLo: 0.2, scaleSpan: 0.15, maxObjects: 3, saliency: "poor", sizeScale: 1,
+			noSaliencyMin: 0.25}},
+}
+
+// Variants lists the benchmark variants' names, v1 and v2 first.
+func Variants() []string {
+	out := []string{"v1", "v2"}
+	var rest []string
+	for name := range variants {
+		if name != "v1" && name != "v2" {
+			rest = append(rest, name)
+		}
+	}
+	slices.Sort(rest)
+	return append(out, rest...)
+}
+
+// VariantDoc says what a variant varies.
+func VariantDoc(name string) string { return variants[name].doc }
+
+// variantParams returns a variant's settings ("" is v2).
+func variantParams(name string) (params, bool) {
+	if name == "" {
+		name = "v2"
+	}
+	v, ok := variants[name]
+	return v.p, ok
 }
 
 // Sample is one generated image with its annotations.
@@ -134,11 +215,19 @@ func clamp8(v float64) uint8 {
 // from a random stream of their own, so that the fixed-size benchmark is
 // the same byte for byte as before sizes varied.
 func (o Options) imageSize(i int) (int, int) {
+	p, _ := variantParams(o.Generator)
+	if p.fixedW > 0 {
+		return int(math.Round(p.fixedW * float64(o.Size))), int(math.Round(p.fixedH * float64(o.Size)))
+	}
 	if o.FixedSize {
 		return o.Size, o.Size
 	}
 	r := rand.New(rand.NewPCG(uint64(o.Seed)^0x517e5, uint64(i)))
-	long := float64(o.Size) * (0.8 + 0.5*r.Float64())
+	size := float64(o.Size)
+	if p.sizeScale != 1 {
+		size *= p.sizeScale
+	}
+	long := size * (0.8 + 0.5*r.Float64())
 	short := long / (1 + 0.8*r.Float64())
 	w, h := int(math.Round(long)), max(16, int(math.Round(short)))
 	if r.IntN(3) == 0 {
@@ -151,7 +240,7 @@ func (o Options) imageSize(i int) (int, int) {
 // Size, FixedSize, Classes, Seed and fractions, and i.
 func Generate(opts Options, i int) Sample {
 	r := rand.New(rand.NewPCG(uint64(opts.Seed), uint64(i)))
-	v2 := opts.Generator != "v1"
+	p, _ := variantParams(opts.Generator)
 	// v2 draws its own randomness from a stream of its own, so that v1's
 	// images come out byte for byte as before v2 existed.
 	r2 := rand.New(rand.NewPCG(uint64(opts.Seed)^0xb0d1e5, uint64(i)))
@@ -215,7 +304,7 @@ func Generate(opts Options, i int) Sample {
 	}
 
 	newBody := func() object {
-		rmax := fs * (0.2 + 0.15*r.Float64())
+		rmax := fs * (p.scaleLo + p.scaleSpan*r.Float64())
 		margin := rmax * 0.5
 		cx := margin + r.Float64()*(fw-2*margin)
 		cy := margin + r.Float64()*(fh-2*margin)
@@ -229,13 +318,17 @@ func Generate(opts Options, i int) Sample {
 	paintBody := func(o object, mark uint8, fill []uint8) {
 		sa, ca := math.Sin(o.stripeAngle), math.Cos(o.stripeAngle)
 		period := 7.0
-		if v2 && mark != 0 {
-			// v2: a body carries faint evidence of its class, as a bird's
-			// body is still bird-like: a slight tint towards the class
-			// colour and a class-specific stripe period.
-			period = 6 + float64(o.class%3)
-			for c := 0; c < 3; c++ {
-				o.tint[c] += 0.05 * (partColours[o.class][c] - 128)
+		if mark != 0 {
+			// A body may carry evidence of its class, as a bird's body is
+			// still bird-like: a tint towards the class colour and a
+			// class-specific stripe period.
+			if p.classStripes {
+				period = 6 + float64(o.class%3)
+			}
+			if p.tint != 0 {
+				for c := 0; c < 3; c++ {
+					o.tint[c] += p.tint * (partColours[o.class][c] - 128)
+				}
 			}
 		}
 		for y := 0; y < sh; y++ {
@@ -263,17 +356,20 @@ func Generate(opts Options, i int) Sample {
 	// things that are none of the classes.
 	var distractor *object
 	distractorMask := make([]bool, sw*sh)
-	if r.Float64() < 0.35 {
+	if r.Float64() < p.decoyRate {
 		d := newBody()
 		distractor = &d
-		if v2 {
-			paintOther(r2, img, d.body, distractorMask)
-		} else {
+		if p.decoyBody {
 			paintBody(d, 0, nil)
+			if p.decoyPart {
+				paintDecoyPart(rand.New(rand.NewPCG(uint64(opts.Seed)^0xdec07, uint64(i))), img, d)
+			}
+		} else {
+			paintOther(r2, img, d.body, distractorMask)
 		}
 	}
 
-	nobj := 1 + r.IntN(3)
+	nobj := 1 + r.IntN(p.maxObjects)
 	objs := make([]object, nobj)
 	for k := range objs {
 		o := newBody()
@@ -348,10 +444,13 @@ func Generate(opts Options, i int) Sample {
 	tags = slices.Compact(tags)
 
 	var sal *imagefile.Gray
-	if r.Float64() >= opts.NoSaliencyFraction {
-		if v2 {
+	if r.Float64() >= max(opts.NoSaliencyFraction, p.noSaliencyMin) {
+		switch p.saliency {
+		case "v2":
 			sal = saliencyV2(r2, sw, sh, lab, objs, distractorMask, contrast)
-		} else {
+		case "poor":
+			sal = saliencyPoor(r2, sw, sh, lab, objs, distractorMask, contrast)
+		default:
 			sal = saliency(r, sw, sh, lab, distractor)
 		}
 	}
@@ -438,8 +537,8 @@ func Write(ctx context.Context, st *storage.Store, root string, opts Options) (S
 	if opts.Images <= 0 || opts.Size < 32 || opts.Classes < 2 || opts.Classes > len(classNames) {
 		return Summary{}, fmt.Errorf("synth: need images > 0, size >= 32 and 2..%d classes", len(classNames))
 	}
-	if opts.Generator != "" && opts.Generator != "v1" && opts.Generator != "v2" {
-		return Summary{}, fmt.Errorf("synth: unknown generator %q (want v1 or v2)", opts.Generator)
+	if _, ok := variantParams(opts.Generator); !ok {
+		return Summary{}, fmt.Errorf("synth: unknown generator %q (want one of %s)", opts.Generator, strings.Join(Variants(), ", "))
 	}
 	workers := opts.Workers
 	if workers <= 0 {
@@ -678,4 +777,59 @@ func morphLine(m []float64, w, h, k, dx, dy int, op func(a, b float64) float64) 
 		}
 	}
 	return out
+}
+
+// paintDecoyPart gives a decoy body a part where an object's would be, of a
+// grey no class has: a region that looks like a part but names nothing.
+func paintDecoyPart(r *rand.Rand, img *imagefile.RGB, d object) {
+	minor := math.Min(d.body.rx, d.body.ry)
+	side := float64(1 - 2*r.IntN(2))
+	along := side * (0.55 + 0.2*r.Float64()) * d.body.rx
+	px := d.body.cx + along*d.body.cos
+	py := d.body.cy + along*d.body.sin
+	pr := math.Max(2.5, minor*(0.35+0.1*r.Float64()))
+	part := randEllipse(r, px, py, pr*0.9, pr)
+	lum := 90 + 80*r.Float64()
+	for y := 0; y < img.H; y++ {
+		for x := 0; x < img.W; x++ {
+			fx, fy := float64(x)+0.5, float64(y)+0.5
+			if part.inside(fx, fy) > 1 || d.body.inside(fx, fy) > 1 {
+				continue
+			}
+			n := 10 * (r.Float64() - 0.5)
+			for c := 0; c < 3; c++ {
+				img.Pix[3*(y*img.W+x)+c] = clamp8(lum + n)
+			}
+		}
+	}
+}
+
+// saliencyPoor is saliencyV2 with a weaker detector: more of the objects
+// only partly found, each object's far half missed more often, and stronger
+// bleeding into clutter and decoys.
+func saliencyPoor(r *rand.Rand, sw, sh int, lab []uint8, objs []object, other, contrast []bool) *imagefile.Gray {
+	g := saliencyV2(r, sw, sh, lab, objs, other, contrast)
+	fw, fh := float64(sw), float64(sh)
+	fs := math.Min(fw, fh)
+	// One or two large missed regions and a false positive blob.
+	for k, n := 0, 1+r.IntN(2); k < n; k++ {
+		e := randEllipse(r, fw*r.Float64(), fh*r.Float64(), fs*0.12, fs*0.25)
+		for y := 0; y < sh; y++ {
+			for x := 0; x < sw; x++ {
+				if e.inside(float64(x)+0.5, float64(y)+0.5) <= 1 {
+					g.Pix[y*sw+x] = uint8(float64(g.Pix[y*sw+x]) * 0.15)
+				}
+			}
+		}
+	}
+	blob := randEllipse(r, fw*r.Float64(), fh*r.Float64(), fs*0.08, fs*0.18)
+	level := 120 + 100*r.Float64()
+	for y := 0; y < sh; y++ {
+		for x := 0; x < sw; x++ {
+			if blob.inside(float64(x)+0.5, float64(y)+0.5) <= 1 {
+				g.Pix[y*sw+x] = max(g.Pix[y*sw+x], uint8(level))
+			}
+		}
+	}
+	return g
 }

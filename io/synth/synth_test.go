@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -322,5 +323,73 @@ func TestGeneratorV2(t *testing.T) {
 	t.Logf("saliency IoU with ground truth: v1 %.3f, v2 %.3f; v2 clearly worse on %d of %d", m1, m2, worse, n)
 	if m2 >= m1 || m2 < 0.5 || worse < n/5 {
 		t.Errorf("v2 saliency IoU %.3f (v1 %.3f, %d of %d worse): want imperfect but mostly right", m2, m1, worse, n)
+	}
+}
+
+// variantPins are the sha256 of each variant's first image (seed 1, size
+// 128, 6 classes): its JPEG, ground truth and saliency PNG, pinned before
+// any result on the variant was recorded, so that a change to a variant
+// cannot go unnoticed. Regenerate only for a new variant (and say so).
+var variantPins = map[string]string{
+	"v1":            "0aa7193569769bb8a9326fec9c94e209949a62dbb7a287765ecc8937238455ba",
+	"v2":            "44dcf2e31dfe4791b9e2e4490d61c5d9f7c5ea98d7b2e0d4154a1f657584f605",
+	"large-weak":    "5ceef4620a58804eca2c70a22a02466c8ece362cdc19940c5b1bf2626ec816f9",
+	"part-only":     "2d13e8a29c467a7cc62e95707ec74894fcf0fc456dde81787a9ca205cde968c0",
+	"poor-saliency": "0902aedbe9c219221390a5f9d71ef78f77b0344a7d564ef0da2bcefd2e5b7454",
+	"small-objects": "f3ff50b916d7a2a23d24d3c6ca826494e045bd386b8eac86e7ad5a0fc73f2b7e",
+	"strong-bodies": "fc9303a68192e45a60a43172f8132b9ccf2044b6a1dc9cac2b5b60c718ae1239",
+}
+
+// TestVariantsPinned checks that every variant makes the images it made
+// when its results were recorded.
+func TestVariantsPinned(t *testing.T) {
+	for _, name := range Variants() {
+		o := Options{Generator: name, Size: 128, Classes: 6, Seed: 1, NoSaliencyFraction: 0.1, ValFraction: 0.2}
+		smp := Generate(o, 0)
+		h := sha256.New()
+		jpg, err := imagefile.EncodeJPEG(smp.Image, 92)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gt, _ := imagefile.EncodeLabel(smp.GT)
+		h.Write(jpg)
+		h.Write(gt)
+		if smp.Saliency != nil {
+			sal, _ := imagefile.EncodeGray(smp.Saliency)
+			h.Write(sal)
+		}
+		got := hex.EncodeToString(h.Sum(nil))
+		if want, ok := variantPins[name]; !ok {
+			t.Errorf("variant %s has no pin; its first image hashes to %s", name, got)
+		} else if got != want {
+			t.Errorf("variant %s changed: its first image hashes to %s, pinned %s", name, got, want)
+		}
+		if VariantDoc(name) == "" {
+			t.Errorf("variant %s has no description", name)
+		}
+	}
+}
+
+// TestVariantSheets draws six samples of each variant; with
+// L2GFLOW_SAMPLE_SHEETS=dir it writes them there as <variant>.png (the
+// docs/variants/ pictures are made so).
+func TestVariantSheets(t *testing.T) {
+	dir := os.Getenv("L2GFLOW_SAMPLE_SHEETS")
+	for _, name := range Variants() {
+		o := Options{Generator: name, Size: 128, Classes: 6, Seed: 1, NoSaliencyFraction: 0.1, ValFraction: 0.2}
+		sheet := SampleSheet(o, 0, 6)
+		if sheet.W == 0 || sheet.H == 0 {
+			t.Fatalf("%s: empty sheet", name)
+		}
+		if dir == "" {
+			continue
+		}
+		data, err := imagefile.EncodePNG(sheet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name+".png"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
