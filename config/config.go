@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/dustin/go-humanize"
 	"github.com/l2gflow/l2gflow/model/backbone"
 )
 
@@ -92,6 +93,12 @@ type Train struct {
 	// GlobalClsWeight adds the global network's classification loss to
 	// the L2G objective (reference 0: computed, not added).
 	GlobalClsWeight float64 `yaml:"global_cls_weight"`
+	// CAMReading is how labeling reads the model's maps, recorded in the
+	// artifact and used to calibrate its threshold: normalized (the
+	// reference: summed maps, ReLU, each class divided by its maximum) or
+	// softmax (per pixel, a softmax over the tagged classes and the
+	// background, as the transfer trains the global network).
+	CAMReading string `yaml:"cam_reading"`
 	// Optimizer is sgd (Nesterov momentum, reference) or adam.
 	Optimizer    string  `yaml:"optimizer"`
 	LR           float64 `yaml:"lr"`
@@ -185,6 +192,26 @@ type Label struct {
 	// MaxViewPixels scales down any inference view larger than this
 	// (default 1048576 = 1024x1024; a 500x375 image at scale 2 is 750000).
 	MaxViewPixels int `yaml:"max_view_pixels"`
+	// WorkPixels bounds the resolution images are fused at (default
+	// 1,048,576): a larger image's label is read from its fused map
+	// upsampled a row at a time, never a full-resolution float map.
+	WorkPixels int `yaml:"work_pixels"`
+	// GroupPixels bounds the image pixels whose views the inference stage
+	// batches together (default 16,000,000; a larger image is a group of
+	// its own).
+	GroupPixels int `yaml:"group_pixels"`
+	// MemoryBudget is each worker process's memory budget for images:
+	// bytes or a size such as "2GiB" or "1500MB"; empty takes half of the
+	// memory available to the process (its cgroup's limit, else the
+	// machine's). Images wait for their share instead of exceeding it; an
+	// image larger than the budget runs alone.
+	MemoryBudget string `yaml:"memory_budget"`
+	// IndexFlushLabels and IndexFlushSeconds flush the model's index (the
+	// ids labelled, for --incremental) every so many labels or seconds,
+	// whichever comes first (defaults 50 and 30), so that an interrupted
+	// run loses at most that much of it.
+	IndexFlushLabels  int `yaml:"index_flush_labels"`
+	IndexFlushSeconds int `yaml:"index_flush_seconds"`
 }
 
 // Eval configures the evaluation of pseudo labels.
@@ -225,7 +252,8 @@ func Default() Config {
 		Label: Label{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true, LocalViews: "none",
 			LocalCombine: "sum", Background: "threshold", BgThreshold: 0.25, BgThresholdFrom: "model",
 			SaliencyThreshold: 0.2, CAMThreshold: 0.1, SaliencyFallback: "threshold", BatchSize: 8,
-			BatchPixels: 16384, BucketsPerOctave: 8, BucketMaxAspect: 2, MaxViewPixels: 1 << 20},
+			BatchPixels: 16384, BucketsPerOctave: 8, BucketMaxAspect: 2, MaxViewPixels: 1 << 20,
+			WorkPixels: 1 << 20, GroupPixels: 16_000_000, IndexFlushLabels: 50, IndexFlushSeconds: 30},
 		Eval:   Eval{SweepFrom: 0.01, SweepTo: 0.50, SweepStep: 0.01},
 		Runner: Runner{Backend: "go:parallelism=-1"},
 	}
@@ -258,4 +286,17 @@ func Load(path string) (Config, error) {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	return Parse(path, data)
+}
+
+// ParseBytes reads a size in bytes: a number, or a number with a unit
+// such as "2GiB", "1.5 GB" or "800MiB".
+func ParseBytes(s string) (int64, error) {
+	n, err := humanize.ParseBytes(strings.TrimSpace(s))
+	if err != nil {
+		return 0, err
+	}
+	if n > 1<<62 {
+		return 0, fmt.Errorf("%s is too large", s)
+	}
+	return int64(n), nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/l2gflow/l2gflow/model/backbone"
+	"github.com/l2gflow/l2gflow/model/maps"
 )
 
 // Section names the parts of the configuration a command uses, so that a
@@ -109,6 +110,9 @@ func (cfg *Config) Validate(sections Section) error {
 		}
 		c.floatRange("train.bg_thr", t.BgThr, 0, 1)
 		c.oneOf("train.transfer", t.Transfer, "mse", "kl")
+		if t.CAMReading != "" {
+			c.oneOf("train.cam_reading", t.CAMReading, maps.Readings...)
+		}
 		c.floatRange("train.kd_weight", t.KDWeight, 0, 1e4)
 		c.floatRange("train.global_cls_weight", t.GlobalClsWeight, 0, 1e4)
 		c.oneOf("train.optimizer", t.Optimizer, "sgd", "adam")
@@ -168,6 +172,15 @@ func (cfg *Config) Validate(sections Section) error {
 		c.intRange("label.buckets_per_octave", l.BucketsPerOctave, 1, 32)
 		c.floatRange("label.bucket_max_aspect", l.BucketMaxAspect, 1, 8)
 		c.intRange("label.max_view_pixels", l.MaxViewPixels, 4096, 1<<30)
+		c.intRange("label.work_pixels", l.WorkPixels, 4096, 1<<30)
+		c.intRange("label.group_pixels", l.GroupPixels, 1, 1<<40)
+		c.intRange("label.index_flush_labels", l.IndexFlushLabels, 1, 1<<30)
+		c.intRange("label.index_flush_seconds", l.IndexFlushSeconds, 1, 86400)
+		if l.MemoryBudget != "" {
+			if n, err := ParseBytes(l.MemoryBudget); err != nil || n < 64<<20 {
+				c.failf("label.memory_budget", "%q is not a size of at least 64MiB such as 2GiB or 1500MB", l.MemoryBudget)
+			}
+		}
 	}
 	if sections&SectionEval != 0 {
 		e := cfg.Eval

@@ -89,7 +89,7 @@ func BenchmarkCAMInference(b *testing.B) {
 		img.Pix[i] = uint8(i * 7)
 	}
 	opts := ViewOptions{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true}
-	if _, err := e.CAM(img, []int{0, 2}, opts); err != nil { // compile
+	if _, err := e.CAM(img, []int{0, 2}, opts, FuseOptions{}); err != nil { // compile
 		b.Fatal(err)
 	}
 	start, cpu0 := time.Now(), cpuTime()
@@ -97,7 +97,7 @@ func BenchmarkCAMInference(b *testing.B) {
 	b.SetParallelism(1)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := e.CAM(img, []int{0, 2}, opts); err != nil {
+			if _, err := e.CAM(img, []int{0, 2}, opts, FuseOptions{}); err != nil {
 				b.Error(err)
 				return
 			}

@@ -67,8 +67,19 @@ func (o ViewOptions) Views(h, w int) []ViewSpec {
 
 func (o ViewOptions) views(h, w int) []ViewSpec {
 	var out []ViewSpec
+	// The scales are taken relative to one size: when the largest scale's
+	// view must be scaled down to fit the limits, every scale's view is
+	// scaled by the same factor, so that a large photo's views stay four
+	// scales rather than four near-identical views at the limit.
+	k := 1.0
+	if len(o.Scales) > 0 {
+		vh, vw := viewSize(h, w, slices.Max(o.Scales))
+		if fh, fw := o.Limits.FitView(vh, vw); fh != vh || fw != vw {
+			k = min(float64(fh)/float64(vh), float64(fw)/float64(vw))
+		}
+	}
 	for _, s := range o.Scales {
-		vh, vw := o.Limits.FitView(viewSize(h, w, s))
+		vh, vw := o.Limits.FitView(viewSize(h, w, s*k))
 		out = append(out, ViewSpec{Index: len(out), Scale: s, InH: vh, InW: vw})
 		if o.Flip {
 			out = append(out, ViewSpec{Index: len(out), Scale: s, Flip: true, InH: vh, InW: vw})
@@ -135,6 +146,37 @@ func PrepareView(img *maps.Map, v ViewSpec) *maps.Map {
 	return out
 }
 
+// PrepareViewFromRGB writes a view's input into dst (rows stride floats
+// apart) straight from the image's 8-bit pixels, normalising each sample
+// as Normalize does: the values of PrepareViewInto on the normalised
+// image, without the image's float copy (12 bytes a pixel).
+func (e *Engine) PrepareViewFromRGB(img *imagefile.RGB, v ViewSpec, dst []float32, stride int) {
+	y0, x0, wh, ww := 0, 0, img.H, img.W
+	if v.Local {
+		y0, x0, wh, ww = v.Y0, v.X0, v.Size, v.Size
+	}
+	ys := maps.AxisTaps(v.InH, 0, float64(wh), wh)
+	xs := maps.AxisTaps(v.InW, 0, float64(ww), ww)
+	norm := func(p, c int) float32 { return (float32(img.Pix[p+c])/255 - e.mean[c]) / e.std[c] }
+	for y, ty := range ys {
+		r0 := ((y0+ty.I0)*img.W + x0) * 3
+		r1 := ((y0+ty.I1)*img.W + x0) * 3
+		row := dst[y*stride:]
+		for x, tx := range xs {
+			ox := x
+			if v.Flip {
+				ox = v.InW - 1 - x
+			}
+			a0, a1 := tx.I0*3, tx.I1*3
+			fy, fx := ty.F, tx.F
+			w00, w01, w10, w11 := (1-fy)*(1-fx), (1-fy)*fx, fy*(1-fx), fy*fx
+			for c := 0; c < 3; c++ {
+				row[ox*3+c] = w00*norm(r0+a0, c) + w01*norm(r0+a1, c) + w10*norm(r1+a0, c) + w11*norm(r1+a1, c)
+			}
+		}
+	}
+}
+
 // PrepareViewInto writes a view's input, as PrepareView makes it, into
 // dst with rows stride floats apart, without allocating the view.
 func PrepareViewInto(img *maps.Map, v ViewSpec, dst []float32, stride int) {
@@ -143,98 +185,6 @@ func PrepareViewInto(img *maps.Map, v ViewSpec, dst []float32, stride int) {
 		return
 	}
 	maps.ResampleInto(img, 0, 0, img.H, img.W, v.InH, v.InW, v.Flip, dst, stride)
-}
-
-// RestoreView brings a view's foreground CAM back to image coordinates:
-// upsampled to the view's extent in the image and mirrored back. For a
-// local view the result covers its crop box only.
-func RestoreView(cam *maps.Map, v ViewSpec, h, w int) *maps.Map {
-	if v.Flip {
-		cam = maps.FlipH(cam)
-	}
-	if v.Local {
-		return maps.Resize(cam, v.Size, v.Size)
-	}
-	return maps.Resize(cam, h, w)
-}
-
-// Fuser accumulates the restored views of one image, in view order.
-type Fuser struct {
-	H, W, C       int
-	combine       maps.Combine
-	global, local *maps.Map
-	localCount    []float32
-}
-
-// NewFuser starts the fusion of an h x w image with c classes.
-func NewFuser(h, w, c int, combine maps.Combine) *Fuser {
-	return &Fuser{H: h, W: w, C: c, combine: combine, global: maps.New(h, w, c)}
-}
-
-// Add merges one restored view (see RestoreView). Views must be added in
-// Index order for results to be bit-identical between runs.
-func (f *Fuser) Add(v ViewSpec, restored *maps.Map) error {
-	if restored.C != f.C {
-		return fmt.Errorf("view %d has %d channels, want %d", v.Index, restored.C, f.C)
-	}
-	if !v.Local {
-		return maps.Add(f.global, restored)
-	}
-	if f.local == nil {
-		f.local = maps.New(f.H, f.W, f.C)
-		f.localCount = make([]float32, f.H*f.W)
-	}
-	if err := maps.PasteInto(f.local, restored, v.Y0, v.X0, maps.Sum); err != nil {
-		return err
-	}
-	for y := max(0, v.Y0); y < min(f.H, v.Y0+restored.H); y++ {
-		for x := max(0, v.X0); x < min(f.W, v.X0+restored.W); x++ {
-			f.localCount[y*f.W+x]++
-		}
-	}
-	return nil
-}
-
-// Result is the fused CAM: the whole-image views summed, ReLU, each class
-// divided by its maximum, classes not in tags zeroed (the reference). With
-// local views, their per-pixel mean is normalised the same way and merged
-// by sum (then renormalised) or max.
-func (f *Fuser) Result(tags []int) *maps.Map {
-	out := f.global.Clone()
-	maps.NormalizeCAM(out)
-	if f.local != nil {
-		loc := f.local.Clone()
-		for p, n := range f.localCount {
-			if n > 0 {
-				for k := 0; k < f.C; k++ {
-					loc.Pix[p*f.C+k] /= n
-				}
-			}
-		}
-		maps.NormalizeCAM(loc)
-		for i, v := range loc.Pix {
-			if f.combine == maps.Max {
-				out.Pix[i] = max(out.Pix[i], v)
-			} else {
-				out.Pix[i] += v
-			}
-		}
-		if f.combine != maps.Max {
-			maps.NormalizeCAM(out)
-		}
-	}
-	keep := make([]bool, f.C)
-	for _, t := range tags {
-		if t >= 0 && t < f.C {
-			keep[t] = true
-		}
-	}
-	for i := range out.Pix {
-		if !keep[i%f.C] {
-			out.Pix[i] = 0
-		}
-	}
-	return out
 }
 
 // EngineOptions configure an inference engine.
@@ -353,6 +303,9 @@ type InferStats struct {
 	InputPixels int64 `json:"input_pixels"`
 	// BatchNanos is the summed run time of the batches.
 	BatchNanos int64 `json:"batch_nanos"`
+	// BatchViews counts the batches by how many real views they held (the
+	// rest of a batch is zero views that fill it).
+	BatchViews map[int]int64 `json:"batch_views,omitempty"`
 }
 
 // Add adds o to s.
@@ -362,6 +315,21 @@ func (s *InferStats) Add(o InferStats) {
 	s.RealPixels += o.RealPixels
 	s.InputPixels += o.InputPixels
 	s.BatchNanos += o.BatchNanos
+	for k, n := range o.BatchViews {
+		if s.BatchViews == nil {
+			s.BatchViews = map[int]int64{}
+		}
+		s.BatchViews[k] += n
+	}
+}
+
+// ViewsPerBatch is the mean number of real views a batch held (0 when
+// nothing ran).
+func (s InferStats) ViewsPerBatch() float64 {
+	if s.Batches == 0 {
+		return 0
+	}
+	return float64(s.Views) / float64(s.Batches)
 }
 
 // PaddingOverhead is InputPixels / RealPixels (1 = no padding; 0 when
@@ -493,7 +461,7 @@ func (e *Engine) runBatch(b Bucket, idx []int, src ViewSource, out []*maps.Map) 
 		return InferStats{}, err
 	}
 	st := InferStats{Views: int64(len(idx)), Batches: 1, RealPixels: realPx, InputPixels: int64(n * b.H * b.W),
-		BatchNanos: int64(time.Since(start))}
+		BatchNanos: int64(time.Since(start)), BatchViews: map[int]int64{len(idx): 1}}
 	e.stats.add(st)
 	ch, cw, k := dims[1], dims[2], dims[3]
 	for j, i := range idx {
@@ -564,12 +532,13 @@ func (e *Engine) Stats() EngineStats {
 		InputPixels: e.stats.input.Load(), BatchSecs: time.Duration(e.stats.nanos.Load()).Seconds()}
 }
 
-// CAM computes an image's fused CAM in process: its views inferred,
-// restored and fused in order. The labeling pipeline does the same
-// steps as separate Beam stages.
-func (e *Engine) CAM(img *imagefile.RGB, tags []int, opts ViewOptions) (*maps.Map, error) {
+// CAM computes an image's fused CAM in process: its views inferred and
+// fused in order (Fuse), as the labeling pipeline's stages do.
+func (e *Engine) CAM(img *imagefile.RGB, tags []int, opts ViewOptions, fo FuseOptions) (*Fused, error) {
+	if fo.Reading == ReadSoftmax && e.channels == e.classes {
+		return nil, errors.New("the softmax reading needs an engine with the background map (EngineOptions.Background)")
+	}
 	norm := e.Normalize(img)
-	f := NewFuser(img.H, img.W, e.classes, opts.LocalCombine)
 	views := opts.Views(img.H, img.W)
 	slices.SortFunc(views, func(a, b ViewSpec) int { return a.Index - b.Index })
 	inputs := make([]*maps.Map, len(views))
@@ -580,12 +549,21 @@ func (e *Engine) CAM(img *imagefile.RGB, tags []int, opts ViewOptions) (*maps.Ma
 	if err != nil {
 		return nil, err
 	}
-	for i, v := range views {
-		if err := f.Add(v, RestoreView(cams[i], v, img.H, img.W)); err != nil {
-			return nil, err
+	if fo.Reading != ReadSoftmax && e.channels > e.classes {
+		for i, c := range cams {
+			cams[i] = dropBackground(c, e.classes)
 		}
 	}
-	return f.Result(tags), nil
+	return Fuse(cams, views, img.H, img.W, e.classes, tags, fo)
+}
+
+// dropBackground returns m's first classes channels.
+func dropBackground(m *maps.Map, classes int) *maps.Map {
+	out := maps.New(m.H, m.W, classes)
+	for p := 0; p < m.H*m.W; p++ {
+		copy(out.Pix[p*classes:(p+1)*classes], m.Pix[p*m.C:p*m.C+classes])
+	}
+	return out
 }
 
 // Logits returns the network's image logits for img at its own size (one

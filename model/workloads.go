@@ -117,7 +117,7 @@ func (w Workload) prepare(backend compute.Backend) (func() error, error) {
 			img.Pix[i] = uint8(r.IntN(256))
 		}
 		opts := ViewOptions{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true}
-		return func() error { _, err := e.CAM(img, []int{0, 2}, opts); return err }, nil
+		return func() error { _, err := e.CAM(img, []int{0, 2}, opts, FuseOptions{}); return err }, nil
 	case "infer":
 		f, err := NewForward(backend, global, InitParams(specs, 1), GlobalPrefix)
 		if err != nil {

@@ -28,6 +28,23 @@ const (
 	MetricLabelsWritten = "labels_written"
 	MetricDeadLetters   = "dead_letters"
 	MetricViews         = "views_inferred"
+	// Distributions (Beam's are of integers): milliseconds spent on each
+	// labelled image, its size in kilopixels, the real views in each
+	// inference batch.
+	MetricImageMillis     = "image_millis"
+	MetricImageKilopixels = "image_kilopixels"
+	MetricViewsPerBatch   = "views_per_batch"
+)
+
+// The job's metrics, defined once (Beam aggregates them per step).
+var (
+	imagesRead      = beam.NewCounter(MetricsNamespace, MetricImagesRead)
+	labelsWritten   = beam.NewCounter(MetricsNamespace, MetricLabelsWritten)
+	deadLettersSeen = beam.NewCounter(MetricsNamespace, MetricDeadLetters)
+	viewsInferred   = beam.NewCounter(MetricsNamespace, MetricViews)
+	imageMillis     = beam.NewDistribution(MetricsNamespace, MetricImageMillis)
+	imageKilopixels = beam.NewDistribution(MetricsNamespace, MetricImageKilopixels)
+	viewsPerBatch   = beam.NewDistribution(MetricsNamespace, MetricViewsPerBatch)
 )
 
 func init() {
@@ -48,7 +65,7 @@ func init() {
 	register.DoFn2x0[Task, func(Task)](&viewsFn{})
 	register.DoFn3x1[context.Context, Task, func(Task), error](&saliencyFn{})
 	register.DoFn5x1[context.Context, Task, func(Task), func(DeadLetter), func(Outcome), error](&inferFn{})
-	register.DoFn3x0[Task, func(Label), func(DeadLetter)](&fuseFn{})
+	register.DoFn4x1[context.Context, Task, func(Label), func(DeadLetter), error](&fuseFn{})
 	register.DoFn3x1[context.Context, Label, func(Written), error](&writeFn{})
 	register.DoFn3x1[context.Context, DeadLetter, func(Outcome), error](&deadLetterFn{})
 	register.DoFn3x1[context.Context, Written, func(Outcome), error](&indexFn{})
@@ -231,7 +248,7 @@ func (f *loadFn) ProcessElement(ctx context.Context, rec dataset.Record, emit fu
 	case d != nil:
 		dead(*d)
 	default:
-		beam.NewCounter(MetricsNamespace, MetricImagesRead).Inc(ctx, 1)
+		imagesRead.Inc(ctx, 1)
 		emit(*t)
 	}
 	return nil
@@ -279,16 +296,18 @@ func LookupSaliency(s beam.Scope, tasks beam.PCollection, opts LabelOptions) bea
 
 type inferFn struct {
 	stagesFn
-	pending []*Task
+	pending       []*Task
+	pendingPixels int
 }
 
 func (f *inferFn) StartBundle(ctx context.Context, emit func(Task), dead func(DeadLetter), stats func(Outcome)) {
-	f.pending = f.pending[:0]
+	f.pending, f.pendingPixels = f.pending[:0], 0
 }
 
 func (f *inferFn) ProcessElement(ctx context.Context, t Task, emit func(Task), dead func(DeadLetter), stats func(Outcome)) error {
 	f.pending = append(f.pending, &t)
-	if len(f.pending) >= f.stages.Opts.group() {
+	f.pendingPixels += t.W * t.H
+	if len(f.pending) >= f.stages.Opts.group() || f.pendingPixels >= f.stages.Opts.groupPixels() {
 		return f.flush(ctx, emit, dead, stats)
 	}
 	return nil
@@ -299,14 +318,19 @@ func (f *inferFn) flush(ctx context.Context, emit func(Task), dead func(DeadLett
 		return nil
 	}
 	ok, failed, st, err := f.stages.Infer(ctx, f.pending)
-	f.pending = f.pending[:0]
+	f.pending, f.pendingPixels = f.pending[:0], 0
 	if err != nil {
 		return err
 	}
 	for _, d := range failed {
 		dead(d)
 	}
-	beam.NewCounter(MetricsNamespace, MetricViews).Inc(ctx, st.Views)
+	viewsInferred.Inc(ctx, st.Views)
+	for views, batches := range st.BatchViews {
+		for range batches {
+			viewsPerBatch.Update(ctx, int64(views))
+		}
+	}
 	stats(Outcome{Kind: OutcomeInfer, Infer: st})
 	for _, t := range ok {
 		emit(*t)
@@ -331,13 +355,17 @@ func InferCAMs(s beam.Scope, tasks beam.PCollection, opts LabelOptions) (out, de
 
 type fuseFn struct{ stagesFn }
 
-func (f *fuseFn) ProcessElement(t Task, emit func(Label), dead func(DeadLetter)) {
-	lab, d := f.stages.Fuse(&t)
-	if d != nil {
+func (f *fuseFn) ProcessElement(ctx context.Context, t Task, emit func(Label), dead func(DeadLetter)) error {
+	lab, d, err := f.stages.Fuse(ctx, &t)
+	switch {
+	case err != nil:
+		return err
+	case d != nil:
 		dead(*d)
-		return
+	default:
+		emit(lab)
 	}
-	emit(lab)
+	return nil
 }
 
 // FuseLabels fuses each image's view CAMs and applies the background rule.
@@ -353,7 +381,9 @@ func (f *writeFn) ProcessElement(ctx context.Context, lab Label, emit func(Writt
 	if err != nil {
 		return err
 	}
-	beam.NewCounter(MetricsNamespace, MetricLabelsWritten).Inc(ctx, 1)
+	labelsWritten.Inc(ctx, 1)
+	imageMillis.Update(ctx, int64(w.Millis))
+	imageKilopixels.Update(ctx, int64(w.Pixels/1000))
 	progress.Add(1)
 	emit(w)
 	return nil
@@ -437,7 +467,7 @@ func (f *deadLetterFn) ProcessElement(ctx context.Context, d DeadLetter, emit fu
 	if err := f.parts.add(ctx, f.st, deadLetterLine(d)); err != nil {
 		return err
 	}
-	beam.NewCounter(MetricsNamespace, MetricDeadLetters).Inc(ctx, 1)
+	deadLettersSeen.Inc(ctx, 1)
 	emit(Outcome{Kind: OutcomeFailed, ID: d.ID, Stage: d.Stage})
 	return nil
 }
@@ -452,14 +482,14 @@ type indexFn struct {
 }
 
 func (f *indexFn) StartBundle(ctx context.Context, emit func(Outcome)) {
-	f.parts = partWriter{dir: RunIndexDir(f.opts.Out, f.opts.ModelSHA, f.opts.RunID), ext: ".txt"}
+	f.parts = indexParts(f.opts)
 }
 
 func (f *indexFn) ProcessElement(ctx context.Context, w Written, emit func(Outcome)) error {
 	if err := f.parts.add(ctx, f.st, []byte(w.ID)); err != nil {
 		return err
 	}
-	emit(Outcome{Kind: OutcomeLabelled, ID: w.ID, Rule: w.Rule, SalStatus: w.SalStatus, Views: w.Views, Retries: w.Retries, Kernels: w.Kernels})
+	emit(labelledOutcome(w))
 	return nil
 }
 

@@ -33,7 +33,7 @@ func RunInProcess(ctx context.Context, src dataset.Source, mode Existing, lo Lab
 		mu       sync.Mutex
 		counts   = Counts{Failed: map[string]int64{}}
 		deadPart = partWriter{dir: RunErrorsDir(ro.Out, ro.RunID), ext: ".jsonl"}
-		idxPart  = partWriter{dir: RunIndexDir(ro.Out, ro.ModelSHA, ro.RunID), ext: ".txt"}
+		idxPart  = indexParts(ro)
 		firstErr error
 	)
 	fail := func(err error) {
@@ -57,7 +57,7 @@ func RunInProcess(ctx context.Context, src dataset.Source, mode Existing, lo Lab
 	written := func(w Written) {
 		mu.Lock()
 		err := idxPart.add(ctx, st, []byte(w.ID))
-		counts.Add(Outcome{Kind: OutcomeLabelled, ID: w.ID, Rule: w.Rule, SalStatus: w.SalStatus, Views: w.Views, Retries: w.Retries, Kernels: w.Kernels})
+		counts.Add(labelledOutcome(w))
 		mu.Unlock()
 		progress.Add(1)
 		if err != nil {
@@ -150,7 +150,10 @@ func labelGroup(ctx context.Context, s *Stages, recs []dataset.Record, dead func
 		dead(d)
 	}
 	for _, t := range ok {
-		lab, d := s.Fuse(t)
+		lab, d, err := s.Fuse(ctx, t)
+		if err != nil {
+			return err
+		}
 		if d != nil {
 			dead(*d)
 			continue

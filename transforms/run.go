@@ -40,6 +40,60 @@ type Outcome struct {
 	Retries   int
 	Infer     model.InferStats
 	Kernels   string // labelled: the kernel set of its CAMs
+	// Pixels and Millis are a labelled image's size and the time spent on
+	// it (its share of its inference group's, its fusion and writing).
+	Pixels int
+	Millis float64
+}
+
+// labelledOutcome is the outcome of a label written.
+func labelledOutcome(w Written) Outcome {
+	return Outcome{Kind: OutcomeLabelled, ID: w.ID, Rule: w.Rule, SalStatus: w.SalStatus, Views: w.Views, Retries: w.Retries,
+		Kernels: w.Kernels, Pixels: w.Pixels, Millis: w.Millis}
+}
+
+// Dist summarises a distribution of values: how many, their sum, the
+// smallest and the largest.
+type Dist struct {
+	Count int64   `json:"count"`
+	Sum   float64 `json:"sum"`
+	Min   float64 `json:"min"`
+	Max   float64 `json:"max"`
+}
+
+// Add counts one value.
+func (d *Dist) Add(v float64) {
+	if d.Count == 0 || v < d.Min {
+		d.Min = v
+	}
+	if d.Count == 0 || v > d.Max {
+		d.Max = v
+	}
+	d.Count++
+	d.Sum += v
+}
+
+// Merge adds another summary.
+func (d *Dist) Merge(o Dist) {
+	if o.Count == 0 {
+		return
+	}
+	if d.Count == 0 || o.Min < d.Min {
+		d.Min = o.Min
+	}
+	if d.Count == 0 || o.Max > d.Max {
+		d.Max = o.Max
+	}
+	d.Count += o.Count
+	d.Sum += o.Sum
+}
+
+// Mean is the values' mean (0 for none).
+func (d Dist) Mean() float64 {
+	if d.Count == 0 {
+		return 0
+	}
+	return d.Sum / float64(d.Count)
 }
 
 // Counts are a run's numbers. They are exact: the sum of every image's
@@ -64,6 +118,11 @@ type Counts struct {
 	// computed with (model.KernelSet): labels are the same to the bit
 	// within one set, within float tolerance across sets.
 	KernelSets map[string]int64 `json:"kernel_sets"`
+	// ImageMillis and ImageMegapixels describe the labelled images: the
+	// time spent on each and their sizes (the figures of the job's
+	// distributions, from its own outcomes).
+	ImageMillis     Dist `json:"image_millis"`
+	ImageMegapixels Dist `json:"image_megapixels"`
 }
 
 // Add counts one outcome.
@@ -82,6 +141,8 @@ func (c *Counts) Add(o Outcome) {
 		c.ImagesRead++
 		c.LabelsWritten++
 		c.ViewsInferred += int64(o.Views)
+		c.ImageMillis.Add(o.Millis)
+		c.ImageMegapixels.Add(float64(o.Pixels) / 1e6)
 		if o.Kernels != "" {
 			if c.KernelSets == nil {
 				c.KernelSets = map[string]int64{}
@@ -129,6 +190,8 @@ func (c *Counts) Merge(o Counts) {
 	for k, v := range o.Failed {
 		c.Failed[k] += v
 	}
+	c.ImageMillis.Merge(o.ImageMillis)
+	c.ImageMegapixels.Merge(o.ImageMegapixels)
 	for k, v := range o.KernelSets {
 		if c.KernelSets == nil {
 			c.KernelSets = map[string]int64{}
@@ -171,6 +234,9 @@ type RunRecord struct {
 	// "fixed": the configuration).
 	Threshold ThresholdUsed `json:"threshold"`
 	Counts    Counts        `json:"counts"`
+	// MemoryBudget is the memory budget of the process that wrote the
+	// record (on a local runner, the one that labelled).
+	MemoryBudget MemoryBudgetUsed `json:"memory_budget"`
 	// Platform is the machine of the job's last step (a worker): its CPU,
 	// vector features and kernel set. Counts.KernelSets says which kernel
 	// sets computed the labels.
@@ -191,6 +257,14 @@ type RunRecord struct {
 	DeadLetters []DeadLetter `json:"dead_letters,omitempty"`
 }
 
+// MemoryBudgetUsed is a process's memory budget: its size, where the
+// figure came from, and the most bytes held at once.
+type MemoryBudgetUsed struct {
+	Bytes    int64  `json:"bytes"`
+	Source   string `json:"source"`
+	PeakHeld int64  `json:"peak_held"`
+}
+
 // maxDeadLettersInRecord bounds the dead letters copied into the run
 // record (all are in its errors file).
 const maxDeadLettersInRecord = 100
@@ -207,6 +281,9 @@ type ThresholdUsed struct {
 	// Reason says in words why this threshold was used (for people
 	// reading the record and the report).
 	Reason string `json:"reason,omitempty"`
+	// Warnings are the model's calibration warnings (see model.Calibrate):
+	// the labels may not be trusted.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // RunOptions configure a run's bookkeeping (RecordRun and the in-process
@@ -220,6 +297,15 @@ type RunOptions struct {
 	// ("10"), a fraction ("0.01") or a percentage ("1%") of the submitted
 	// images; "" is no limit.
 	MaxFailures string
+	// MemoryBudget is the labeling's memory budget setting (see
+	// ProcessBudget), recorded with the run.
+	MemoryBudget int64
+	// IndexFlushLabels and IndexFlushEvery bound how many labels and how
+	// long the model's index holds before it is written as a part
+	// (defaults 50 and 30 seconds): an interrupted run's next
+	// --incremental relabels at most that many.
+	IndexFlushLabels int
+	IndexFlushEvery  time.Duration
 	// Record is the run record's start: everything known at launch.
 	Record RunRecord
 }
@@ -269,21 +355,46 @@ func RunRecordURI(out, runID string) string { return storage.Join(out, RunsDir, 
 
 // partWriter gathers lines and writes them as part files under dir, named
 // by a random id: every bundle attempt writes its own parts, so retries
-// and concurrent runs never write to the same object.
+// and concurrent runs never write to the same object. A part is written
+// when it holds maxLines lines (default partLines) or its first line is
+// older than every (0: no age limit), and at flush.
 type partWriter struct {
 	dir, ext string
+	maxLines int
+	every    time.Duration
 	buf      bytes.Buffer
 	lines    int
+	first    time.Time
 }
 
-// partLines is how many lines a part holds at most.
+// partLines is how many lines a part holds at most by default.
 const partLines = 10000
 
+// indexParts is a writer of a run's parts of the model's index, flushed as
+// the run options say.
+func indexParts(o RunOptions) partWriter {
+	p := partWriter{dir: RunIndexDir(o.Out, o.ModelSHA, o.RunID), ext: ".txt", maxLines: o.IndexFlushLabels, every: o.IndexFlushEvery}
+	if p.maxLines <= 0 {
+		p.maxLines = 50
+	}
+	if p.every <= 0 {
+		p.every = 30 * time.Second
+	}
+	return p
+}
+
 func (p *partWriter) add(ctx context.Context, st *storage.Store, line []byte) error {
+	if p.lines == 0 {
+		p.first = time.Now()
+	}
 	p.buf.Write(line)
 	p.buf.WriteByte('\n')
 	p.lines++
-	if p.lines >= partLines {
+	limit := p.maxLines
+	if limit <= 0 {
+		limit = partLines
+	}
+	if p.lines >= limit || (p.every > 0 && time.Since(p.first) >= p.every) {
 		return p.flush(ctx, st)
 	}
 	return nil
@@ -359,6 +470,11 @@ func FinishRun(ctx context.Context, st *storage.Store, o RunOptions, c Counts) (
 	}
 	rec.ErrorsFile = runErrors
 	rec.DeadLetters = dead[:min(len(dead), maxDeadLettersInRecord)]
+	if err := mergeIndexParts(ctx, st, RunIndexDir(o.Out, o.ModelSHA, o.RunID)); err != nil {
+		return nil, fmt.Errorf("merge the model's index parts: %w", err)
+	}
+	budget := ProcessBudget(o.MemoryBudget)
+	rec.MemoryBudget = MemoryBudgetUsed{Bytes: budget.Total(), Source: budget.Source(), PeakHeld: budget.Peak()}
 	raw, _ := json.MarshalIndent(rec, "", "  ")
 	raw = append(raw, '\n')
 	for _, uri := range []string{RunRecordURI(o.Out, o.RunID), storage.Join(o.Out, RunFile)} {
@@ -371,6 +487,48 @@ func FinishRun(ctx context.Context, st *storage.Store, o RunOptions, c Counts) (
 			ErrTooManyFailures, c.DeadLetters, limit, o.MaxFailures, runErrors)
 	}
 	return &rec, nil
+}
+
+// mergedIndexPart is the name of a run's merged index part.
+const mergedIndexPart = "merged.txt"
+
+// mergeIndexParts replaces a run's index parts (written as labels were)
+// by one part of the ids sorted, each once: the merged part is written
+// before the others are removed, so an interruption leaves duplicates at
+// worst, never a lost id.
+func mergeIndexParts(ctx context.Context, st *storage.Store, dir string) error {
+	parts, err := st.List(ctx, dir, "*.txt")
+	if err != nil || len(parts) == 0 {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, p := range parts {
+		raw, err := st.ReadFile(ctx, p, 1<<30)
+		if err != nil {
+			return err
+		}
+		for _, id := range strings.Fields(string(raw)) {
+			seen[id] = true
+		}
+	}
+	ids := make([]string, 0, len(seen))
+	for id := range seen {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	merged := storage.Join(dir, mergedIndexPart)
+	if err := st.WriteFile(ctx, merged, []byte(strings.Join(ids, "\n")+"\n")); err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if storage.Base(p) == mergedIndexPart {
+			continue
+		}
+		if err := st.Remove(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // readDeadLetters reads a run's dead-letter parts, sorted by id and stage,

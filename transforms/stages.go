@@ -1,12 +1,14 @@
 package transforms
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
+	"image"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/imagefile"
@@ -30,6 +32,8 @@ type Stages struct {
 
 	engineMu sync.Mutex
 	engine   *model.Engine
+	// mem, when set, is the memory budget instead of the process's.
+	mem *Budget
 }
 
 // NewStages returns the stages for opts, with their own storage client.
@@ -73,9 +77,12 @@ func dataError(err error) bool {
 // maxImageBytes bounds an image file read.
 const maxImageBytes = 512 << 20
 
-// Load reads and decodes a record's image (for a record of the layout,
-// trying the other image extensions when the .jpg does not exist). A
-// missing, unreadable or too large image gives a dead letter.
+// Load reads a record's image file (for a record of the layout, trying
+// the other image extensions when the .jpg does not exist) and checks its
+// header: format, displayed size, the pixel limit. The file is decoded
+// only when the image is inferred (Infer), under the memory budget. A
+// missing, empty, unreadable or too large image gives a dead letter
+// naming the file.
 func (s *Stages) Load(ctx context.Context, rec dataset.Record) (*Task, *DeadLetter, error) {
 	t := &Task{Rec: rec}
 	ctx = counting(ctx, &t.Retries)
@@ -105,11 +112,11 @@ func (s *Stages) Load(ctx context.Context, rec dataset.Record) (*Task, *DeadLett
 		}
 		return nil, nil, fmt.Errorf("image %s: %w", rec.ID, err)
 	}
-	img, err := imagefile.DecodeRGB(data, s.Opts.MaxPixels)
+	_, w, h, err := imagefile.Probe(data, s.Opts.MaxPixels)
 	if err != nil {
 		return nil, &DeadLetter{ID: rec.ID, Stage: StageLoad, Reason: fmt.Sprintf("%s: %v", read, err)}, nil
 	}
-	t.W, t.H, t.Pix = img.W, img.H, img.Pix
+	t.W, t.H, t.File, t.Read = w, h, data, read
 	return t, nil, nil
 }
 
@@ -118,11 +125,12 @@ func (s *Stages) MakeViews(t *Task) {
 	t.Views = s.Opts.Views.Views(t.H, t.W)
 }
 
-// LookupSaliency attaches the image's saliency map when the background
-// rule needs it. A map that does not exist, cannot be decoded or has
-// another size is reported in SalStatus (the documented fallback follows
-// in fusion); a refused read is a configuration error and a storage fault
-// that outlasts the retries fails the bundle: neither may change a label.
+// LookupSaliency reads the image's saliency map when the background rule
+// needs it and checks its header (Fuse decodes it). A map that does not
+// exist, cannot be read as an image or has another size is reported in
+// SalStatus (the documented fallback follows in fusion); a refused read is
+// a configuration error and a storage fault that outlasts the retries
+// fails the bundle: neither may change a label.
 func (s *Stages) LookupSaliency(ctx context.Context, t *Task) error {
 	switch {
 	case s.Opts.Fuse.Background != BackgroundSaliency:
@@ -148,53 +156,188 @@ func (s *Stages) LookupSaliency(ctx context.Context, t *Task) error {
 	case err != nil:
 		return fmt.Errorf("saliency map of %s: %w", t.Rec.ID, err)
 	}
-	g, err := imagefile.DecodeGray(data, s.Opts.MaxPixels)
+	// Saliency maps are read as stored (any EXIF orientation ignored).
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
 	switch {
-	case err != nil:
+	case err != nil || len(data) == 0 || int64(cfg.Width)*int64(cfg.Height) > int64(maxPixelsOr(s.Opts.MaxPixels)):
 		t.SalStatus = SalUnreadable
-	case g.W != t.W || g.H != t.H:
+	case cfg.Width != t.W || cfg.Height != t.H:
 		t.SalStatus = SalWrongSize
 	default:
-		t.SalStatus, t.Sal = SalOK, g.Pix
+		t.SalStatus, t.SalFile = SalOK, data
 	}
 	return nil
 }
 
+func maxPixelsOr(n int) int {
+	if n <= 0 {
+		return imagefile.DefaultMaxPixels
+	}
+	return n
+}
+
+// inferBytes is what inferring an image holds a pixel: its decoding (a
+// JPEG's YCbCr planes, a PNG's RGBA, its EXIF turn) and the 8-bit RGB it
+// keeps while its views are cut.
+const inferBytes = 12
+
+// fuseBytes is what fusing an image holds a pixel: its saliency map, its
+// label and the label's encoding.
+const fuseBytes = 3
+
+// inferNeed is the budget an image's inference takes.
+func inferNeed(t *Task) int64 { return int64(t.W)*int64(t.H)*inferBytes + 4<<20 }
+
+// fuseNeed is the budget an image's fusion takes: its full-resolution
+// bytes and the working map (the image's tagged classes and a background
+// channel, and a copy).
+func (s *Stages) fuseNeed(t *Task) int64 {
+	wh, ww := model.WorkSize(t.H, t.W, s.Opts.Fuse.WorkPixels)
+	return int64(t.W)*int64(t.H)*fuseBytes + 8*int64(wh)*int64(ww)*int64(len(t.Rec.Tags)+1) + 2<<20
+}
+
+// budget is the process's memory budget for the options.
+func (s *Stages) budget() *Budget {
+	if s.mem != nil {
+		return s.mem
+	}
+	return ProcessBudget(s.Opts.MemoryBudget)
+}
+
 // Infer runs the views of a group of images through the engine together
 // (views of one bucket share batches across images) and stores each
-// image's CAMs. A group whose inference fails gives every image of it a
-// dead letter naming the cause; an engine that cannot be loaded is an
-// error.
+// image's CAMs. The group is run in parts of at most GroupPixels image
+// pixels whose memory fits the process's budget, each part taking its
+// share of the budget before its images are decoded and giving it back
+// once their views are inferred (the decoded pixels are dropped then). An
+// image that cannot be decoded gives a dead letter at stage load. When a
+// part's inference fails, its images are inferred one by one, so that only
+// an image that fails alone gets a dead letter (naming the cause). An
+// engine that cannot be loaded is an error.
 func (s *Stages) Infer(ctx context.Context, tasks []*Task) ([]*Task, []DeadLetter, model.InferStats, error) {
 	e, err := s.Engine(ctx)
 	if err != nil {
 		return nil, nil, model.InferStats{}, err
 	}
-	src := &groupSource{}
+	b := s.budget()
 	var dead []DeadLetter
 	var ok []*Task
+	var stats model.InferStats
+	var part []*Task
+	var partPixels int
+	var partNeed int64
+	runPart := func() error {
+		if len(part) == 0 {
+			return nil
+		}
+		done, d, st, err := s.inferPart(ctx, e, b, part, partNeed)
+		ok, dead = append(ok, done...), append(dead, d...)
+		stats.Add(st)
+		part, partPixels, partNeed = nil, 0, 0
+		return err
+	}
 	for _, t := range tasks {
 		if err := checkViews(t); err != nil {
 			dead = append(dead, DeadLetter{ID: t.Rec.ID, Stage: StageInfer, Reason: err.Error()})
 			continue
 		}
-		norm := e.Normalize(&imagefile.RGB{W: t.W, H: t.H, Pix: t.Pix})
-		for _, v := range t.Views {
-			src.views = append(src.views, sourceView{img: norm, spec: v})
+		px, need := t.W*t.H, inferNeed(t)
+		if len(part) > 0 && (partPixels+px > s.Opts.groupPixels() || partNeed+need > b.Total()) {
+			if err := runPart(); err != nil {
+				return nil, nil, stats, err
+			}
 		}
-		ok = append(ok, t)
+		part, partPixels, partNeed = append(part, t), partPixels+px, partNeed+need
 	}
-	if len(ok) == 0 {
-		return nil, dead, model.InferStats{}, nil
+	if err := runPart(); err != nil {
+		return nil, nil, stats, err
+	}
+	return ok, dead, stats, nil
+}
+
+// inferPart decodes and infers one part of a group under the budget.
+func (s *Stages) inferPart(ctx context.Context, e *model.Engine, b *Budget, part []*Task, need int64) ([]*Task, []DeadLetter, model.InferStats, error) {
+	took, err := b.Acquire(ctx, need)
+	if err != nil {
+		return nil, nil, model.InferStats{}, err
+	}
+	defer b.Release(took)
+	start := time.Now()
+	var dead []DeadLetter
+	var decoded []*Task
+	for _, t := range part {
+		img, err := imagefile.DecodeRGB(t.File, s.Opts.MaxPixels)
+		t.File = nil
+		switch {
+		case err != nil:
+			dead = append(dead, DeadLetter{ID: t.Rec.ID, Stage: StageLoad, Reason: fmt.Sprintf("%s: %v", t.Read, err)})
+			continue
+		case img.W != t.W || img.H != t.H:
+			dead = append(dead, DeadLetter{ID: t.Rec.ID, Stage: StageLoad, Reason: fmt.Sprintf("%s: decodes to %dx%d, its header says %dx%d", t.Read, img.W, img.H, t.W, t.H)})
+			continue
+		}
+		t.Pix = img.Pix
+		decoded = append(decoded, t)
+	}
+	var ok []*Task
+	var stats model.InferStats
+	infer := func(ts []*Task) error {
+		st, err := s.inferViews(e, ts)
+		stats.Add(st)
+		return err
+	}
+	if err := infer(decoded); err != nil && len(decoded) > 1 {
+		// One image can make a group fail (a view the network cannot
+		// take, a fault in its data): infer them one by one.
+		for _, t := range decoded {
+			if err := infer([]*Task{t}); err != nil {
+				dead = append(dead, DeadLetter{ID: t.Rec.ID, Stage: StageInfer, Reason: err.Error()})
+				continue
+			}
+			ok = append(ok, t)
+		}
+	} else if err != nil {
+		dead = append(dead, DeadLetter{ID: decoded[0].Rec.ID, Stage: StageInfer, Reason: err.Error()})
+	} else {
+		ok = decoded
+	}
+	for _, t := range part {
+		t.Pix = nil
+	}
+	if len(ok) > 0 {
+		share := float64(time.Since(start).Milliseconds()) / float64(len(ok))
+		for _, t := range ok {
+			t.Millis += share
+		}
+	}
+	return ok, dead, stats, nil
+}
+
+// inferViews runs the views of decoded images through the engine and
+// stores each image's CAMs, or returns the error of the group.
+func (s *Stages) inferViews(e *model.Engine, tasks []*Task) (stats model.InferStats, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("inference panicked: %v", r)
+		}
+	}()
+	if inferFault != nil {
+		if err := inferFault(tasks); err != nil {
+			return stats, err
+		}
+	}
+	src := &groupSource{e: e}
+	for _, t := range tasks {
+		img := &imagefile.RGB{W: t.W, H: t.H, Pix: t.Pix}
+		for _, v := range t.Views {
+			src.views = append(src.views, sourceView{img: img, spec: v})
+		}
 	}
 	cams, stats, err := e.InferFrom(src)
 	if err != nil {
-		for _, t := range ok {
-			dead = append(dead, DeadLetter{ID: t.Rec.ID, Stage: StageInfer, Reason: err.Error()})
-		}
-		return nil, dead, stats, nil
+		return stats, err
 	}
-	for _, t := range ok {
+	for _, t := range tasks {
 		t.Kernels = e.Kernels()
 		t.CAMs = make([]maps.Map, len(t.Views))
 		for i := range t.Views {
@@ -202,31 +345,40 @@ func (s *Stages) Infer(ctx context.Context, tasks []*Task) ([]*Task, []DeadLette
 			cams = cams[1:]
 		}
 	}
-	return ok, dead, stats, nil
+	return stats, nil
 }
+
+// inferFault, when set (by tests only), is asked before a group's
+// inference and fails it with its error: how the tests make an image that
+// poisons its group.
+var inferFault func(tasks []*Task) error
 
 // sourceView is one view of a group: the image it is cut from and how.
 type sourceView struct {
-	img  *maps.Map
+	img  *imagefile.RGB
 	spec model.ViewSpec
 }
 
-// groupSource hands a group's views to the engine, each cut straight into
-// its place in the batch input when the batch is filled.
-type groupSource struct{ views []sourceView }
+// groupSource hands a group's views to the engine, each cut straight from
+// its image's 8-bit pixels into its place in the batch input when the
+// batch is filled.
+type groupSource struct {
+	e     *model.Engine
+	views []sourceView
+}
 
 func (g *groupSource) Len() int              { return len(g.views) }
 func (g *groupSource) Size(i int) (int, int) { return g.views[i].spec.InH, g.views[i].spec.InW }
 func (g *groupSource) Fill(i int, dst []float32, stride int) {
-	model.PrepareViewInto(g.views[i].img, g.views[i].spec, dst, stride)
+	g.e.PrepareViewFromRGB(g.views[i].img, g.views[i].spec, dst, stride)
 }
 
 // checkViews refuses views that do not fit their image (a task assembled
 // by hand, or a view list of another image), which would otherwise read
 // outside it.
 func checkViews(t *Task) error {
-	if t.W <= 0 || t.H <= 0 || len(t.Pix) != 3*t.W*t.H {
-		return fmt.Errorf("image %dx%d holds %d bytes", t.W, t.H, len(t.Pix))
+	if t.W <= 0 || t.H <= 0 {
+		return fmt.Errorf("image of size %dx%d", t.W, t.H)
 	}
 	for _, v := range t.Views {
 		switch {
@@ -243,74 +395,66 @@ func checkViews(t *Task) error {
 // "skip" fallback.
 var ErrNoSaliency = errors.New("no usable saliency map")
 
-// Fuse combines an image's view CAMs into its label: each view restored to
-// image coordinates (on every core), added in view order so that sums are
-// the same to the bit on every run, then the background rule.
-func (s *Stages) Fuse(t *Task) (Label, *DeadLetter) {
-	lab, err := fuse(t, s.Opts.Fuse)
+// Fuse combines an image's view CAMs into its label: each view accumulated
+// in view order straight into one map of the image's tagged classes at a
+// bounded working resolution (model.Fuse), then the background rule, read
+// at full resolution a row at a time.
+// Its share of the memory budget is taken for the time it runs.
+func (s *Stages) Fuse(ctx context.Context, t *Task) (Label, *DeadLetter, error) {
+	b := s.budget()
+	took, err := b.Acquire(ctx, s.fuseNeed(t))
 	if err != nil {
-		return Label{}, &DeadLetter{ID: t.Rec.ID, Stage: StageFuse, Reason: err.Error()}
+		return Label{}, nil, err
 	}
-	return lab, nil
+	defer b.Release(took)
+	start := time.Now()
+	lab, err := fuse(t, s.Opts.Fuse, s.Opts.MaxPixels)
+	if err != nil {
+		return Label{}, &DeadLetter{ID: t.Rec.ID, Stage: StageFuse, Reason: err.Error()}, nil
+	}
+	lab.Millis += float64(time.Since(start).Milliseconds())
+	return lab, nil, nil
 }
 
-func fuse(t *Task, o FuseOptions) (lab Label, err error) {
+// modelFuse is the model's part of FuseOptions.
+func (o FuseOptions) modelFuse() model.FuseOptions {
+	return model.FuseOptions{Reading: o.Reading, LocalCombine: o.LocalCombine, WorkPixels: o.WorkPixels}
+}
+
+func fuse(t *Task, o FuseOptions, maxPixels int) (lab Label, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("fusion panicked: %v", r)
 		}
 	}()
-	if len(t.CAMs) == 0 || len(t.CAMs) != len(t.Views) {
-		return Label{}, fmt.Errorf("%d CAMs for %d views", len(t.CAMs), len(t.Views))
-	}
-	for i, v := range t.Views {
-		if v.Index != i {
-			return Label{}, fmt.Errorf("view %d in place %d", v.Index, i)
-		}
-	}
-	restored := make([]*maps.Map, len(t.CAMs))
-	panics := make([]error, len(t.CAMs))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	cams := make([]*maps.Map, len(t.CAMs))
 	for i := range t.CAMs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			defer func() {
-				if r := recover(); r != nil {
-					panics[i] = fmt.Errorf("view %d: %v", i, r)
-				}
-			}()
-			restored[i] = model.RestoreView(&t.CAMs[i], t.Views[i], t.H, t.W)
-		}()
+		cams[i] = &t.CAMs[i]
 	}
-	wg.Wait()
-	if err := errors.Join(panics...); err != nil {
+	fused, err := model.Fuse(cams, t.Views, t.H, t.W, o.Classes, t.Rec.Tags, o.modelFuse())
+	if err != nil {
 		return Label{}, err
 	}
-	f := model.NewFuser(t.H, t.W, o.Classes, o.LocalCombine)
-	for i, v := range t.Views {
-		if err := f.Add(v, restored[i]); err != nil {
-			return Label{}, err
-		}
-	}
-	fused := f.Result(t.Rec.Tags)
 	lab = Label{ID: t.Rec.ID, Rule: string(o.Background), SalStatus: t.SalStatus, Views: len(t.Views), Retries: t.Retries,
-		Kernels: t.Kernels}
+		Kernels: t.Kernels, Pixels: t.W * t.H, Millis: t.Millis}
+	var sal *imagefile.Gray
+	if t.SalStatus == SalOK {
+		if sal, err = imagefile.DecodeGray(t.SalFile, maxPixels); err != nil || sal.W != t.W || sal.H != t.H {
+			sal, lab.SalStatus = nil, SalUnreadable
+		}
+		t.SalFile = nil
+	}
 	var g *imagefile.Gray
-	if o.Background == BackgroundSaliency && t.SalStatus == SalOK {
-		sal := &imagefile.Gray{W: t.W, H: t.H, Pix: t.Sal}
-		g, err = maps.SaliencyLabels(fused, t.Rec.Tags, sal, float32(o.SaliencyThreshold), float32(o.CAMThreshold))
+	if o.Background == BackgroundSaliency && sal != nil {
+		g, err = fused.LabelSaliency(sal, float32(o.SaliencyThreshold), float32(o.CAMThreshold))
 	} else {
 		if o.Background == BackgroundSaliency {
 			if o.SaliencyFallback == FallbackSkip {
-				return Label{}, fmt.Errorf("%w (%s)", ErrNoSaliency, t.SalStatus)
+				return Label{}, fmt.Errorf("%w (%s)", ErrNoSaliency, lab.SalStatus)
 			}
 			lab.Rule = RuleFallback
 		}
-		g, err = maps.ThresholdLabels(fused, t.Rec.Tags, float32(o.BgThreshold))
+		g = fused.LabelThreshold(float32(o.BgThreshold))
 	}
 	if err != nil {
 		return Label{}, err
@@ -319,7 +463,7 @@ func fuse(t *Task, o FuseOptions) (lab Label, err error) {
 		return Label{}, err
 	}
 	if o.KeepCAMs {
-		lab.CAM = EncodeMap(fused)
+		lab.CAM = EncodeFused(fused)
 	}
 	return lab, nil
 }
@@ -329,6 +473,7 @@ func fuse(t *Task, o FuseOptions) (lab Label, err error) {
 // failure is an error: the bundle fails and is retried.
 func (s *Stages) Write(ctx context.Context, lab Label) (Written, error) {
 	ctx = counting(ctx, &lab.Retries)
+	start := time.Now()
 	if lab.CAM != nil {
 		if err := s.Store.WriteFile(ctx, CAMURI(s.Opts.Out, lab.ID), lab.CAM); err != nil {
 			return Written{}, fmt.Errorf("label of %s: %w", lab.ID, err)
@@ -339,5 +484,5 @@ func (s *Stages) Write(ctx context.Context, lab Label) (Written, error) {
 		return Written{}, fmt.Errorf("label of %s: %w", lab.ID, err)
 	}
 	return Written{ID: lab.ID, URI: uri, Rule: lab.Rule, SalStatus: lab.SalStatus, Views: lab.Views, Retries: lab.Retries,
-		Kernels: lab.Kernels}, nil
+		Kernels: lab.Kernels, Pixels: lab.Pixels, Millis: lab.Millis + float64(time.Since(start).Milliseconds())}, nil
 }

@@ -82,8 +82,8 @@ func TestLookupSaliency(t *testing.T) {
 		if err := st.LookupSaliency(ctx, task); err != nil {
 			t.Fatal(err)
 		}
-		if task.SalStatus != tc.want || (tc.want == SalOK) != (len(task.Sal) == 12) {
-			t.Errorf("%s needed=%v: status %q (%d values), want %q", tc.uri, tc.needed, task.SalStatus, len(task.Sal), tc.want)
+		if task.SalStatus != tc.want || (tc.want == SalOK) != (len(task.SalFile) > 0) {
+			t.Errorf("%s needed=%v: status %q (%d bytes kept), want %q", tc.uri, tc.needed, task.SalStatus, len(task.SalFile), tc.want)
 		}
 	}
 }
@@ -107,8 +107,9 @@ func twoViewTask(a, b float32) *Task {
 
 func TestFuse(t *testing.T) {
 	st := &Stages{Opts: LabelOptions{Fuse: FuseOptions{Classes: 1, Background: BackgroundThreshold, BgThreshold: 0.6, KeepCAMs: true}}}
-	lab, d := st.Fuse(twoViewTask(1, 0.5))
-	if d != nil || lab.CAM == nil || lab.Views != 2 {
+	ctx := context.Background()
+	lab, d, err := st.Fuse(ctx, twoViewTask(1, 0.5))
+	if err != nil || d != nil || lab.CAM == nil || lab.Views != 2 {
 		t.Fatalf("fuse: %+v %+v", lab, d)
 	}
 	g, _ := imagefile.DecodeLabel(lab.PNG, 0)
@@ -118,26 +119,27 @@ func TestFuse(t *testing.T) {
 	// Views out of place or missing are refused.
 	bad := twoViewTask(1, 1)
 	bad.Views[0].Index, bad.Views[1].Index = 1, 0
-	if _, d := st.Fuse(bad); d == nil || d.Stage != StageFuse {
+	if _, d, _ := st.Fuse(ctx, bad); d == nil || d.Stage != StageFuse {
 		t.Error("views out of order: want a dead letter")
 	}
 	short := twoViewTask(1, 1)
 	short.CAMs = short.CAMs[:1]
-	if _, d := st.Fuse(short); d == nil || !strings.Contains(d.Reason, "1 CAMs for 2 views") {
+	if _, d, _ := st.Fuse(ctx, short); d == nil || !strings.Contains(d.Reason, "1 CAMs for 2 views") {
 		t.Errorf("a missing CAM: %+v", d)
 	}
 	// Saliency rule without saliency: fallback or skip.
 	st.Opts.Fuse.Background, st.Opts.Fuse.SaliencyFallback = BackgroundSaliency, FallbackThreshold
-	if lab, d := st.Fuse(twoViewTask(1, 1)); d != nil || lab.Rule != RuleFallback {
+	if lab, d, _ := st.Fuse(ctx, twoViewTask(1, 1)); d != nil || lab.Rule != RuleFallback {
 		t.Errorf("fallback: %+v %q", d, lab.Rule)
 	}
 	st.Opts.Fuse.SaliencyFallback = FallbackSkip
-	if _, d := st.Fuse(twoViewTask(1, 1)); d == nil || !strings.Contains(d.Reason, ErrNoSaliency.Error()) {
+	if _, d, _ := st.Fuse(ctx, twoViewTask(1, 1)); d == nil || !strings.Contains(d.Reason, ErrNoSaliency.Error()) {
 		t.Errorf("skip: %+v, want no usable saliency map", d)
 	}
 	withSal := twoViewTask(1, 1)
-	withSal.SalStatus, withSal.Sal = SalOK, []byte{255, 255, 0, 0}
-	if lab, d := st.Fuse(withSal); d != nil || lab.Rule != string(BackgroundSaliency) {
+	salPNG, _ := imagefile.EncodeGray(&imagefile.Gray{W: 2, H: 2, Pix: []byte{255, 255, 0, 0}})
+	withSal.SalStatus, withSal.SalFile = SalOK, salPNG
+	if lab, d, _ := st.Fuse(ctx, withSal); d != nil || lab.Rule != string(BackgroundSaliency) || lab.SalStatus != SalOK {
 		t.Errorf("saliency rule: %+v %q", d, lab.Rule)
 	}
 }

@@ -71,14 +71,24 @@ const (
 
 // Task is one image on its way through the labeling stages.
 type Task struct {
-	Rec  dataset.Record
+	Rec dataset.Record
+	// W and H are the image's displayed size, from its header (Load).
 	W, H int
-	Pix  []byte // RGB, row-major (Load)
+	// File is the image file (Load), and Read its URI; Pix its RGB pixels,
+	// row-major, only while the image is inferred (Infer decodes the file
+	// and drops both after inference).
+	File []byte
+	Read string
+	Pix  []byte
 	// Views are the image's inference views (CropViews).
 	Views []model.ViewSpec
-	// SalStatus and Sal (W*H values when SalOK) come from LookupSaliency.
+	// SalStatus and SalFile (the saliency map's file, its header checked,
+	// when SalOK) come from LookupSaliency; Fuse decodes it.
 	SalStatus string
-	Sal       []byte
+	SalFile   []byte
+	// Millis is the time spent on the image so far, in milliseconds (its
+	// share of its inference group's, then its fusion and writing).
+	Millis float64
 	// CAMs holds each view's foreground CAM, in view order (InferCAMs).
 	CAMs []maps.Map
 	// Retries counts the storage retries spent on this image.
@@ -92,7 +102,8 @@ type Task struct {
 type Label struct {
 	ID  string
 	PNG []byte // VOC palette PNG
-	// CAM is the fused CAM (EncodeMap), kept when asked for threshold sweeps.
+	// CAM is the fused CAM (EncodeFused), kept when asked for threshold
+	// sweeps.
 	CAM []byte
 	// Rule is the background rule applied: "threshold", "saliency", or
 	// RuleFallback.
@@ -101,6 +112,9 @@ type Label struct {
 	Views     int
 	Retries   int
 	Kernels   string
+	// Pixels is the image's size in pixels; Millis as Task.Millis.
+	Pixels int
+	Millis float64
 }
 
 // Written is a label on storage: the output of WriteLabels.
@@ -112,6 +126,8 @@ type Written struct {
 	Views     int
 	Retries   int
 	Kernels   string
+	Pixels    int
+	Millis    float64
 }
 
 // DeadLetter records an image that a stage could not label: bad data (a
@@ -132,7 +148,10 @@ type FuseOptions struct {
 	CAMThreshold      float64
 	SaliencyFallback  SaliencyFallback
 	LocalCombine      maps.Combine
-	KeepCAMs          bool
+	// Reading and WorkPixels: see model.FuseOptions.
+	Reading    string
+	WorkPixels int
+	KeepCAMs   bool
 }
 
 // LabelOptions configure LabelImages and the in-process path. They are
@@ -151,16 +170,33 @@ type LabelOptions struct {
 	MaxPixels int
 	Storage   storage.Options
 	// Group is how many images' views the inference stage batches
-	// together (default 16): views of one bucket share batches across the
+	// together (default 16), and GroupPixels the most image pixels a
+	// group holds (default DefaultGroupPixels; an image larger than that
+	// is a group of its own): views of one bucket share batches across the
 	// images of a group.
-	Group int
+	Group       int
+	GroupPixels int
+	// MemoryBudget is the worker process's memory budget for images in
+	// bytes (0: from the memory available, see ProcessBudget).
+	MemoryBudget int64
 }
+
+// DefaultGroupPixels bounds an inference group's image pixels: 16
+// megapixels, a few phone photos or a thousand thumbnails.
+const DefaultGroupPixels = 16_000_000
 
 func (o LabelOptions) group() int {
 	if o.Group <= 0 {
 		return 16
 	}
 	return o.Group
+}
+
+func (o LabelOptions) groupPixels() int {
+	if o.GroupPixels <= 0 {
+		return DefaultGroupPixels
+	}
+	return o.GroupPixels
 }
 
 // Output layout under the label prefix.
@@ -170,6 +206,6 @@ const (
 	RunFile     = "_run.json"
 	RunsDir     = "_runs"  // one run record a run: _runs/<run>.json
 	IndexDir    = "_index" // ids each run labelled, by model: _index/<sha256>/<run>/<part>.txt
-	CAMsDir     = "_cams"  // fused CAMs, <id>.cam (EncodeMap)
+	CAMsDir     = "_cams"  // fused CAMs, <id>.cam (EncodeFused)
 	LabelSuffix = ".png"
 )

@@ -123,6 +123,9 @@ type Manifest struct {
 	// from its training images' saliency maps (never ground truth), when
 	// they have any.
 	Threshold *Threshold `json:"threshold,omitempty"`
+	// Reading is how labeling reads the model's maps (model.ReadNormalized
+	// or model.ReadSoftmax; "" is normalized), chosen at training.
+	Reading string `json:"cam_reading,omitempty"`
 
 	WeightsSHA256 string       `json:"weights_sha256"`
 	WeightsBytes  int64        `json:"weights_bytes"`
@@ -139,6 +142,13 @@ type Threshold struct {
 	// intersection over union of the two foregrounds, over all images).
 	Candidates []float64 `json:"candidates"`
 	IoU        []float64 `json:"iou"`
+	// Reading is the CAM reading the threshold was calibrated for ("" is
+	// the normalized reading).
+	Reading string `json:"reading,omitempty"`
+	// Warnings say why the threshold, or the model, may not be trusted:
+	// the agreement still rising at an end of the candidates, or low
+	// agreement with the saliency maps at the best threshold.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ViewSize is the side of the local views the model's training cut (in

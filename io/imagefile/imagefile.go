@@ -94,6 +94,30 @@ func decode(data []byte, maxPixels int) (image.Image, error) {
 	return img, nil
 }
 
+// Probe reads an image file's header: its format and displayed size (a
+// JPEG's EXIF orientation applied, as DecodeRGB gives it), with the checks
+// DecodeRGB makes before decoding (an empty file, an unknown format, a
+// size over maxPixels). A file that probes can still fail to decode (a
+// truncated body).
+func Probe(data []byte, maxPixels int) (format string, w, h int, err error) {
+	format, err = checkHeader(data, maxPixels)
+	if err != nil {
+		return "", 0, 0, err
+	}
+	if format != "jpeg" && format != "png" {
+		return "", 0, 0, fmt.Errorf("unsupported image format %q (want JPEG or PNG)", format)
+	}
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("read image header: %w", err)
+	}
+	w, h = cfg.Width, cfg.Height
+	if format == "jpeg" && JPEGOrientation(data).Swapped() {
+		w, h = h, w
+	}
+	return format, w, h, nil
+}
+
 // DecodeRGB decodes a JPEG or PNG file (8 or 16 bit, gray, palette, with or
 // without alpha) to 8-bit RGB, as displayed: a JPEG's EXIF orientation is
 // applied (a phone photo stored on its side comes out upright, with its

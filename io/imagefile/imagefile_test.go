@@ -201,3 +201,34 @@ func TestGrayRoundTrip(t *testing.T) {
 		t.Errorf("DecodeGray(white RGB) = %v, %v; want 255", g, err)
 	}
 }
+
+func TestProbe(t *testing.T) {
+	img := NewRGB(12, 7)
+	jpg, _ := EncodeJPEG(img, 90)
+	png, _ := EncodePNG(img)
+	for _, tc := range []struct {
+		name   string
+		data   []byte
+		format string
+		w, h   int
+		err    bool
+	}{
+		{"jpeg", jpg, "jpeg", 12, 7, false},
+		{"png", png, "png", 12, 7, false},
+		{"jpeg on its side (EXIF 6)", SetJPEGOrientation(jpg, 6), "jpeg", 7, 12, false},
+		{"empty", nil, "", 0, 0, true},
+		{"not an image", []byte("hello"), "", 0, 0, true},
+		{"over the limit", pngHeaderOnly(100000, 100000), "", 0, 0, true},
+	} {
+		format, w, h, err := Probe(tc.data, 0)
+		if (err != nil) != tc.err || format != tc.format || w != tc.w || h != tc.h {
+			t.Errorf("%s: Probe = %q %dx%d %v", tc.name, format, w, h, err)
+		}
+		if !tc.err {
+			d, err := DecodeRGB(tc.data, 0)
+			if err != nil || d.W != w || d.H != h {
+				t.Errorf("%s: decodes to %dx%d (%v), probed %dx%d", tc.name, d.W, d.H, err, w, h)
+			}
+		}
+	}
+}

@@ -6,6 +6,20 @@ import (
 	"github.com/l2gflow/l2gflow/io/imagefile"
 )
 
+// CAM readings: how a fused CAM becomes class scores.
+const (
+	// ReadNormalized is the reference's reading: the views' class maps
+	// summed, ReLU, each class divided by its maximum over the image.
+	ReadNormalized = "normalized"
+	// ReadSoftmax reads the maps as the transfer trained them: the views'
+	// raw maps averaged, then per pixel a softmax over the image's tagged
+	// classes and the background channel.
+	ReadSoftmax = "softmax"
+)
+
+// Readings lists the CAM readings.
+var Readings = []string{ReadNormalized, ReadSoftmax}
+
 // ThresholdLabels is the reference's background rule: each pixel takes the
 // argmax over [background = bgThr, the CAMs of the tagged classes], ties
 // going to the background. cams has one channel per foreground class

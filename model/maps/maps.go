@@ -36,24 +36,26 @@ func (m *Map) Check() error {
 	return nil
 }
 
-// axisWeights gives, for each output index along an axis of length dst
-// sampled from [start, start+size) of an input axis of length src, the two
-// source indices and the weight of the second, with half-pixel centres
-// (PyTorch's align_corners=False) and edge clamping.
-type tap struct {
-	i0, i1 int
-	f      float32
+// Tap is one output index's bilinear sample along an axis: the two source
+// indices and the weight of the second.
+type Tap struct {
+	I0, I1 int
+	F      float32
 }
 
-func axisTaps(dst int, start, size float64, src int) []tap {
-	out := make([]tap, dst)
+// AxisTaps gives, for each output index along an axis of length dst
+// sampled from [start, start+size) of an input axis of length src, its
+// Tap, with half-pixel centres (PyTorch's align_corners=False) and edge
+// clamping.
+func AxisTaps(dst int, start, size float64, src int) []Tap {
+	out := make([]Tap, dst)
 	scale := size / float64(dst)
 	for d := range out {
 		p := start + (float64(d)+0.5)*scale - 0.5
 		p = math.Max(0, math.Min(float64(src-1), p))
 		i0 := int(math.Floor(p))
 		i1 := min(i0+1, src-1)
-		out[d] = tap{i0, i1, float32(p - float64(i0))}
+		out[d] = Tap{i0, i1, float32(p - float64(i0))}
 	}
 	return out
 }
@@ -73,16 +75,16 @@ func Resize(m *Map, h, w int) *Map {
 // is an exact crop.
 func CropResize(m *Map, y0, x0, bh, bw float64, h, w int) *Map {
 	out := New(h, w, m.C)
-	ys := axisTaps(h, y0, bh, m.H)
-	xs := axisTaps(w, x0, bw, m.W)
+	ys := AxisTaps(h, y0, bh, m.H)
+	xs := AxisTaps(w, x0, bw, m.W)
 	c := m.C
 	for y, ty := range ys {
-		r0 := m.Pix[ty.i0*m.W*c:]
-		r1 := m.Pix[ty.i1*m.W*c:]
+		r0 := m.Pix[ty.I0*m.W*c:]
+		r1 := m.Pix[ty.I1*m.W*c:]
 		for x, tx := range xs {
 			o := out.Pix[(y*w+x)*c : (y*w+x+1)*c]
-			a0, a1 := tx.i0*c, tx.i1*c
-			fy, fx := ty.f, tx.f
+			a0, a1 := tx.I0*c, tx.I1*c
+			fy, fx := ty.F, tx.F
 			w00, w01, w10, w11 := (1-fy)*(1-fx), (1-fy)*fx, fy*(1-fx), fy*fx
 			for k := 0; k < c; k++ {
 				o[k] = w00*r0[a0+k] + w01*r0[a1+k] + w10*r1[a0+k] + w11*r1[a1+k]
@@ -98,12 +100,12 @@ func CropResize(m *Map, y0, x0, bh, bw float64, h, w int) *Map {
 // dst[y*stride:]. It computes what Resize(Crop(m, ...), h, w) (then
 // FlipH) gives, without the intermediate maps.
 func ResampleInto(m *Map, y0, x0, wh, ww, h, w int, flip bool, dst []float32, stride int) {
-	ys := axisTaps(h, 0, float64(wh), wh)
-	xs := axisTaps(w, 0, float64(ww), ww)
+	ys := AxisTaps(h, 0, float64(wh), wh)
+	xs := AxisTaps(w, 0, float64(ww), ww)
 	c := m.C
 	for y, ty := range ys {
-		r0 := m.Pix[((y0+ty.i0)*m.W+x0)*c:]
-		r1 := m.Pix[((y0+ty.i1)*m.W+x0)*c:]
+		r0 := m.Pix[((y0+ty.I0)*m.W+x0)*c:]
+		r1 := m.Pix[((y0+ty.I1)*m.W+x0)*c:]
 		row := dst[y*stride:]
 		for x, tx := range xs {
 			ox := x
@@ -111,8 +113,8 @@ func ResampleInto(m *Map, y0, x0, wh, ww, h, w int, flip bool, dst []float32, st
 				ox = w - 1 - x
 			}
 			o := row[ox*c : (ox+1)*c]
-			a0, a1 := tx.i0*c, tx.i1*c
-			fy, fx := ty.f, tx.f
+			a0, a1 := tx.I0*c, tx.I1*c
+			fy, fx := ty.F, tx.F
 			w00, w01, w10, w11 := (1-fy)*(1-fx), (1-fy)*fx, fy*(1-fx), fy*fx
 			for k := 0; k < c; k++ {
 				o[k] = w00*r0[a0+k] + w01*r0[a1+k] + w10*r1[a0+k] + w11*r1[a1+k]
@@ -127,9 +129,9 @@ func ResampleInto(m *Map, y0, x0, wh, ww, h, w int, flip bool, dst []float32, st
 // and columns) to crop-and-resize the global CAM into each view's box.
 func InterpMatrix(dst int, start, size float64, src int) []float32 {
 	m := make([]float32, dst*src)
-	for d, t := range axisTaps(dst, start, size, src) {
-		m[d*src+t.i0] += 1 - t.f
-		m[d*src+t.i1] += t.f
+	for d, t := range AxisTaps(dst, start, size, src) {
+		m[d*src+t.I0] += 1 - t.F
+		m[d*src+t.I1] += t.F
 	}
 	return m
 }

@@ -359,11 +359,19 @@ func (t *trainer) artifact(ctx context.Context) (*Result, error) {
 		}
 	}
 	var err error
+	if c.CAMReading != "" && c.CAMReading != model.ReadNormalized {
+		m.Reading = c.CAMReading
+	}
 	if m.Threshold, err = t.calibrate(ctx, m, global); err != nil {
 		return nil, err
 	}
 	if th := m.Threshold; th != nil {
 		t.logf("background threshold %.3g: the best agreement with the saliency maps of %d training images", th.Value, th.Images)
+		for _, w := range th.Warnings {
+			t.logf("warning: %s", w)
+		}
+	} else {
+		t.logf("notice: no training image has a readable saliency map of its size: no background threshold was calibrated and the model's maps were not checked; label will use label.bg_threshold")
 	}
 	var ts []artifact.Tensor
 	for i, s := range global.Specs {
@@ -391,11 +399,13 @@ func (t *trainer) artifact(ctx context.Context) (*Result, error) {
 // training images' saliency maps (see model.Calibrate), with the labeling
 // pipeline's default views.
 func (t *trainer) calibrate(ctx context.Context, m *artifact.Manifest, global *model.Params) (*artifact.Threshold, error) {
-	e, err := model.NewEngine(t.backend, &model.Model{Manifest: m, Net: &model.Net{Arch: t.global.Arch, Classes: t.classes}, Params: global}, model.EngineOptions{})
+	fo := model.FuseOptions{Reading: m.Reading}
+	e, err := model.NewEngine(t.backend, &model.Model{Manifest: m, Net: &model.Net{Arch: t.global.Arch, Classes: t.classes}, Params: global},
+		model.EngineOptions{Background: fo.Reading == model.ReadSoftmax})
 	if err != nil {
 		return nil, fmt.Errorf("calibration: %w", err)
 	}
-	return model.Calibrate(ctx, e, t.o.Store, t.o.Data.Records, model.DefaultViewOptions(), t.o.MaxPixels)
+	return model.Calibrate(ctx, e, t.o.Store, t.o.Data.Records, model.DefaultViewOptions(), fo, t.o.MaxPixels)
 }
 
 func totalDesc(total int) string {

@@ -74,15 +74,16 @@ func camHitRate(t *testing.T, e *model.Engine, st *storage.Store, recs []dataset
 		img, _ := imagefile.DecodeRGB(raw, 0)
 		gtRaw, _ := st.ReadFile(context.Background(), r.GT, 0)
 		gt, _ := imagefile.DecodeLabel(gtRaw, 0)
-		cam, err := e.CAM(img, r.Tags, model.ViewOptions{Scales: []float64{1}})
+		fused, err := e.CAM(img, r.Tags, model.ViewOptions{Scales: []float64{1}}, model.FuseOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, tag := range r.Tags {
+		cam := fused.Map
+		for i, tag := range r.Tags {
 			best, at := float32(-1), 0
 			area := 0
 			for p := 0; p < cam.H*cam.W; p++ {
-				if v := cam.Pix[p*cam.C+tag]; v > best {
+				if v := cam.Pix[p*cam.C+i]; v > best {
 					best, at = v, p
 				}
 				if int(gt.Pix[p]) == tag+1 {
@@ -176,7 +177,7 @@ func calibrationReadsNoGroundTruth(t *testing.T, e *model.Engine, st *storage.St
 			t.Fatal(err)
 		}
 	}
-	got, err := model.Calibrate(context.Background(), e, st, recs, model.DefaultViewOptions(), 1<<22)
+	got, err := model.Calibrate(context.Background(), e, st, recs, model.DefaultViewOptions(), model.FuseOptions{}, 1<<22)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,13 +210,14 @@ func labelsPaddedEqualUnpadded(t *testing.T, e *model.Engine) {
 			t.Fatal(err)
 		}
 		sizes[[2]int{img.W, img.H}] = true
-		padded, err := e.CAM(img, r.Tags, opts)
+		padded, err := e.CAM(img, r.Tags, opts, model.FuseOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		norm := e.Normalize(img)
-		f := model.NewFuser(img.H, img.W, len(e.Model.Manifest.Classes), maps.Sum)
-		for _, v := range opts.Views(img.H, img.W) {
+		views := opts.Views(img.H, img.W)
+		var cams []*maps.Map
+		for _, v := range views {
 			in := model.PrepareView(norm, v)
 			cam, dims, _, err := ref.Run(in.Pix, 1, in.H, in.W, nil)
 			if err != nil {
@@ -225,22 +227,16 @@ func labelsPaddedEqualUnpadded(t *testing.T, e *model.Engine) {
 			for p := 0; p < dims[1]*dims[2]; p++ {
 				copy(m.Pix[p*m.C:(p+1)*m.C], cam[p*dims[3]:p*dims[3]+m.C])
 			}
-			if err := f.Add(v, model.RestoreView(m, v, img.H, img.W)); err != nil {
-				t.Fatal(err)
-			}
+			cams = append(cams, m)
 		}
-		unpadded := f.Result(r.Tags)
-		for i := range padded.Pix {
-			maxDiff = max(maxDiff, math.Abs(float64(padded.Pix[i]-unpadded.Pix[i])))
-		}
-		a, err := maps.ThresholdLabels(padded, r.Tags, 0.25)
+		unpadded, err := model.Fuse(cams, views, img.H, img.W, len(e.Model.Manifest.Classes), r.Tags, model.FuseOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := maps.ThresholdLabels(unpadded, r.Tags, 0.25)
-		if err != nil {
-			t.Fatal(err)
+		for i := range padded.Map.Pix {
+			maxDiff = max(maxDiff, math.Abs(float64(padded.Map.Pix[i]-unpadded.Map.Pix[i])))
 		}
+		a, b := padded.LabelThreshold(0.25), unpadded.LabelThreshold(0.25)
 		if !bytes.Equal(a.Pix, b.Pix) {
 			t.Errorf("%s (%dx%d): label through padded buckets differs from the unpadded run", r.ID, img.W, img.H)
 		}

@@ -22,7 +22,6 @@ import (
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/imagefile"
 	"github.com/l2gflow/l2gflow/io/storage"
-	"github.com/l2gflow/l2gflow/model/maps"
 	"github.com/l2gflow/l2gflow/pipelines/workerbin"
 	"github.com/l2gflow/l2gflow/transforms"
 )
@@ -265,18 +264,20 @@ func ScoreImage(ctx context.Context, st *storage.Store, it Item, k int, threshol
 	if data == nil {
 		return out, nil // no stored CAM: no sweep for this image
 	}
-	cam, err := transforms.DecodeMap(data)
+	cam, err := transforms.DecodeFused(data, it.Tags)
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w", it.CAM, err))
 	}
-	if cam.H != gt.H || cam.W != gt.W || cam.C != k-1 {
-		return fail(fmt.Errorf("%s: CAM %dx%dx%d for a %dx%d image with %d classes", it.CAM, cam.W, cam.H, cam.C, gt.W, gt.H, k-1))
+	if cam.H != gt.H || cam.W != gt.W {
+		return fail(fmt.Errorf("%s: CAM of a %dx%d image for a %dx%d one", it.CAM, cam.W, cam.H, gt.W, gt.H))
+	}
+	for _, tag := range cam.Tags {
+		if tag >= k-1 {
+			return fail(fmt.Errorf("%s: class %d, but there are %d", it.CAM, tag, k-1))
+		}
 	}
 	for _, t := range thresholds {
-		l, err := maps.ThresholdLabels(cam, it.Tags, float32(t))
-		if err != nil {
-			return fail(err)
-		}
+		l := cam.LabelThreshold(float32(t))
 		sc := NewConfusion(k)
 		if err := sc.Add(gt, l); err != nil {
 			return fail(err)

@@ -111,6 +111,9 @@ func (ri runInfo) ruleText() string {
 		src = th.Reason
 	}
 	text := fmt.Sprintf("threshold: background score %.2f (%s)", th.Value, src)
+	for _, w := range th.Warnings {
+		text += "; warning: " + w
+	}
 	if ri.label.Background == string(transforms.BackgroundSaliency) {
 		text = fmt.Sprintf("saliency: background where saliency <= %.2f; salient pixels whose best tagged class scores below %.2f marked 255 (without a usable saliency map: %s, %s)",
 			ri.label.SaliencyThreshold, th.CAMThreshold, ri.label.SaliencyFallback, text)
@@ -376,16 +379,9 @@ func sample(ctx context.Context, st *storage.Store, labels string, r Item, class
 	}
 	var heat []byte
 	if camData := read(transforms.CAMURI(labels, r.ID)); camData != nil {
-		if cam, err := transforms.DecodeMap(camData); err == nil {
-			heat = heatmapPNG(cam.H, cam.W, func(p int) float32 {
-				var v float32
-				for _, t := range r.Tags {
-					if t >= 0 && t < cam.C {
-						v = max(v, cam.Pix[p*cam.C+t])
-					}
-				}
-				return v
-			})
+		if cam, err := transforms.DecodeFused(camData, r.Tags); err == nil {
+			top := cam.Top()
+			heat = heatmapPNG(cam.Map.H, cam.Map.W, func(p int) float32 { return top[p] })
 		}
 	}
 	add("CAM", heat, "image/png", "CAM not stored (label with --keep-cams)")

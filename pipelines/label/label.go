@@ -151,7 +151,8 @@ func Prepare(ctx context.Context, o Options) (*Plan, error) {
 	dsRaw, _ := json.Marshal(o.Dataset)
 	cfgRaw, _ := json.Marshal(o.Label)
 	p.Run = transforms.RunOptions{Out: o.Label.Out, RunID: runID, ModelSHA: m.SHA256, Storage: o.Storage,
-		MaxFailures: o.Label.MaxFailures,
+		MaxFailures: o.Label.MaxFailures, MemoryBudget: p.Label.MemoryBudget,
+		IndexFlushLabels: o.Label.IndexFlushLabels, IndexFlushEvery: time.Duration(o.Label.IndexFlushSeconds) * time.Second,
 		Record: RunRecord{Started: started, Runner: p.Runner, Producer: o.Producer, Mode: string(p.Mode), Threshold: used,
 			Model:   transforms.ModelInfo{URI: o.Label.Model, SHA256: m.SHA256, Manifest: m.Manifest},
 			Dataset: dsRaw, Config: cfgRaw, Buckets: p.Label.Engine.Buckets}}
@@ -173,7 +174,7 @@ func thresholdUsed(l config.Label, m *model.Model) transforms.ThresholdUsed {
 		fixed.Reason = fmt.Sprintf("label.bg_threshold %.2f: the model has no calibrated threshold (it was trained without saliency maps, so none could be calibrated; give saliency maps at training, or set --bg-threshold)", l.BgThreshold)
 		return fixed
 	}
-	return transforms.ThresholdUsed{Value: t.Value, Source: "model", Images: t.Images,
+	return transforms.ThresholdUsed{Value: t.Value, Source: "model", Images: t.Images, Warnings: t.Warnings,
 		Reason: fmt.Sprintf("calibrated by the model on %d training images' saliency maps", t.Images)}
 }
 
@@ -185,16 +186,29 @@ func (o Options) labelOptions(m *model.Model) transforms.LabelOptions {
 		comb = maps.Max
 	}
 	engine := model.EngineOptions{Buckets: model.BucketOptions{PerOctave: l.BucketsPerOctave, MaxAspect: l.BucketMaxAspect,
-		MaxViewPixels: l.MaxViewPixels, BatchPixels: l.BatchPixels, MaxBatch: l.BatchSize}}
+		MaxViewPixels: l.MaxViewPixels, BatchPixels: l.BatchPixels, MaxBatch: l.BatchSize},
+		Background: m.Manifest.Reading == model.ReadSoftmax}
 	return transforms.LabelOptions{
 		Out: l.Out, Model: l.Model, Backend: o.Backend, Engine: engine,
 		Views: model.ViewOptions{Scales: l.Scales, Flip: l.Flip, LocalViews: l.LocalViews,
 			LocalSize: m.Manifest.ViewSize(), LocalCombine: comb, Limits: engine.Buckets},
 		Fuse: transforms.FuseOptions{Classes: len(m.Manifest.Classes), Background: transforms.Background(l.Background),
 			BgThreshold: l.BgThreshold, SaliencyThreshold: l.SaliencyThreshold, CAMThreshold: l.CAMThreshold,
-			SaliencyFallback: transforms.SaliencyFallback(l.SaliencyFallback), LocalCombine: comb, KeepCAMs: l.KeepCAMs},
+			SaliencyFallback: transforms.SaliencyFallback(l.SaliencyFallback), LocalCombine: comb, KeepCAMs: l.KeepCAMs,
+			Reading: m.Manifest.Reading, WorkPixels: l.WorkPixels},
 		MaxPixels: o.Dataset.MaxPixels, Storage: o.Storage,
+		GroupPixels: l.GroupPixels, MemoryBudget: memoryBudget(l.MemoryBudget),
 	}
+}
+
+// memoryBudget is the configured budget in bytes (0: automatic; the
+// configuration was validated).
+func memoryBudget(s string) int64 {
+	if s == "" {
+		return 0
+	}
+	n, _ := config.ParseBytes(s)
+	return n
 }
 
 // Build adds the whole labeling job to a pipeline: the list read by the
@@ -217,6 +231,9 @@ func (p *Plan) Execute(ctx context.Context) (*Result, error) {
 	if p.Label.Fuse.Background == transforms.BackgroundThreshold || p.Label.Fuse.SaliencyFallback == transforms.FallbackThreshold {
 		th := p.Run.Record.Threshold
 		o.logf("label: background threshold %.3g: %s", th.Value, th.Reason)
+	}
+	for _, w := range p.Run.Record.Threshold.Warnings {
+		o.logf("label: warning: the model's calibration says: %s", w)
 	}
 	if o.InProcess {
 		stop := o.progress(int64(p.Info.Listed))
@@ -385,8 +402,17 @@ func (o Options) Report(res *Result) {
 	}
 	rows = append(rows, [2]string{"dead letters", fmt.Sprint(c.DeadLetters)}, [2]string{"storage retries", fmt.Sprint(c.StorageRetries)})
 	if in := c.Inference; in.Views > 0 {
-		rows = append(rows, [2]string{"inference", fmt.Sprintf("%d views in %d batches, padding x%.2f of the views' pixels",
-			in.Views, in.Batches, in.PaddingOverhead())})
+		most := 0
+		for k := range in.BatchViews {
+			most = max(most, k)
+		}
+		rows = append(rows, [2]string{"inference", fmt.Sprintf("%d views in %d batches (%.2f views a batch, at most %d), padding x%.2f of the views' pixels",
+			in.Views, in.Batches, in.ViewsPerBatch(), most, in.PaddingOverhead())})
+	}
+	if d := c.ImageMillis; d.Count > 0 {
+		mp := c.ImageMegapixels
+		rows = append(rows, [2]string{"per image", fmt.Sprintf("%.0f ms (%.0f-%.0f), %.2f megapixels (%.2f-%.2f)",
+			d.Mean(), d.Min, d.Max, mp.Mean(), mp.Min, mp.Max)})
 	}
 	var sets []string
 	for k, n := range c.KernelSets {
@@ -395,6 +421,9 @@ func (o Options) Report(res *Result) {
 	slices.Sort(sets)
 	if len(sets) > 0 {
 		rows = append(rows, [2]string{"kernels", strings.Join(sets, ", ")})
+	}
+	if mb := r.MemoryBudget; mb.Bytes > 0 {
+		rows = append(rows, [2]string{"memory budget", fmt.Sprintf("%d MiB (%s), at most %d MiB held", mb.Bytes>>20, mb.Source, mb.PeakHeld>>20)})
 	}
 	rows = append(rows, [2]string{"duration", fmt.Sprintf("%.1fs (%.1f img/s)", r.DurationSec, r.ImagesPerS)})
 	for _, row := range rows {

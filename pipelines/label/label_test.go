@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -275,11 +276,11 @@ func TestThresholdSource(t *testing.T) {
 			}
 			got := rec.Threshold
 			got.Reason = ""
-			if got != tc.want {
+			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("threshold %+v, want %+v", got, tc.want)
 			}
 			var onDisk RunRecord
-			if err := json.Unmarshal(mustRead(t, filepath.Join(o.Label.Out, transforms.RunFile)), &onDisk); err != nil || onDisk.Threshold != rec.Threshold {
+			if err := json.Unmarshal(mustRead(t, filepath.Join(o.Label.Out, transforms.RunFile)), &onDisk); err != nil || !reflect.DeepEqual(onDisk.Threshold, rec.Threshold) {
 				t.Errorf("_run.json threshold %+v (%v), want %+v", onDisk.Threshold, err, rec.Threshold)
 			}
 			labels[tc.name] = readLabels(t, o.Label.Out)
@@ -542,5 +543,32 @@ func TestRootCause(t *testing.T) {
 	}
 	if got := RootCause(errors.New("plain")); got != "plain" {
 		t.Errorf("RootCause of a plain error = %q", got)
+	}
+}
+
+// TestModelThatFailsWarns trains a model for one step (maps that find no
+// object): training warns and records it in the model, and labeling with
+// the model repeats the warning and records it in the run record.
+func TestModelThatFailsWarns(t *testing.T) {
+	st := storage.New()
+	defer st.Close()
+	root, modelPath := t.TempDir(), filepath.Join(t.TempDir(), "m.l2g")
+	dataAndModel(t, st, root, modelPath, "cam", 24, 1, 0, 21)
+	m, err := model.LoadModel(mustRead(t, modelPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Manifest.Threshold == nil || len(m.Manifest.Threshold.Warnings) == 0 {
+		t.Fatalf("a one-step model's calibration has no warning: %+v", m.Manifest.Threshold)
+	}
+	var log strings.Builder
+	o := options(root, modelPath, t.TempDir())
+	o.Log = &log
+	rec, err := runRecord(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "label: warning: the model's calibration says: ") || len(rec.Threshold.Warnings) == 0 {
+		t.Errorf("labeling with a failing model: warnings %q, log:\n%s", rec.Threshold.Warnings, log.String())
 	}
 }

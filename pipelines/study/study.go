@@ -57,6 +57,11 @@ func Arms() []Arm {
 		{Name: "l2g-gcw0", Doc: "L2G without the global classification loss (the reference objective)", Train: func(t *config.Train) { t.Method, t.GlobalClsWeight = "l2g", 0 }},
 		{Name: "l2g-gcw1", Doc: "L2G with the global classification loss at weight 1", Train: func(t *config.Train) { t.Method, t.GlobalClsWeight = "l2g", 1 }},
 		{Name: "l2g-kl", Doc: "L2G with the paper's KL transfer loss instead of the code's MSE", Train: func(t *config.Train) { t.Method, t.Transfer = "l2g", "kl" }},
+		{Name: "l2g-gcw05", Doc: "L2G with the global classification loss at weight 0.5", Train: func(t *config.Train) { t.Method, t.GlobalClsWeight = "l2g", 0.5 }},
+		{Name: "l2g-softmax", Doc: "L2G without the global classification loss, its maps read per pixel as a softmax over the tagged classes and background (as the transfer trains them)",
+			Train: func(t *config.Train) { t.Method, t.GlobalClsWeight, t.CAMReading = "l2g", 0, "softmax" }},
+		{Name: "l2g-softmax-gcw1", Doc: "L2G with the global classification loss at weight 1, its maps read as a softmax",
+			Train: func(t *config.Train) { t.Method, t.GlobalClsWeight, t.CAMReading = "l2g", 1, "softmax" }},
 	}
 }
 
