@@ -219,7 +219,8 @@ type Eval struct {
 	Labels string `yaml:"labels"` // prefix holding <id>.png labels
 	Report string `yaml:"report"` // report directory
 	// SweepFrom/To/Step define the background threshold sweep over stored
-	// CAMs (reference style: 0.05 to 0.50 by 0.05).
+	// CAMs (default 0.01 to 0.95 by 0.01: the reference's range, 0.05 to
+	// 0.50, and the higher thresholds of the softmax reading).
 	SweepFrom float64 `yaml:"sweep_from"`
 	SweepTo   float64 `yaml:"sweep_to"`
 	SweepStep float64 `yaml:"sweep_step"`
@@ -254,7 +255,7 @@ func Default() Config {
 			SaliencyThreshold: 0.2, CAMThreshold: 0.1, SaliencyFallback: "threshold", BatchSize: 8,
 			BatchPixels: 16384, BucketsPerOctave: 8, BucketMaxAspect: 2, MaxViewPixels: 1 << 20,
 			WorkPixels: 1 << 20, GroupPixels: 16_000_000, IndexFlushLabels: 50, IndexFlushSeconds: 30},
-		Eval:   Eval{SweepFrom: 0.01, SweepTo: 0.50, SweepStep: 0.01},
+		Eval:   Eval{SweepFrom: 0.01, SweepTo: 0.95, SweepStep: 0.01},
 		Runner: Runner{Backend: "go:parallelism=-1"},
 	}
 }

@@ -71,7 +71,7 @@ func (cfg *Config) Validate(sections Section) error {
 			c.failf("synth.out", "required")
 		}
 		c.intRange("synth.images", s.Images, 1, 10_000_000)
-		c.intRange("synth.size", s.Size, 32, 4096)
+		c.intRange("synth.size", s.Size, 32, 16384)
 		c.intRange("synth.classes", s.Classes, 2, 20)
 		if s.Generator == "" {
 			c.failf("synth.generator", "required (a benchmark variant: l2gflow synth --help lists them)")

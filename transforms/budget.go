@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -27,13 +28,28 @@ type Budget struct {
 	sem    *semaphore.Weighted
 	held   atomic.Int64
 	peak   atomic.Int64
+	// inferring bounds the parts of groups that hold decoded images for
+	// inference at once to the batches the engine runs at once: a bundle
+	// waiting for the engine holds its images compressed, not decoded.
+	inferring *semaphore.Weighted
 }
 
 // NewBudget returns a budget of total bytes; source says where the figure
 // came from (for the run record).
 func NewBudget(total int64, source string) *Budget {
 	total = max(total, 1)
-	return &Budget{total: total, source: source, sem: semaphore.NewWeighted(total)}
+	return &Budget{total: total, source: source, sem: semaphore.NewWeighted(total),
+		inferring: semaphore.NewWeighted(int64(runtime.GOMAXPROCS(0)))}
+}
+
+// StartInference waits until a part of a group may decode its images and
+// run them (as many at once as the engine runs batches), and returns the
+// function that ends it.
+func (b *Budget) StartInference(ctx context.Context) (func(), error) {
+	if err := b.inferring.Acquire(ctx, 1); err != nil {
+		return nil, err
+	}
+	return func() { b.inferring.Release(1) }, nil
 }
 
 // Total is the budget in bytes.
@@ -80,16 +96,28 @@ var processBudgets = struct {
 	m map[int64]*Budget
 }{m: map[int64]*Budget{}}
 
-// BudgetFraction is the share of the memory available to the process that
-// the automatic budget takes: the rest holds the compiled model and its
-// batch buffers, the runner, and the garbage collector's headroom.
-const BudgetFraction = 0.5
+// BudgetFraction is the most of the memory available to the process that
+// the automatic budget takes, and BudgetPerCore the most it takes per core
+// (GOMAXPROCS): images are decoded and inferred about as many at a time as
+// there are cores, so more would only let garbage pile up.
+const (
+	BudgetFraction = 0.5
+	BudgetPerCore  = 1 << 30
+)
+
+// EngineAllowance is the memory the process's soft limit (GOMEMLIMIT)
+// allows beyond the budget: the model, its compiled buckets and the
+// batches running at once.
+const EngineAllowance = 768 << 20
 
 // ProcessBudget returns the process's budget for a setting, made on the
 // first call (bytes; 0: BudgetFraction of the memory available to the
-// process, its cgroup's limit or else the machine's memory). The first
-// call also sets the Go runtime's soft memory limit (GOMEMLIMIT) to 85%
-// of the available memory, unless the environment sets GOMEMLIMIT.
+// process, its cgroup's limit or else the machine's memory, and at most
+// BudgetPerCore a core). The first call also sets the Go runtime's soft
+// memory limit (GOMEMLIMIT) to the budget and EngineAllowance (at most 85%
+// of the available memory), unless the environment sets GOMEMLIMIT: the
+// garbage collector then works to keep the process within what labeling
+// needs instead of letting the heap grow to twice its live data.
 func ProcessBudget(setting int64) *Budget {
 	processBudgets.Lock()
 	defer processBudgets.Unlock()
@@ -99,11 +127,13 @@ func ProcessBudget(setting int64) *Budget {
 	avail, where := AvailableMemory()
 	total, source := setting, "label.memory_budget"
 	if total <= 0 {
-		total = int64(float64(avail) * BudgetFraction)
-		source = fmt.Sprintf("%.0f%% of %s (%d MiB)", 100*BudgetFraction, where, avail>>20)
+		cores := int64(runtime.GOMAXPROCS(0))
+		total = min(int64(float64(avail)*BudgetFraction), cores*BudgetPerCore)
+		source = fmt.Sprintf("the lesser of %.0f%% of %s (%d MiB) and %d MiB for each of %d cores", 100*BudgetFraction, where, avail>>20,
+			BudgetPerCore>>20, cores)
 	}
 	if len(processBudgets.m) == 0 && os.Getenv("GOMEMLIMIT") == "" && avail > 0 {
-		debug.SetMemoryLimit(int64(0.85 * float64(avail)))
+		debug.SetMemoryLimit(min(total+EngineAllowance, int64(0.85*float64(avail))))
 	}
 	b := NewBudget(total, source)
 	processBudgets.m[setting] = b

@@ -257,6 +257,11 @@ func (s *Stages) Infer(ctx context.Context, tasks []*Task) ([]*Task, []DeadLette
 
 // inferPart decodes and infers one part of a group under the budget.
 func (s *Stages) inferPart(ctx context.Context, e *model.Engine, b *Budget, part []*Task, need int64) ([]*Task, []DeadLetter, model.InferStats, error) {
+	done, err := b.StartInference(ctx)
+	if err != nil {
+		return nil, nil, model.InferStats{}, err
+	}
+	defer done()
 	took, err := b.Acquire(ctx, need)
 	if err != nil {
 		return nil, nil, model.InferStats{}, err

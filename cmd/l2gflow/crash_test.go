@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"math"
 	"os"
@@ -33,7 +32,7 @@ func TestMain(m *testing.M) {
 		os.Exit(code)
 	}
 	if args := os.Getenv(childEnv); args != "" {
-		os.Exit(run(context.Background(), strings.Split(args, "\n"), os.Stdout, os.Stderr))
+		os.Exit(runWithSignals(strings.Split(args, "\n")))
 	}
 	os.Exit(m.Run())
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/pipelines/label"
+	"github.com/l2gflow/l2gflow/transforms"
 )
 
 // labelFlags are the label command's settings outside the configuration.
@@ -52,6 +54,7 @@ func labelCommand() *command {
 			fs.IntVar(&l.WorkPixels, "work-pixels", l.WorkPixels, "fuse larger images at this many pixels (labels upsampled row by row)")
 			fs.IntVar(&l.GroupPixels, "group-pixels", l.GroupPixels, "image pixels whose views are batched together at most")
 			fs.StringVar(&l.MemoryBudget, "memory-budget", l.MemoryBudget, "each worker process's memory budget for images, e.g. 2GiB (default: half its memory)")
+			fs.IntVar(&l.IndexFlushLabels, "index-flush-labels", l.IndexFlushLabels, "write the model's index every this many labels (an interrupted run loses at most that many)")
 			fs.BoolVar(&l.InProcess, "in-process", l.InProcess, "run the stages without Beam (debugging)")
 			fs.BoolVar(&l.Incremental, "incremental", l.Incremental, "label only images without a label from this model (scheduled runs)")
 			fs.StringVar(&l.RunID, "run-id", l.RunID, "name of the run's records (default: the start time)")
@@ -68,9 +71,15 @@ func runLabel(ctx context.Context, env *cmdEnv, lf *labelFlags) error {
 	cfg := env.cfg
 	quietBeam(env, cfg.Runner.Verbose)
 	beam.Init()
+	stopMuting := muteWhenInterrupted(ctx)
+	defer stopMuting()
+	before := transforms.WrittenInProcess()
 	res, err := label.Run(ctx, label.Options{Dataset: cfg.Dataset, Label: cfg.Label, Backend: cfg.Runner.Backend,
 		Runner: *runners.Runner, InProcess: cfg.Label.InProcess, Producer: producer(), Log: env.stderr,
 		ProgressEvery: lf.progressEvery})
+	if err != nil && ctx.Err() != nil {
+		return interrupted(cfg.Label, *runners.Runner, transforms.WrittenInProcess()-before, res)
+	}
 	if err != nil {
 		return err
 	}
@@ -88,6 +97,70 @@ func runLabel(ctx context.Context, env *cmdEnv, lf *labelFlags) error {
 			cfg.Label.Out, c.SkippedExisting, c.DeadLetters)
 	}
 	return nil
+}
+
+// interruptedError is the error of a run stopped by Ctrl-C (or SIGTERM):
+// it says what happened in one line, and exits with 130.
+type interruptedError struct{ msg string }
+
+func (e interruptedError) Error() string { return e.msg }
+
+// interrupted says what an interrupted label run leaves: how many labels
+// it wrote and that running the same command again continues (on
+// Dataflow: that the job goes on).
+func interrupted(l config.Label, runner string, written int64, res *label.Result) error {
+	if runner == "dataflow" {
+		msg := "interrupted: stopped following the Dataflow job; the job goes on and writes its own labels and records"
+		if res != nil && res.Job != "" {
+			msg = fmt.Sprintf("interrupted: stopped following Dataflow job %s; the job goes on and writes its own labels and records (console: %s)", res.Job, res.Console)
+		}
+		return interruptedError{msg}
+	}
+	again := "run the same command again to label the rest (labels written are kept and skipped)"
+	if l.Overwrite {
+		again = "run it again without --overwrite to label only the rest"
+	}
+	return interruptedError{fmt.Sprintf("interrupted: %d labels written to %s; %s", written, l.Out, again)}
+}
+
+// muteWhenInterrupted drops the runner's log lines once ctx is cancelled:
+// a stopped job's workers report every bundle they abandon, which says
+// nothing the interrupted line does not. It returns a function that stops
+// watching.
+func muteWhenInterrupted(ctx context.Context) func() {
+	var muted atomic.Bool
+	slog.SetDefault(slog.New(gatedHandler{h: slog.Default().Handler(), muted: &muted}))
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			muted.Store(true)
+		case <-done:
+		}
+	}()
+	return func() { close(done) }
+}
+
+// gatedHandler passes log records to h until muted.
+type gatedHandler struct {
+	h     slog.Handler
+	muted *atomic.Bool
+}
+
+func (g gatedHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return !g.muted.Load() && g.h.Enabled(ctx, l)
+}
+func (g gatedHandler) Handle(ctx context.Context, r slog.Record) error {
+	if g.muted.Load() {
+		return nil
+	}
+	return g.h.Handle(ctx, r)
+}
+func (g gatedHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return gatedHandler{h: g.h.WithAttrs(a), muted: g.muted}
+}
+func (g gatedHandler) WithGroup(name string) slog.Handler {
+	return gatedHandler{h: g.h.WithGroup(name), muted: g.muted}
 }
 
 // quietBeam keeps the runner's informational log lines (prism logs every

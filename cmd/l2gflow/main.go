@@ -72,10 +72,15 @@ func main() {
 	if exitCode, ok := runAsWorker(os.Args[1:]); ok {
 		os.Exit(exitCode)
 	}
+	os.Exit(runWithSignals(withDefaultArgs(os.Args[1:], os.Getenv(defaultArgsEnv))))
+}
+
+// runWithSignals runs a command line on the process's output, cancelled
+// by Ctrl-C (SIGINT) or SIGTERM, and returns the exit status.
+func runWithSignals(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, withDefaultArgs(os.Args[1:], os.Getenv(defaultArgsEnv)), os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	defer stop()
+	return run(ctx, args, os.Stdout, os.Stderr)
 }
 
 // defaultArgsEnv names arguments put before a command line that starts
@@ -146,6 +151,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, new(interruptedError)):
+		fmt.Fprintf(stderr, "l2gflow %s: %v\n", cmd.name, err)
+		return 130
 	case errors.As(err, new(usageError)), dataset.IsInputError(err), errors.Is(err, eval.ErrNoLabels):
 		fmt.Fprintf(stderr, "l2gflow %s: %v\n", cmd.name, err)
 		return 2
