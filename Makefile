@@ -15,7 +15,7 @@ DIRTY := $(if $(COMMIT),$(shell git diff --quiet HEAD -- 2>/dev/null || echo -di
 LDFLAGS := -X main.commit=$(COMMIT)$(DIRTY)
 DEMO_OUT ?= demo-out
 
-.PHONY: build worker worker-arm64 test test-short test-cpus fmt-check vet unit demo bench bench-compare fuzz clean flex-template study study-quick
+.PHONY: build worker worker-arm64 test test-short test-cpus test-upstream fmt-check vet unit demo bench bench-compare fuzz clean flex-template study study-quick
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/l2gflow
@@ -54,7 +54,18 @@ unit: worker
 	L2GFLOW_WORKER_BINARY=$(CURDIR)/bin/l2gflow-linux-amd64 $(GO) test -count=1 -timeout 60m ./...
 	cd third_party/compute && $(GO) test -count=1 ./internal/gobackend/...
 
-test: fmt-check vet unit test-cpus
+test: fmt-check vet unit test-cpus test-upstream
+
+# The model on upstream compute v0.1.14 (go.mod without the replace
+# directive, in a temporary -modfile): its Go backend lacks the batch
+# normalisation ops, so training takes the element-wise batch norm; its
+# losses are checked against the fork's (model/testdata/train_losses.json).
+test-upstream:
+	dir=$$(mktemp -d) && sed '/^replace github.com\/gomlx\/compute /d' go.mod > $$dir/upstream.mod && \
+	cp go.sum $$dir/upstream.sum && \
+	L2GFLOW_EXPECT_BATCHNORM_OPS=false GOFLAGS="$(GOFLAGS) -mod=mod" $(GO) test -modfile=$$dir/upstream.mod -count=1 \
+		-run 'TestTrainingLossesMatchForkBatchNorm|TestBatchNorm' ./model/; \
+	status=$$?; rm -rf $$dir; exit $$status
 
 # The backend's tests and the model's tests (which compare the networks
 # with references) on the kernel sets other CPUs run: AVX-512 switched off

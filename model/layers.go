@@ -122,8 +122,10 @@ func (b *layerBuilder) conv(name string, x *Node, k, cout, stride, dilation int)
 // batchNorm normalises over N,H,W with batch statistics when training
 // (recording new running averages) and running statistics otherwise. In
 // training it is the backend's BatchNormForTraining op (its gradient
-// BatchNormGradient; the Go backend fork implements both); frozen or in
-// inference, a scale and a shift per channel.
+// BatchNormGradient; the Go backend fork implements both), or the same
+// arithmetic as element-wise ops where the backend lacks them
+// (batchNormGraph); frozen or in inference, a scale and a shift per
+// channel.
 func (b *layerBuilder) batchNorm(name string, x *Node) *Node {
 	c := x.Shape().Dimensions[3]
 	if b.folded {
@@ -138,10 +140,15 @@ func (b *layerBuilder) batchNorm(name string, x *Node) *Node {
 	rv := b.ps.get(ParamSpec{Name: rvName, Shape: []int{c}, Init: InitOnes, Group: b.group, State: true})
 	if b.training && !b.frozenBN {
 		// The op normalises with the batch statistics in two passes over x,
-		// and its gradient takes two more, where the same arithmetic as
-		// element-wise ops made about a dozen (TestBatchNormTrainingMatchesGraph
-		// compares the two).
-		y, mean, variance := graph.InternalBatchNormForTraining(x, gamma, beta, bnEps, 3)
+		// and its gradient takes two more, where the element-wise form
+		// makes about a dozen (TestBatchNormTrainingMatchesGraph compares
+		// the two).
+		var y, mean, variance *Node
+		if hasBatchNormOps(x.Graph().Backend()) {
+			y, mean, variance = graph.InternalBatchNormForTraining(x, gamma, beta, bnEps, 3)
+		} else {
+			y, mean, variance = batchNormGraph(x, gamma, beta)
+		}
 		m := graph.ConstAs(mean, bnMomentum)
 		keep := graph.ConstAs(mean, 1-bnMomentum)
 		b.ps.setState(rmName, graph.StopGradient(graph.Add(graph.Mul(keep, rm), graph.Mul(m, mean))))
@@ -152,6 +159,28 @@ func (b *layerBuilder) batchNorm(name string, x *Node) *Node {
 	scale := graph.Div(gamma, graph.Sqrt(graph.Add(variance, graph.ConstAs(variance, bnEps))))
 	shift := graph.Sub(beta, graph.Mul(mean, scale))
 	return graph.Add(graph.Mul(x, graph.Reshape(scale, 1, 1, 1, c)), graph.Reshape(shift, 1, 1, 1, c))
+}
+
+// hasBatchNormOps reports whether backend implements batch normalisation
+// for training and its gradient as ops (the Go backend fork does; the
+// upstream Go backend, v0.1.14, does not).
+func hasBatchNormOps(backend compute.Backend) bool {
+	ops := backend.Capabilities().Operations
+	return ops[compute.OpTypeBatchNormForTraining] && ops[compute.OpTypeBatchNormGradient]
+}
+
+// batchNormGraph is batch normalisation over N,H,W of a channels-last x
+// with the batch statistics, as element-wise graph ops (the biased
+// variance, as the op and PyTorch normalise with): the normalised x, the
+// batch mean and the batch variance. Its gradient is the graph's.
+func batchNormGraph(x, gamma, beta *Node) (y, mean, variance *Node) {
+	c := x.Shape().Dimensions[3]
+	mean = graph.ReduceMean(x, 0, 1, 2)
+	variance = graph.ReduceMean(graph.Square(graph.Sub(x, graph.Reshape(mean, 1, 1, 1, c))), 0, 1, 2)
+	scale := graph.Div(gamma, graph.Sqrt(graph.Add(variance, graph.ConstAs(variance, bnEps))))
+	shift := graph.Sub(beta, graph.Mul(mean, scale))
+	y = graph.Add(graph.Mul(x, graph.Reshape(scale, 1, 1, 1, c)), graph.Reshape(shift, 1, 1, 1, c))
+	return y, mean, variance
 }
 
 // relu is ReLU where a gradient is wanted: the backend's fused activation,

@@ -210,14 +210,10 @@ func TestBatchNormTrainingMatchesGraph(t *testing.T) {
 		names := []string{"bn/gamma", "bn/beta", "bn/mean", "bn/var"}
 		run := func(reference bool) [][]float32 {
 			exec, err := graph.NewExec(backend, func(x, dy, gamma, beta, rm, rv *Node) []*Node {
-				c := tc.c
 				var y, newMean, newVar *Node
 				if reference {
-					mean := graph.ReduceMean(x, 0, 1, 2)
-					variance := graph.ReduceMean(graph.Square(graph.Sub(x, graph.Reshape(mean, 1, 1, 1, c))), 0, 1, 2)
-					scale := graph.Div(gamma, graph.Sqrt(graph.Add(variance, graph.ConstAs(variance, bnEps))))
-					shift := graph.Sub(beta, graph.Mul(mean, scale))
-					y = graph.Add(graph.Mul(x, graph.Reshape(scale, 1, 1, 1, c)), graph.Reshape(shift, 1, 1, 1, c))
+					var mean, variance *Node
+					y, mean, variance = batchNormGraph(x, gamma, beta)
 					m, keep := graph.ConstAs(mean, bnMomentum), graph.ConstAs(mean, 1-bnMomentum)
 					newMean = graph.Add(graph.Mul(keep, rm), graph.Mul(m, mean))
 					newVar = graph.Add(graph.Mul(keep, rv), graph.Mul(m, variance))

@@ -27,13 +27,19 @@ type Platform struct {
 	GoMaxProcs int    `json:"gomaxprocs"`
 }
 
-// KernelSet names the compute kernels a backend runs: for the Go backend
-// "go/avx512", "go/avx2" or "go/portable" (gobackend.KernelSet), for others
-// the backend's name. Labels are the same to the bit between machines of
-// one kernel set and within float tolerance between sets.
+// KernelSet names the compute kernels a backend runs (nil: the Go
+// backend's): for the Go backend of the fork "go/avx512", "go/avx2" or
+// "go/portable" (its KernelSet method), for a backend that cannot say the
+// backend's name. Labels are the same to the bit between machines of one
+// kernel set and within float tolerance between sets. The method is asked
+// for through an interface so that the model also builds and trains on
+// an upstream backend without it.
 func KernelSet(b compute.Backend) string {
-	if b == nil || b.String() == gobackend.BackendName {
-		return gobackend.BackendName + "/" + gobackend.KernelSet()
+	if b == nil {
+		b = gobackend.GetBackend()
+	}
+	if k, ok := b.(interface{ KernelSet() string }); ok {
+		return b.String() + "/" + k.KernelSet()
 	}
 	return b.String()
 }

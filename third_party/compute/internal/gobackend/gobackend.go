@@ -192,6 +192,13 @@ func KernelSet() string {
 	return "portable"
 }
 
+// KernelSet is the package's KernelSet, as a method so that callers can ask
+// a compute.Backend for it through an interface, without importing this
+// package.
+func (b *Backend) KernelSet() string {
+	return KernelSet()
+}
+
 // NumDevices return the number of devices available for this Backend.
 func (b *Backend) NumDevices() int {
 	return 1
