@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -16,9 +17,9 @@ import (
 
 // studyFlags are the study's settings.
 type studyFlags struct {
-	out, report, arms, seeds, generators string
-	images                               int
-	quick, reportOnly                    bool
+	out, report, arms, seeds, selectSeeds, generators string
+	images                                            int
+	quick, reportOnly                                 bool
 }
 
 func studyCommand() *command {
@@ -27,15 +28,16 @@ func studyCommand() *command {
 	return &command{
 		name:     "study",
 		summary:  "label-quality study: every arm over seeds and generators, resumable, written to docs/quality.md (an hour or more)",
-		usage:    "[--config FILE (train section: the arms' base)] [--out study-out] [--report docs/quality.md] [--quick] [--arms a,b] [--seeds 1,2,3] [--generators v2,v1] [--report-only]",
+		usage:    "[--config FILE (train section: the arms' base)] [--out study-out] [--report docs/quality.md] [--quick] [--arms a,b] [--seeds 1,...,6] [--select-seeds 1,2,3] [--generators v1,v2,...] [--report-only]",
 		sections: config.SectionRunner | config.SectionTrain,
 		bind: func(fs *flag.FlagSet, cfg *config.Config) {
 			fs.StringVar(&sf.out, "out", "study-out", "working `dir` (data, models, results; a re-run resumes there)")
 			fs.StringVar(&sf.report, "report", "docs/quality.md", "Markdown report `file` (sweep plots are written beside it)")
 			fs.BoolVar(&sf.quick, "quick", false, "a check of minutes: 300 images, a third of the epochs, one seed, generator v2")
 			fs.StringVar(&sf.arms, "arms", "", "comma-separated arms to run (default all: "+armNames()+")")
-			fs.StringVar(&sf.seeds, "seeds", "1,2,3", "comma-separated seeds (each its own dataset and training seed)")
-			fs.StringVar(&sf.generators, "generators", "v2,v1", "comma-separated benchmark variants ("+strings.Join(synth.Variants(), ", ")+")")
+			fs.StringVar(&sf.seeds, "seeds", joinSeeds(def.Seeds), "comma-separated seeds (each its own dataset and training seed)")
+			fs.StringVar(&sf.selectSeeds, "select-seeds", joinSeeds(def.SelectSeeds), "comma-separated seeds the defaults are chosen on; the report shows the others")
+			fs.StringVar(&sf.generators, "generators", strings.Join(def.Generators, ","), "comma-separated benchmark variants ("+strings.Join(synth.Variants(), ", ")+")")
 			fs.IntVar(&sf.images, "images", def.Synth.Images, "synthetic images a dataset (80% train)")
 			fs.IntVar(&cfg.Train.Epochs, "epochs", cfg.Train.Epochs, "training epochs of every arm")
 			fs.BoolVar(&sf.reportOnly, "report-only", false, "rewrite the report from the results under --out without running anything")
@@ -70,14 +72,20 @@ func runStudy(ctx context.Context, env *cmdEnv, sf *studyFlags) error {
 	o.Synth.Images = sf.images
 	o.Train, o.Label, o.Eval = env.cfg.Train, env.cfg.Label, env.cfg.Eval
 	o.Train.CheckpointEv, o.Label.KeepCAMs, o.Label.Overwrite = 0, true, true
-	o.Arms, o.Generators, o.Seeds = splitList(sf.arms), splitList(sf.generators), nil
-	for _, f := range splitList(sf.seeds) {
-		seed, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return usagef("--seeds: %q is not an integer", f)
-		}
-		o.Seeds = append(o.Seeds, seed)
+	o.Arms, o.Generators = splitList(sf.arms), splitList(sf.generators)
+	var err error
+	if o.Seeds, err = parseSeeds("--seeds", sf.seeds); err != nil {
+		return err
 	}
+	if o.SelectSeeds, err = parseSeeds("--select-seeds", sf.selectSeeds); err != nil {
+		return err
+	}
+	for _, seed := range o.SelectSeeds {
+		if !slices.Contains(o.Seeds, seed) {
+			return usagef("--select-seeds: seed %d is not among --seeds %s", seed, sf.seeds)
+		}
+	}
+	o.Commit = buildCommit()
 	if len(o.Seeds) == 0 || len(o.Generators) == 0 {
 		return usagef("--seeds and --generators need at least one value")
 	}
@@ -94,7 +102,6 @@ func runStudy(ctx context.Context, env *cmdEnv, sf *studyFlags) error {
 	}
 	o.Backend, o.Log = env.cfg.Runner.Backend, env.stderr
 	var results []study.Result
-	var err error
 	if sf.reportOnly {
 		results, err = study.LoadResults(sf.out)
 	} else {
@@ -116,4 +123,25 @@ func runStudy(ctx context.Context, env *cmdEnv, sf *studyFlags) error {
 	}
 	fmt.Fprintf(env.stdout, "%d runs; report %s\n", len(results), sf.report)
 	return nil
+}
+
+func joinSeeds(seeds []int64) string {
+	var out []string
+	for _, s := range seeds {
+		out = append(out, strconv.FormatInt(s, 10))
+	}
+	return strings.Join(out, ",")
+}
+
+// parseSeeds parses a flag's comma-separated seeds.
+func parseSeeds(flagName, s string) ([]int64, error) {
+	var out []int64
+	for _, f := range splitList(s) {
+		seed, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return nil, usagef("%s: %q is not an integer", flagName, f)
+		}
+		out = append(out, seed)
+	}
+	return out, nil
 }

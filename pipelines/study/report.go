@@ -174,13 +174,31 @@ type ReportOptions struct {
 }
 
 // WriteReport writes the Markdown report to path and the sweep plots
-// beside it.
+// beside it. It refuses results of more than one commit, or of one arm
+// with different settings (CheckComparable). The defaults are chosen on
+// the results of the selection seeds (ChooseDefault) and every table
+// shows the other seeds' results.
 func WriteReport(path string, results []Result, ro ReportOptions) error {
-	sums := Summarize(results)
-	var b strings.Builder
+	if err := CheckComparable(results); err != nil {
+		return err
+	}
 	o := ro.Options
+	selection, reporting := splitSeeds(results, o.SelectSeeds)
+	heldOut := len(reporting) > 0
+	if !heldOut {
+		reporting = results
+	}
+	sums := Summarize(reporting)
+	var b strings.Builder
 	fmt.Fprintf(&b, "# Label quality study\n\n")
-	fmt.Fprintf(&b, "Written by `%s` on %s from %d runs; do not edit by hand (re-run the study).\n\n", ro.Command, time.Now().UTC().Format("2006-01-02"), len(results))
+	var wall float64
+	for _, r := range results {
+		wall += r.WallSeconds
+	}
+	fmt.Fprintf(&b, "Written by `%s` on %s from %d runs of commit %s; do not edit by hand (re-run the study). "+
+		"The runs took %s of wall time (their sum; synthesising the datasets not included).\n\n",
+		ro.Command, time.Now().UTC().Format("2006-01-02"), len(results), commitOf(results), time.Duration(wall*float64(time.Second)).Round(time.Minute))
+	writeChoice(&b, selection, reporting, heldOut, o.SelectSeeds)
 	b.WriteString("## Protocol\n\n")
 	fmt.Fprintf(&b, "- Data: the synthetic benchmark, %d images of long side about %d px (sizes vary), %d classes, %.0f%% val, %.0f%% without saliency; "+
 		"each seed is its own dataset *and* its own training seed.\n", o.Synth.Images, o.Synth.Size, o.Synth.Classes, 100*o.Synth.ValFraction, 100*o.Synth.NoSaliencyFraction)
@@ -201,7 +219,7 @@ func WriteReport(path string, results []Result, ro ReportOptions) error {
 		"(needs ground truth: an upper bound, not a setting a user can pick); **saliency**: the saliency background rule (saliency > %.2f, class scores below %.2f, or the model's calibrated threshold where lower, dropped).\n",
 		o.Label.Scales, o.Label.Flip, o.Label.BgThreshold, o.Eval.SweepFrom, o.Eval.SweepTo, o.Label.SaliencyThreshold, o.Label.CAMThreshold)
 	b.WriteString("- Classification: the val split's image logits (the mean of each class map, one view at scale 1): mean average precision and macro F1 at logit 0.\n")
-	b.WriteString("- Figures are mean ± sample standard deviation over seeds, in mIoU points (background included, as VOC).\n\n")
+	b.WriteString("- Figures are mean ± sample standard deviation over seeds, in mIoU points (background included, as VOC); the tables below are of the reporting seeds.\n\n")
 	b.WriteString("Arms:\n\n")
 	for _, a := range Arms() {
 		fmt.Fprintf(&b, "- `%s`: %s\n", a.Name, a.Doc)
@@ -327,4 +345,203 @@ func sweepSVG(sums []Summary, gen string) string {
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
+}
+
+// CheckComparable returns an error when results come from more than one
+// commit, or when one arm's results on one variant were made with
+// different settings (configuration hashes).
+func CheckComparable(results []Result) error {
+	commits := map[string]bool{}
+	hashes := map[[2]string]string{}
+	for _, r := range results {
+		commits[r.Commit] = true
+		k := [2]string{r.Generator, r.Arm}
+		if h, ok := hashes[k]; ok && h != r.ConfigHash {
+			return fmt.Errorf("arm %s on %s was run with two configurations (hashes %s and %s): re-run the study from an empty output folder", r.Arm, r.Generator, h, r.ConfigHash)
+		}
+		hashes[k] = r.ConfigHash
+	}
+	if len(commits) > 1 {
+		var cs []string
+		for c := range commits {
+			cs = append(cs, fmt.Sprintf("%q", c))
+		}
+		slices.Sort(cs)
+		return fmt.Errorf("results of %d commits (%s): a report takes one commit's results; re-run the study from an empty output folder", len(cs), strings.Join(cs, ", "))
+	}
+	return nil
+}
+
+func commitOf(results []Result) string {
+	if len(results) == 0 || results[0].Commit == "" {
+		return "unknown"
+	}
+	return results[0].Commit
+}
+
+// splitSeeds splits results into those of the selection seeds and the
+// others.
+func splitSeeds(results []Result, selectSeeds []int64) (selection, reporting []Result) {
+	for _, r := range results {
+		if slices.Contains(selectSeeds, r.Seed) {
+			selection = append(selection, r)
+		} else {
+			reporting = append(reporting, r)
+		}
+	}
+	return selection, reporting
+}
+
+// Candidate is one arm's standing against the CAM baseline over the
+// variants: the seed-mean paired difference (arm - cam) of the mIoU at
+// the written threshold on each variant, its minimum and its mean.
+type Candidate struct {
+	Arm         string
+	PerVariant  map[string]Stat
+	Worst, Mean float64
+	WorstOn     string
+}
+
+// candidates are the L2G arms run on every variant cam was run on, with
+// their paired differences to cam, unsorted.
+func candidates(sums []Summary) []Candidate {
+	cams := map[string]*Summary{}
+	for i := range sums {
+		if sums[i].Arm == "cam" {
+			cams[sums[i].Generator] = &sums[i]
+		}
+	}
+	byArm := map[string]*Candidate{}
+	var order []string
+	for i := range sums {
+		s := &sums[i]
+		cam := cams[s.Generator]
+		if cam == nil || !strings.HasPrefix(s.Arm, "l2g") {
+			continue
+		}
+		c := byArm[s.Arm]
+		if c == nil {
+			c = &Candidate{Arm: s.Arm, PerVariant: map[string]Stat{}}
+			byArm[s.Arm] = c
+			order = append(order, s.Arm)
+		}
+		c.PerVariant[s.Generator] = paired(s.written, cam.written)
+	}
+	var out []Candidate
+	for _, name := range order {
+		c := byArm[name]
+		if len(c.PerVariant) != len(cams) {
+			continue // not run on every variant: not a candidate
+		}
+		c.Worst = math.Inf(1)
+		for gen, st := range c.PerVariant {
+			c.Mean += st.Mean / float64(len(c.PerVariant))
+			if st.Mean < c.Worst || (st.Mean == c.Worst && gen < c.WorstOn) {
+				c.Worst, c.WorstOn = st.Mean, gen
+			}
+		}
+		out = append(out, *c)
+	}
+	return out
+}
+
+// ChooseDefault ranks the candidate arms by the worst case over variants
+// of the seed-mean paired difference to cam at the written threshold,
+// highest first; arms within half a point of the best worst case are
+// ranked among themselves by their mean over variants. The first is the
+// choice.
+func ChooseDefault(sums []Summary) []Candidate {
+	cs := candidates(sums)
+	if len(cs) == 0 {
+		return nil
+	}
+	best := math.Inf(-1)
+	for _, c := range cs {
+		best = max(best, c.Worst)
+	}
+	const tie = 0.005 // half a point of mIoU
+	slices.SortStableFunc(cs, func(a, b Candidate) int {
+		at, bt := a.Worst >= best-tie, b.Worst >= best-tie
+		switch {
+		case at && bt:
+			return cmpDesc(a.Mean, b.Mean)
+		case at != bt:
+			if at {
+				return -1
+			}
+			return 1
+		}
+		return cmpDesc(a.Worst, b.Worst)
+	})
+	return cs
+}
+
+func cmpDesc(a, b float64) int {
+	switch {
+	case a > b:
+		return -1
+	case a < b:
+		return 1
+	}
+	return 0
+}
+
+// writeChoice writes the report's first section: the arms ranked on the
+// selection seeds, and the chosen arm's differences to cam on the
+// reporting seeds (at the written and at the best threshold).
+func writeChoice(b *strings.Builder, selection, reporting []Result, heldOut bool, selectSeeds []int64) {
+	b.WriteString("## Defaults chosen by the worst case\n\n")
+	ranked := ChooseDefault(Summarize(selection))
+	if len(ranked) == 0 {
+		b.WriteString("No choice: the selection seeds have no L2G arm run on every variant with the `cam` baseline.\n\n")
+		return
+	}
+	fmt.Fprintf(b, "On the selection seeds %v: each L2G arm's seed-mean paired difference to `cam` in mIoU at the written threshold, per variant; "+
+		"the arms ranked by the worst case over variants (ties within 0.5 points by the mean):\n\n", selectSeeds)
+	gens := make([]string, 0, len(ranked[0].PerVariant))
+	for g := range ranked[0].PerVariant {
+		gens = append(gens, g)
+	}
+	slices.Sort(gens)
+	fmt.Fprintf(b, "| arm | worst (variant) | mean | %s |\n| --- | --- | --- |%s\n", strings.Join(gens, " | "), strings.Repeat(" --- |", len(gens)))
+	for _, c := range ranked {
+		fmt.Fprintf(b, "| %s | %+.1f (%s) | %+.1f |", c.Arm, 100*c.Worst, c.WorstOn, 100*c.Mean)
+		for _, g := range gens {
+			fmt.Fprintf(b, " %+.1f |", 100*c.PerVariant[g].Mean)
+		}
+		b.WriteString("\n")
+	}
+	chosen := ranked[0].Arm
+	fmt.Fprintf(b, "\nChosen: **%s**.\n\n", chosen)
+	if !heldOut {
+		b.WriteString("No reporting seeds beyond the selection seeds: the figures below are those the choice was made on.\n\n")
+	}
+	rs := Summarize(reporting)
+	cams := map[string]*Summary{}
+	for i := range rs {
+		if rs[i].Arm == "cam" {
+			cams[rs[i].Generator] = &rs[i]
+		}
+	}
+	b.WriteString("The chosen arm against `cam` on the reporting seeds, paired by seed (mIoU points, mean ± sd):\n\n")
+	b.WriteString("| variant | seeds | written | best |\n| --- | --- | --- | --- |\n")
+	worst, sum, n := math.Inf(1), 0.0, 0
+	worstOn := ""
+	for i := range rs {
+		s := &rs[i]
+		cam := cams[s.Generator]
+		if s.Arm != chosen || cam == nil {
+			continue
+		}
+		w := paired(s.written, cam.written)
+		fmt.Fprintf(b, "| %s | %d | %s | %s |\n", s.Generator, w.N, signed(w), signed(paired(s.best, cam.best)))
+		if w.Mean < worst {
+			worst, worstOn = w.Mean, s.Generator
+		}
+		sum += w.Mean
+		n++
+	}
+	if n > 0 {
+		fmt.Fprintf(b, "\nWorst case over variants %+.1f (%s), mean %+.1f: the goal is at least 0 on every variant and +5 in the mean.\n\n", 100*worst, worstOn, 100*sum/float64(n))
+	}
 }

@@ -11,6 +11,8 @@ package study
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,30 +69,37 @@ func Arms() []Arm {
 
 // Options configure a study.
 type Options struct {
-	Out        string   // working directory: data, models, labels, results
-	Arms       []string // names of the arms to run (all when empty)
-	Seeds      []int64  // dataset and training seeds
-	Generators []string // benchmark generators (v2, v1)
-	Synth      config.Synth
-	Train      config.Train // base configuration every arm changes
-	Label      config.Label
-	Eval       config.Eval
-	Backend    string
-	Log        io.Writer
+	Out   string   // working directory: data, models, labels, results
+	Arms  []string // names of the arms to run (all when empty)
+	Seeds []int64  // dataset and training seeds
+	// SelectSeeds are the seeds (of Seeds) the defaults are chosen on;
+	// the report gives the figures of the other seeds, on which nothing
+	// was chosen (all seeds when none are left).
+	SelectSeeds []int64
+	Generators  []string // benchmark variants (synth.Variants)
+	// Commit is the source commit of the binary running the study; every
+	// result records it, and a study's results must share one.
+	Commit  string
+	Synth   config.Synth
+	Train   config.Train // base configuration every arm changes
+	Label   config.Label
+	Eval    config.Eval
+	Backend string
+	Log     io.Writer
 }
 
-// Defaults are the full study's settings: the demo's dataset (1,000
-// images of about 128 px, 6 classes), train's defaults, 3 seeds, both
-// generators.
+// Defaults are the full study's settings: 600 images of about 128 px, 6
+// classes per dataset, train's defaults, every benchmark variant, seeds
+// 1-6 of which 1-3 choose the defaults and 4-6 report them.
 func Defaults(out string) Options {
 	cfg := config.Default()
 	s := cfg.Synth
-	s.Images = 1000
+	s.Images = 600
 	t := cfg.Train
 	t.CheckpointEv = 0
 	l := cfg.Label
 	l.KeepCAMs, l.Overwrite = true, true
-	return Options{Out: out, Seeds: []int64{1, 2, 3}, Generators: []string{"v2", "v1"},
+	return Options{Out: out, Seeds: []int64{1, 2, 3, 4, 5, 6}, SelectSeeds: []int64{1, 2, 3}, Generators: synth.Variants(),
 		Synth: s, Train: t, Label: l, Eval: cfg.Eval, Backend: cfg.Runner.Backend}
 }
 
@@ -100,7 +109,7 @@ func (o Options) Quick() Options {
 	o.Synth.Images, o.Synth.Size = 300, 96
 	o.Train.Epochs = max(2, o.Train.Epochs/3)
 	o.Train.ImageSize, o.Train.ViewSize = 96, 72
-	o.Seeds, o.Generators = o.Seeds[:1], []string{"v2"}
+	o.Seeds, o.SelectSeeds, o.Generators = o.Seeds[:1], o.Seeds[:1], []string{"v2"}
 	return o
 }
 
@@ -109,6 +118,15 @@ type Result struct {
 	Arm       string `json:"arm"`
 	Generator string `json:"generator"`
 	Seed      int64  `json:"seed"`
+	// Commit is the source commit of the binary that made the result.
+	Commit string `json:"commit"`
+	// ConfigHash identifies the run's settings apart from its seed and
+	// paths: the arm's training, the dataset's, labeling's and
+	// evaluation's configuration (configHash).
+	ConfigHash string `json:"config_hash"`
+	// WallSeconds is the run's wall time: training, labeling (both rules),
+	// evaluation and classification.
+	WallSeconds float64 `json:"wall_seconds"`
 	// Config is the arm's training configuration.
 	Config       config.Train `json:"config"`
 	TrainSeconds float64      `json:"train_seconds"`
@@ -143,6 +161,17 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 	arms, err := selectArms(o.Arms)
 	if err != nil {
 		return nil, err
+	}
+	earlier, err := LoadResults(o.Out)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range earlier {
+		if r.Commit != o.Commit {
+			return nil, fmt.Errorf("%s holds results of commit %q (%s seed %d %s) and this binary is commit %q: "+
+				"a study's results come from one commit; use an empty --out, or that commit's binary to resume",
+				o.Out, r.Commit, r.Generator, r.Seed, r.Arm, o.Commit)
+		}
 	}
 	st := storage.New()
 	defer st.Close()
@@ -232,7 +261,12 @@ func runArm(ctx context.Context, st *storage.Store, o Options, arm Arm, gen stri
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	res := &Result{Arm: arm.Name, Generator: gen, Seed: seed, Config: tc}
+	hash, err := configHash(o, tc, gen)
+	if err != nil {
+		return nil, err
+	}
+	began := time.Now()
+	res := &Result{Arm: arm.Name, Generator: gen, Seed: seed, Commit: o.Commit, ConfigHash: hash, Config: tc}
 	m, err := trainedModel(ctx, st, o, tc, ds)
 	if err != nil {
 		return nil, err
@@ -310,7 +344,33 @@ func runArm(ctx context.Context, st *storage.Store, o Options, arm Arm, gen stri
 			return nil, err
 		}
 	}
+	res.WallSeconds = time.Since(began).Seconds()
 	return res, nil
+}
+
+// configHash is a short sha256 of what a run's result depends on apart
+// from its seed and file locations: the arm's training configuration, the
+// dataset's (with its variant), labeling's and evaluation's.
+func configHash(o Options, tc config.Train, gen string) (string, error) {
+	sy := o.Synth
+	sy.Generator, sy.Seed, sy.Out = gen, 0, ""
+	// cam-time's budget is the l2g arm's time on the same seed.
+	tc.Seed, tc.Out, tc.Resume, tc.TimeBudget = 0, "", false, ""
+	lc := o.Label
+	lc.Model, lc.Out = "", ""
+	ec := o.Eval
+	ec.Labels, ec.Report = "", ""
+	b, err := json.Marshal(struct {
+		Synth config.Synth
+		Train config.Train
+		Label config.Label
+		Eval  config.Eval
+	}{sy, tc, lc, ec})
+	if err != nil {
+		return "", fmt.Errorf("config hash: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8]), nil
 }
 
 // trainedModel trains the arm's model (resuming an interrupted training
