@@ -108,7 +108,8 @@ study-quick: build
 bench-compare: build
 	@/usr/bin/python3 -c "import torch, torchvision" 2>/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch python3-torchvision >/dev/null; }
-	/usr/bin/python3 bench/compare.py --l2gflow ./$(BIN) --rounds $(ROUNDS) --out docs/performance.md
+	$(GO) build -o bin/torchexport ./bench/torchexport
+	/usr/bin/python3 bench/compare.py --l2gflow ./$(BIN) --torchexport bin/torchexport --rounds $(ROUNDS) --out docs/performance.md
 
 # Each fuzz target for FUZZTIME (the seeds alone run in `make test`).
 FUZZTIME ?= 20s

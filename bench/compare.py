@@ -2,11 +2,20 @@
 pinned workloads (model.Workloads, bench/torch_ref.py) on 2 threads: in
 each round, every workload runs on one side and right after on the other
 (the first side alternating between rounds), so that each pair of figures
-sees the same moment of a shared, noisy machine. It prints a Markdown table
-of each side's median, and the median and range over the rounds of the
-paired ratio l2gflow / PyTorch speed (above 1.0: l2gflow is faster).
+sees the same moment of a shared, noisy machine. PyTorch runs each workload
+in its default and its channels_last memory layout. It prints a Markdown
+table of the medians (both PyTorch layouts), and the median and range over
+the rounds of the paired ratio of l2gflow's speed to the faster PyTorch
+layout of that round (above 1.0: l2gflow is faster).
 
     /usr/bin/python3 bench/compare.py --l2gflow bin/l2gflow [--rounds 4] [--min-time 3] [--out docs/performance.md]
+
+Then, end to end (unless --no-e2e): a synthetic dataset's train split
+labeled by `l2gflow label` (prism, and --in-process) and by
+bench/torch_label.py (PyTorch, both memory layouts) with the same tiny
+model's weights (exported by bench/torchexport), each a whole process
+timed from start to exit, paired in rounds as above; the PyTorch script
+checks that its labels agree with l2gflow's on at least 99% of pixels.
 
 With --out, the table replaces the part of that file between its
 "<!-- begin bench-compare" and "<!-- end bench-compare -->" markers (the
@@ -17,9 +26,11 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,7 +46,7 @@ def run_side(cmd, env):
         if "side" in obj:
             header = obj
         else:
-            values[obj["name"]] = (obj["value"], obj["unit"])
+            values[(obj["name"], obj.get("layout", "default"))] = (obj["value"], obj["unit"])
     return header, values
 
 
@@ -88,6 +99,66 @@ def write_section(path, text):
         f.write(new)
 
 
+def end_to_end(args, env):
+    """The labeling job on both sides; returns the table's lines."""
+    work = tempfile.mkdtemp(prefix="bench-e2e-")
+    try:
+        data, model, weights = os.path.join(work, "data"), os.path.join(work, "model.l2g"), os.path.join(work, "model.npz")
+        quiet = dict(check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run([args.l2gflow, "synth", "--out", data, "--images", str(args.e2e_images)], **quiet)
+        subprocess.run([args.l2gflow, "train", "--data", data, "--method", "l2g", "--epochs", "1", "--out", model], **quiet)
+        subprocess.run([args.torchexport, model, weights], **quiet)
+        gl = os.path.join(work, "labels-l2gflow")
+
+        def go(extra):
+            def run():
+                shutil.rmtree(gl, ignore_errors=True)
+                t = time.perf_counter()
+                subprocess.run([args.l2gflow, "label", "--model", model, "--data", data, "--split", "train", "--out", gl] + extra, **quiet)
+                return time.perf_counter() - t
+            return run
+
+        def py(layout):
+            def run():
+                out = os.path.join(work, "labels-torch-" + layout)
+                shutil.rmtree(out, ignore_errors=True)
+                t = time.perf_counter()
+                res = subprocess.run([sys.executable, os.path.join(HERE, "torch_label.py"), "--weights", weights, "--data", data,
+                                      "--out", out, "--layout", layout, "--compare", gl], env=env, check=True, capture_output=True, text=True)
+                secs = time.perf_counter() - t
+                py.last = json.loads(res.stdout.strip().splitlines()[-1])
+                return secs
+            return run
+
+        sides = [("l2gflow label (prism)", go([])), ("l2gflow label --in-process", go(["--in-process"])),
+                 ("PyTorch", py("default")), ("PyTorch channels_last", py("channels_last"))]
+        with open(os.path.join(data, "train_cls.txt")) as f:
+            images = sum(1 for line in f if len(line.split()) > 1)
+        secs = {name: [] for name, _ in sides}
+        for r in range(args.rounds):
+            order = sides if r % 2 == 0 else sides[::-1]
+            if r % 2:  # l2gflow's labels first: the PyTorch side compares with them
+                order = sides[:2][::-1] + sides[2:][::-1]
+            for name, run in order:
+                secs[name].append(run())
+            print(f"end-to-end round {r + 1}: " + ", ".join(f"{n} {secs[n][-1]:.1f} s" for n, _ in sides), file=sys.stderr, flush=True)
+        rate = {n: [images / x for x in xs] for n, xs in secs.items()}
+        faster_py = [max(a, b) for a, b in zip(rate["PyTorch"], rate["PyTorch channels_last"])]
+        lines = ["", f"**End to end**: the train split of `l2gflow synth --images {args.e2e_images}` ({images} tagged images of "
+                 "about 128 px) labeled by a tiny L2G model (1 epoch) with the default views (4 scales with flips) and the "
+                 "threshold rule, each side a whole process from start to exit (PyTorch: `bench/torch_label.py`, a DataLoader "
+                 f"with 2 decoding workers); {args.rounds} rounds, paired. PyTorch's labels agree with l2gflow's on "
+                 f"{100 * py.last['agreement']:.2f}% of {py.last['pixels']:,} pixels (the JPEG decoders differ: Go's and libjpeg).",
+                 "", "| side | images/s | / faster PyTorch (paired, median and range) |", "| --- | --- | --- |"]
+        for name, _ in sides:
+            ratios = [g / p for g, p in zip(rate[name], faster_py)]
+            lines.append(f"| {name} | {statistics.median(rate[name]):.1f} | {statistics.median(ratios):.2f}x "
+                         f"({min(ratios):.2f}-{max(ratios):.2f}) |")
+        return lines
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--l2gflow", default="bin/l2gflow")
@@ -95,12 +166,16 @@ def main():
     ap.add_argument("--min-time", type=float, default=3.0)
     ap.add_argument("--only", default="")
     ap.add_argument("--out", default="")
+    ap.add_argument("--torchexport", default="bin/torchexport")
+    ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end labeling rows")
+    ap.add_argument("--e2e-images", type=int, default=500)
+    ap.add_argument("--e2e-only", action="store_true", help="only the end-to-end labeling rows")
     args = ap.parse_args()
     env = dict(os.environ, GOMAXPROCS="2", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
     sys.path.insert(0, HERE)
     from torch_ref import workloads  # the same list as model.Workloads
 
-    names = [w["name"] for w in workloads() if args.only in w["name"]]
+    names = [] if args.e2e_only else [w["name"] for w in workloads() if args.only in w["name"]]
 
     def go_cmd(name):
         return [args.l2gflow, "bench", "--workloads", "--min-time", f"{args.min_time}s", "--only", name]
@@ -108,7 +183,9 @@ def main():
     def py_cmd(name):
         return [sys.executable, os.path.join(HERE, "torch_ref.py"), "--min-time", str(args.min_time), "--only", name]
 
-    figures = {"l2gflow": {n: [] for n in names}, "pytorch": {n: [] for n in names}}
+    layouts = ["default", "channels_last"]
+    columns = [("l2gflow", "default"), ("pytorch", "default"), ("pytorch", "channels_last")]
+    figures = {c: {n: [] for n in names} for c in columns}
     units, headers = {}, {}
     for r in range(args.rounds):
         start = time.time()
@@ -118,33 +195,43 @@ def main():
         for name in names:
             for side, cmd in sides:
                 header, values = run_side(cmd(name), env)
-                if name not in values:
-                    sys.exit(f"{side} gave no figure for workload {name!r} (do model.Workloads and bench/torch_ref.py list the same names?)")
                 headers[side] = header
-                figures[side][name].append(values[name][0])
-                units[name] = values[name][1]
+                for layout in (layouts if side == "pytorch" else ["default"]):
+                    if (name, layout) not in values:
+                        sys.exit(f"{side} gave no {layout} figure for workload {name!r} (do model.Workloads and bench/torch_ref.py list the same names?)")
+                    figures[(side, layout)][name].append(values[(name, layout)][0])
+                    units[name] = values[(name, layout)][1]
         print(f"round {r + 1}: {time.time() - start:.0f} s", file=sys.stderr, flush=True)
     lines = [
         machine_line(),
         "",
-        f"l2gflow: {json.dumps(headers['l2gflow'])}",
-        f"PyTorch: {json.dumps(headers['pytorch'])}",
+        f"l2gflow: {json.dumps(headers.get('l2gflow'))}",
+        f"PyTorch: {json.dumps(headers.get('pytorch'))}",
         f"{args.rounds} rounds, each workload on both sides back to back (the first side alternating); "
         f"each figure after a warm-up, over at least {args.min_time:g} s; medians, and the median and "
-        "range of the rounds' paired ratios.",
+        "range of the rounds' paired ratios of l2gflow's speed to the faster PyTorch layout of the round. "
+        "PyTorch as `bench/torch_ref.py` writes it: eval() and inference_mode() for inference, the flip "
+        "batched with the image, torchvision's ResNet-50.",
         "",
-        "| workload | l2gflow | PyTorch CPU | l2gflow / PyTorch speed | paired ratios, range |",
-        "| --- | --- | --- | --- | --- |",
+        "| workload | l2gflow | PyTorch | PyTorch channels_last | l2gflow / faster PyTorch | paired ratios, range |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name in names:
         unit = units[name]
-        gs, ps = figures["l2gflow"][name], figures["pytorch"][name]
-        ratios = [g / p if unit == "img/s" else p / g for g, p in zip(gs, ps)]
+        gs = figures[("l2gflow", "default")][name]
+        pd, pc = figures[("pytorch", "default")][name], figures[("pytorch", "channels_last")][name]
+        if unit == "img/s":
+            ratios = [g / max(a, b) for g, a, b in zip(gs, pd, pc)]
+        else:
+            ratios = [min(a, b) / g for g, a, b in zip(gs, pd, pc)]
         fmt = "{:.1f} img/s" if unit == "img/s" else "{:.1f} ms"
         if unit == "ms" and "inference" in name:
             fmt = "{:.1f} ms/img"
-        lines.append(f"| {name} | {fmt.format(statistics.median(gs))} | {fmt.format(statistics.median(ps))} | "
-                     f"{statistics.median(ratios):.2f}x | {min(ratios):.2f}-{max(ratios):.2f} |")
+        lines.append(f"| {name} | {fmt.format(statistics.median(gs))} | {fmt.format(statistics.median(pd))} | "
+                     f"{fmt.format(statistics.median(pc))} | {statistics.median(ratios):.2f}x | "
+                     f"{min(ratios):.2f}-{max(ratios):.2f} |")
+    if not args.no_e2e and not args.only:
+        lines += end_to_end(args, env)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

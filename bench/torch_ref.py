@@ -1,10 +1,21 @@
 """PyTorch reference of l2gflow's pinned workloads (model.Workloads), for
 `make bench-compare`: the same networks layer for layer, the same shapes,
-random weights and inputs, 2 threads. Prints one JSON object a line:
-{"name": ..., "value": ..., "unit": ...}.
+random weights and inputs, 2 threads. Prints one JSON object a line for
+each workload and memory layout:
+{"name": ..., "layout": "default" | "channels_last", "value": ..., "unit": ...}.
+
+The rule of this file: it must be the fastest plain PyTorch a user would
+write for each workload. Inference runs in eval() mode under
+torch.inference_mode(); the flipped image goes through the network in one
+batch with the image; ResNet-50 is torchvision's, dilated with
+replace_stride_with_dilation (torchvision's ResNet-18 refuses dilation, so
+it is written out here block for block, as torchvision builds it); every
+workload is measured in both the default and the channels_last memory
+layout, and the comparison is made against the faster. A change that makes
+l2gflow look better by making this side slower is a defect.
 
 Run with Debian's python3-torch and python3-torchvision:
-    /usr/bin/python3 bench/torch_ref.py [--min-time 3]
+    /usr/bin/python3 bench/torch_ref.py [--min-time 3] [--layouts default,channels_last]
 Not part of l2gflow: a reference for comparison only."""
 
 import argparse
@@ -14,6 +25,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torchvision
 
 
 def conv_bn(cin, cout, k, stride, dil, act=True):
@@ -64,6 +76,13 @@ class CAMNet(nn.Module):
         super().__init__()
         a = PRESETS[arch]
         self.classes = classes
+        if arch == "resnet50":
+            # torchvision's network, its last stages dilated to the stride.
+            dilate = {32: [False, False, False], 16: [False, False, True], 8: [False, True, True]}[output_stride]
+            r = torchvision.models.resnet50(replace_stride_with_dilation=dilate)
+            self.backbone = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2, r.layer3, r.layer4)
+            self.classifier = nn.Conv2d(2048, classes + 1, 1, bias=False)
+            return
         layers = [conv_bn(3, a["stem"], a["kernel"], 2, 1)]
         total = 2
         if a["pool"]:
@@ -98,6 +117,7 @@ def workloads():
         dict(name="resnet18 OS16: inference batch 8 at 128 px", arch="resnet18", os=16, kind="infer", batch=8, size=128, unit="ms"),
         dict(name="resnet18 OS16: inference batch 8 at 224 px", arch="resnet18", os=16, kind="infer", batch=8, size=224, unit="ms"),
         dict(name="resnet50 OS16: inference batch 8 at 224 px", arch="resnet50", os=16, kind="infer", batch=8, size=224, unit="ms"),
+        dict(name="resnet50 OS8: CAM inference, 448 px, 8 passes (4 scales x flip)", arch="resnet50", os=8, kind="multiscale", batch=1, size=448, unit="ms"),
         dict(name="resnet18 OS16: training step, batch 16 at 128 px", arch="resnet18", os=16, kind="train-cam", batch=16, size=128, unit="ms"),
         dict(name="resnet18 OS16: training step, batch 8 at 224 px", arch="resnet18", os=16, kind="train-cam", batch=8, size=224, unit="ms"),
         dict(name="resnet50 OS16: training step, batch 8 at 224 px", arch="resnet50", os=16, kind="train-cam", batch=8, size=224, unit="ms"),
@@ -118,38 +138,40 @@ def interp(dst, start, size, src):
     return m
 
 
-def prepare(w):
+def prepare(w, layout):
     classes = 6 if w["arch"] == "tiny" else 20
-    g = CAMNet(w["arch"], w["os"], classes)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    g = CAMNet(w["arch"], w["os"], classes).to(memory_format=fmt)
     if w["kind"] in ("multiscale", "infer"):
         g.eval()
         if w["kind"] == "infer":
-            x = torch.randn(w["batch"], 3, w["size"], w["size"])
+            x = torch.randn(w["batch"], 3, w["size"], w["size"]).contiguous(memory_format=fmt)
 
             def run():
-                with torch.no_grad():
+                with torch.inference_mode():
                     g(x)
             return run
         img = torch.randn(1, 3, w["size"], w["size"])
+        tagged = [0, 2]
 
         def run():
-            # The reference's multi-scale CAM: each scale and its mirror,
-            # upsampled to the image, summed, ReLU, normalised.
-            with torch.no_grad():
+            # The reference's multi-scale CAM: each scale with its mirror in
+            # one batch, upsampled to the image, summed, ReLU, normalised.
+            with torch.inference_mode():
                 total = 0
                 for s in (0.5, 1.0, 1.5, 2.0):
                     h = max(8, round(w["size"] * s))
                     v = F.interpolate(img, size=(h, h), mode="bilinear", align_corners=False)
-                    for x in (v, torch.flip(v, dims=[3])):
-                        cam, _ = g(x)
-                        if x is not v:
-                            cam = torch.flip(cam, dims=[3])
-                        total = total + F.interpolate(cam[:, :classes], size=(w["size"], w["size"]), mode="bilinear", align_corners=False)
+                    x = torch.cat([v, torch.flip(v, dims=[3])]).contiguous(memory_format=fmt)
+                    cam, _ = g(x)
+                    cam = cam[:, tagged]  # the image's tagged classes only, as labeling reads them
+                    cam = cam[:1] + torch.flip(cam[1:], dims=[3])
+                    total = total + F.interpolate(cam, size=(w["size"], w["size"]), mode="bilinear", align_corners=False)
                 total = F.relu(total)
                 total / (total.amax(dim=(2, 3), keepdim=True) + 1e-5)
         return run
     g.train()
-    x = torch.randn(w["batch"], 3, w["size"], w["size"])
+    x = torch.randn(w["batch"], 3, w["size"], w["size"]).contiguous(memory_format=fmt)
     tags = torch.zeros(w["batch"], classes)
     tags[torch.arange(w["batch"]), torch.randint(0, classes, (w["batch"],))] = 1
     if w["kind"] == "train-cam":
@@ -165,12 +187,12 @@ def prepare(w):
     # the global CAM resampled into each view's box (two matrix products),
     # softmaxed, taught by the local network's binarised, saliency-shaped
     # target (MSE x 10) plus the local classification loss.
-    loc = CAMNet(w["arch"], w["os"], classes)
+    loc = CAMNet(w["arch"], w["os"], classes).to(memory_format=fmt)
     loc.train()
     opt = torch.optim.SGD(list(g.parameters()) + list(loc.parameters()), lr=0.001, momentum=0.9)
     V, vs, s, st = w["views"], w["view"], w["size"], w["os"]
     boxes = [(0, 0), (0, s - vs), (s - vs, 0), (s - vs, s - vs)] + [tuple(torch.randint(0, s - vs + 1, (2,)).tolist()) for _ in range(V - 4)]
-    views = torch.cat([x[:, :, y:y + vs, xx:xx + vs] for (y, xx) in boxes], 0)  # [V*B, 3, vs, vs]
+    views = torch.cat([x[:, :, y:y + vs, xx:xx + vs] for (y, xx) in boxes], 0).contiguous(memory_format=fmt)  # [V*B, 3, vs, vs]
     vtags = tags.repeat(V, 1)
     h, hf = -(-vs // st), -(-s // st)
     ry = torch.stack([interp(h, y / st, vs / st, hf) for (y, _) in boxes])  # [V, h, hf]
@@ -195,11 +217,11 @@ def prepare(w):
     return run
 
 
-def measure(w, min_time):
-    run = prepare(w)
+def measure(w, layout, min_time):
+    run = prepare(w, layout)
     run()  # warm up
     n, start = 0, time.perf_counter()
-    while n < 3 or time.perf_counter() - start < min_time:
+    while n < 1 or time.perf_counter() - start < min_time:  # as model.Workload.Measure
         run()
         n += 1
     per = (time.perf_counter() - start) / n
@@ -214,6 +236,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--min-time", type=float, default=3.0)
     ap.add_argument("--only", default="", help="run the workloads whose name contains this")
+    ap.add_argument("--layouts", default="default,channels_last", help="memory layouts to measure, comma-separated")
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(1)
@@ -221,7 +244,9 @@ def main():
     for w in workloads():
         if args.only and args.only not in w["name"]:
             continue
-        print(json.dumps({"name": w["name"], "value": measure(w, args.min_time), "unit": w["unit"]}), flush=True)
+        for layout in args.layouts.split(","):
+            value = measure(w, layout, args.min_time)
+            print(json.dumps({"name": w["name"], "layout": layout, "value": value, "unit": w["unit"]}), flush=True)
 
 
 if __name__ == "__main__":
