@@ -15,7 +15,7 @@ DIRTY := $(if $(COMMIT),$(shell git diff --quiet HEAD -- 2>/dev/null || echo -di
 LDFLAGS := -X main.commit=$(COMMIT)$(DIRTY)
 DEMO_OUT ?= demo-out
 
-.PHONY: build worker worker-arm64 test test-short test-cpus test-upstream fmt-check vet unit demo bench bench-compare fuzz clean flex-template study study-quick
+.PHONY: bench-against build worker worker-arm64 test test-short test-cpus test-upstream fmt-check vet unit demo bench bench-compare fuzz clean flex-template study study-quick
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/l2gflow
@@ -104,6 +104,16 @@ study: build
 # The study's check of minutes (one seed, 300 images); reports to $(STUDY_OUT)-quick.
 study-quick: build
 	./$(BIN) study --quick --out $(STUDY_OUT)-quick --report $(STUDY_OUT)-quick/quality.md $(STUDY_ARGS)
+
+# The labeling job's rate against the previous commit's (BASE), paired
+# rounds of whole label processes on the same images; says whether the
+# labels changed too.
+BASE ?= HEAD~1
+bench-against: build
+	rm -rf bench-out/base-src && git worktree add --detach bench-out/base-src $(BASE)
+	cd bench-out/base-src && $(GO) build -o $(CURDIR)/bin/l2gflow-base ./cmd/l2gflow; \
+	status=$$?; cd $(CURDIR) && git worktree remove --force bench-out/base-src; exit $$status
+	./$(BIN) bench --against bin/l2gflow-base --images $(or $(IMAGES),1000) --rounds $(or $(ROUNDS),4) --out bench-out/against
 
 bench-compare: build
 	@/usr/bin/python3 -c "import torch, torchvision" 2>/dev/null || \
