@@ -15,7 +15,7 @@ DIRTY := $(if $(COMMIT),$(shell git diff --quiet HEAD -- 2>/dev/null || echo -di
 LDFLAGS := -X main.commit=$(COMMIT)$(DIRTY)
 DEMO_OUT ?= demo-out
 
-.PHONY: bench-against build worker worker-arm64 test test-short test-cpus test-upstream fmt-check vet unit demo bench bench-compare fuzz clean flex-template study study-quick
+.PHONY: bench-against fork-check build worker worker-arm64 test test-short test-cpus test-upstream fmt-check vet unit demo bench bench-compare fuzz clean flex-template study study-quick
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/l2gflow
@@ -54,7 +54,11 @@ unit: worker
 	L2GFLOW_WORKER_BINARY=$(CURDIR)/bin/l2gflow-linux-amd64 $(GO) test -count=1 -timeout 60m ./...
 	cd third_party/compute && $(GO) test -count=1 ./internal/gobackend/...
 
-test: fmt-check vet unit test-cpus test-upstream
+test: fmt-check vet fork-check unit test-cpus test-upstream
+
+# The fork is pristine upstream plus third_party/compute-patches (FORK.md).
+fork-check:
+	third_party/forkpatches.sh check
 
 # The model on upstream compute v0.1.14 (go.mod without the replace
 # directive, in a temporary -modfile): its Go backend lacks the batch
