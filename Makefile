@@ -15,7 +15,7 @@ DIRTY := $(if $(COMMIT),$(shell git diff --quiet HEAD -- 2>/dev/null || echo -di
 LDFLAGS := -X main.commit=$(COMMIT)$(DIRTY)
 DEMO_OUT ?= demo-out
 
-.PHONY: build worker worker-arm64 test test-short test-cpus test-upstream fmt-check vet unit demo bench bench-compare fuzz clean flex-template study study-quick
+.PHONY: bench-against fork-check build worker worker-arm64 test test-short test-cpus test-upstream fmt-check vet unit demo bench bench-compare fuzz clean flex-template study study-quick
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/l2gflow
@@ -54,7 +54,11 @@ unit: worker
 	L2GFLOW_WORKER_BINARY=$(CURDIR)/bin/l2gflow-linux-amd64 $(GO) test -count=1 -timeout 60m ./...
 	cd third_party/compute && $(GO) test -count=1 ./internal/gobackend/...
 
-test: fmt-check vet unit test-cpus test-upstream
+test: fmt-check vet fork-check unit test-cpus test-upstream
+
+# The fork is pristine upstream plus third_party/compute-patches (FORK.md).
+fork-check:
+	third_party/forkpatches.sh check
 
 # The model on upstream compute v0.1.14 (go.mod without the replace
 # directive, in a temporary -modfile): its Go backend lacks the batch
@@ -104,6 +108,16 @@ study: build
 # The study's check of minutes (one seed, 300 images); reports to $(STUDY_OUT)-quick.
 study-quick: build
 	./$(BIN) study --quick --out $(STUDY_OUT)-quick --report $(STUDY_OUT)-quick/quality.md $(STUDY_ARGS)
+
+# The labeling job's rate against the previous commit's (BASE), paired
+# rounds of whole label processes on the same images; says whether the
+# labels changed too.
+BASE ?= HEAD~1
+bench-against: build
+	rm -rf bench-out/base-src && git worktree add --detach bench-out/base-src $(BASE)
+	cd bench-out/base-src && $(GO) build -o $(CURDIR)/bin/l2gflow-base ./cmd/l2gflow; \
+	status=$$?; cd $(CURDIR) && git worktree remove --force bench-out/base-src; exit $$status
+	./$(BIN) bench --against bin/l2gflow-base --images $(or $(IMAGES),1000) --rounds $(or $(ROUNDS),4) --out bench-out/against
 
 bench-compare: build
 	@/usr/bin/python3 -c "import torch, torchvision" 2>/dev/null || \

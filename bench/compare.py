@@ -175,6 +175,7 @@ def main():
     sys.path.insert(0, HERE)
     from torch_ref import workloads  # the same list as model.Workloads
 
+    machine = machine_line()  # the commit of the binaries measured, not of the tree at the end
     names = [] if args.e2e_only else [w["name"] for w in workloads() if args.only in w["name"]]
 
     def go_cmd(name):
@@ -203,7 +204,7 @@ def main():
                     units[name] = values[(name, layout)][1]
         print(f"round {r + 1}: {time.time() - start:.0f} s", file=sys.stderr, flush=True)
     lines = [
-        machine_line(),
+        machine,
         "",
         f"l2gflow: {json.dumps(headers.get('l2gflow'))}",
         f"PyTorch: {json.dumps(headers.get('pytorch'))}",

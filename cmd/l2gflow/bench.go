@@ -36,6 +36,9 @@ type benchFlags struct {
 	minTime    time.Duration
 	only       string
 	cpuProfile string
+	// against is another l2gflow binary to label the same images with,
+	// in paired rounds (runAgainst).
+	against string
 }
 
 func benchCommand() *command {
@@ -43,7 +46,7 @@ func benchCommand() *command {
 	return &command{
 		name:     "bench",
 		summary:  "measure the labeling pipeline on prism against the in-process path (images/s, cores, memory)",
-		usage:    "[--out DIR] [--images 200,2000] [--rounds 2] [--model M] | --image-sizes [--images 300] [--size 128] [--buckets-per-octave 4,8,16] | --workloads [--min-time 3s]",
+		usage:    "[--out DIR] [--images 200,2000] [--rounds 2] [--model M] | --image-sizes [--images 300] [--size 128] [--buckets-per-octave 4,8,16] | --workloads [--min-time 3s] | --against BINARY [--images 1000] [--rounds 4]",
 		sections: config.SectionRunner,
 		bind: func(fs *flag.FlagSet, cfg *config.Config) {
 			fs.StringVar(&bf.out, "out", "bench-out", "working `dir` (dataset, model, labels, bench.json)")
@@ -57,6 +60,7 @@ func benchCommand() *command {
 			fs.DurationVar(&bf.minTime, "min-time", minTimeDefault, "--workloads: time each workload runs after its warm-up")
 			fs.StringVar(&bf.only, "only", "", "--workloads: only those whose name contains this")
 			fs.StringVar(&bf.cpuProfile, "cpuprofile", "", "--workloads: write a CPU profile of each workload into this `dir` (go tool pprof)")
+			fs.StringVar(&bf.against, "against", "", "label the same images with this `binary` too (e.g. the previous commit's: make bench-against), in paired rounds, and compare images/s and the labels' bytes")
 			bindBackend(fs, &cfg.Runner)
 		},
 		run: func(ctx context.Context, env *cmdEnv) error { return runBench(ctx, env, bf) },
@@ -69,6 +73,9 @@ func runBench(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 	}
 	if bf.workloads {
 		return runWorkloads(ctx, env, bf)
+	}
+	if bf.against != "" {
+		return runAgainst(ctx, env, bf)
 	}
 	quietBeam(env, false)
 	beam.Init()

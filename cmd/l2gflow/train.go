@@ -39,7 +39,7 @@ func trainCommand() *command {
 			fs.Float64Var(&t.BgThr, "bg-thr", t.BgThr, "binarisation threshold of the local target")
 			fs.StringVar(&t.Transfer, "transfer", t.Transfer, "transfer loss: mse (reference code) or kl (paper)")
 			fs.Float64Var(&t.KDWeight, "kd-weight", t.KDWeight, "weight of the transfer loss")
-			fs.Float64Var(&t.GlobalClsWeight, "global-cls-weight", t.GlobalClsWeight, "add the global network's classification loss (reference 0)")
+			fs.Float64Var(&t.GlobalClsWeight, "global-cls-weight", t.GlobalClsWeight, "weight of the global network's own classification loss (reference 0; docs/defaults.md)")
 			fs.StringVar(&t.Optimizer, "optimizer", t.Optimizer, "sgd (Nesterov) or adam")
 			fs.Float64Var(&t.LR, "lr", t.LR, "base learning rate")
 			fs.StringVar(&t.Schedule, "schedule", t.Schedule, "learning-rate schedule: step or poly")
