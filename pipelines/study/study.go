@@ -404,6 +404,9 @@ func withLabels(e config.Eval, labels string) config.Eval {
 // LoadResults reads every result under out.
 func LoadResults(out string) ([]Result, error) {
 	var all []Result
+	if _, err := os.Stat(out); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // a study not started yet
+	}
 	err := filepath.WalkDir(out, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || d.Name() != ResultFile {
 			return err

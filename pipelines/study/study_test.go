@@ -27,7 +27,8 @@ func TestStudyRunsResumesAndReports(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: trains or runs whole jobs (make test-short)")
 	}
-	out := t.TempDir()
+	// The output folder does not exist yet, as `make study` starts.
+	out := filepath.Join(t.TempDir(), "study-out")
 	var log bytes.Buffer
 	o := tinyOptions(out)
 	o.Log = &log
