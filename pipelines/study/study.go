@@ -137,8 +137,9 @@ type Result struct {
 	Threshold Score `json:"threshold"`
 	// Written is the mIoU of the labels as written (threshold rule at
 	// Threshold); Fixed the sweep's mIoU at the configured fixed
-	// threshold; Best the sweep's best, at BestThreshold; Saliency the
-	// saliency background rule's.
+	// threshold; Best the best of the sweep and the written labels, at
+	// BestThreshold (a calibrated threshold can lie outside the sweep);
+	// Saliency the saliency background rule's.
 	Written       Score              `json:"miou_written"`
 	FixedAt       float64            `json:"fixed_threshold"`
 	Fixed         Score              `json:"miou_fixed"`
@@ -303,6 +304,9 @@ func runArm(ctx context.Context, st *storage.Store, o Options, arm Arm, gen stri
 	res.Best, res.BestThreshold = Score(math.NaN()), Score(math.NaN())
 	if mt.Best != nil {
 		res.Best, res.BestThreshold = Score(mt.Best.MIoU), Score(mt.Best.Threshold)
+	}
+	if !(res.Best >= res.Written) { // also when the sweep has no best (NaN)
+		res.Best, res.BestThreshold = res.Written, res.Threshold
 	}
 	res.ClassIoU = map[string]float64{}
 	for _, c := range mt.Classes {
