@@ -310,7 +310,8 @@ func TestFuseSoftmaxReading(t *testing.T) {
 // TestPrepareViewFromRGB: a view cut straight from the 8-bit pixels equals
 // the view cut from the normalised float image, to the bit.
 func TestPrepareViewFromRGB(t *testing.T) {
-	e := &Engine{mean: ImageMean, std: ImageStd}
+	e := &Engine{}
+	e.setNormalization(ImageMean, ImageStd)
 	r := rand.New(rand.NewPCG(1, 1))
 	img := imagefile.NewRGB(53, 38)
 	for i := range img.Pix {
