@@ -463,17 +463,20 @@ func (e *Engine) InferFrom(src ViewSource) ([]*maps.Map, InferStats, error) {
 // each view's CAM, cut to its real region, in out.
 func (e *Engine) runBatch(b Bucket, idx []int, src ViewSource, out []*maps.Map) (InferStats, error) {
 	n := b.Batch
-	x := make([]float32, n*b.H*b.W*3)
 	real := make([][2]int, n)
 	var realPx int64
 	for j, i := range idx {
 		h, w := src.Size(i)
-		src.Fill(i, x[j*b.H*b.W*3:(j+1)*b.H*b.W*3], b.W*3)
 		real[j] = [2]int{h, w}
 		realPx += int64(h * w)
 	}
+	fill := func(x []float32) {
+		for j, i := range idx {
+			src.Fill(i, x[j*b.H*b.W*3:(j+1)*b.H*b.W*3], b.W*3)
+		}
+	}
 	start := time.Now()
-	cam, dims, _, err := e.fwd.Run(x, n, b.H, b.W, real)
+	cam, dims, _, err := e.fwd.RunFilled(n, b.H, b.W, fill, real)
 	if err != nil {
 		return InferStats{}, err
 	}

@@ -162,6 +162,14 @@ func (f *Forward) Run(x []float32, n, h, w int, real [][2]int) (cam []float32, d
 	if len(x) != n*h*w*3 {
 		return nil, nil, nil, fmt.Errorf("input has %d values, want %d", len(x), n*h*w*3)
 	}
+	return f.RunFilled(n, h, w, func(dst []float32) { copy(dst, x) }, real)
+}
+
+// RunFilled is Run with the input written by fill into the input tensor
+// itself ([n, h, w, 3], zeroed; with the Go backend a buffer it shares
+// with the host), so that a batch is not built in a slice of its own and
+// copied.
+func (f *Forward) RunFilled(n, h, w int, fill func(x []float32), real [][2]int) (cam []float32, dims []int, logits []float32, err error) {
 	if real != nil && len(real) != n {
 		return nil, nil, nil, fmt.Errorf("%d real sizes for %d inputs", len(real), n)
 	}
@@ -178,7 +186,14 @@ func (f *Forward) Run(x []float32, n, h, w int, real [][2]int) (cam []float32, d
 		sizes[2*i], sizes[2*i+1] = float32(rh), float32(rw)
 		padded = padded || rh < h || rw < w
 	}
-	in := tensors.FromFlatDataAndDimensions(x, n, h, w, 3)
+	in, err := tensors.FromShapeForBackend(f.backend, 0, shapes.Make(dtypes.Float32, n, h, w, 3))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("input tensor: %w", err)
+	}
+	if err := tensors.MutableFlatData(in, fill); err != nil {
+		in.FinalizeAll()
+		return nil, nil, nil, fmt.Errorf("input tensor: %w", err)
+	}
 	valid := tensors.FromFlatDataAndDimensions(sizes, n, 2)
 	// Release the inputs' backend buffers now rather than at garbage
 	// collection: with shared buffers they would otherwise pile up.
