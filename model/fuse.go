@@ -263,16 +263,10 @@ func (f *Fused) ScanRows(fn func(y int, row []float32)) {
 // first in Tags order on a tie), else background 0.
 func (f *Fused) LabelThreshold(bgThr float32) *imagefile.Gray {
 	out := imagefile.NewGray(f.W, f.H)
-	k := len(f.Tags)
+	k, chans := len(f.Tags), f.channels()
 	f.ScanRows(func(y int, row []float32) {
 		for x := range f.W {
-			best, label := bgThr, uint8(0)
-			for i, t := range f.Tags {
-				if v := row[x*k+i]; v > best {
-					best, label = v, uint8(t+1)
-				}
-			}
-			out.Pix[y*f.W+x] = label
+			out.Pix[y*f.W+x] = maps.ThresholdPixel(row[x*k:(x+1)*k], chans, f.Tags, bgThr)
 		}
 	})
 	return out
@@ -285,31 +279,23 @@ func (f *Fused) LabelSaliency(sal *imagefile.Gray, salThr, camThr float32) (*ima
 		return nil, fmt.Errorf("saliency %dx%d for a %dx%d image", sal.W, sal.H, f.W, f.H)
 	}
 	out := imagefile.NewGray(f.W, f.H)
-	k := len(f.Tags)
+	k, chans := len(f.Tags), f.channels()
 	f.ScanRows(func(y int, row []float32) {
 		for x := range f.W {
 			p := y*f.W + x
-			salient := float32(sal.Pix[p])/255 > salThr
-			best, label := float32(1), uint8(0)
-			if salient {
-				best = 0
-			}
-			for i, t := range f.Tags {
-				v := row[x*k+i]
-				if v < camThr {
-					v = 0
-				}
-				if v > best {
-					best, label = v, uint8(t+1)
-				}
-			}
-			if label == 0 && salient {
-				label = imagefile.Ignore
-			}
-			out.Pix[p] = label
+			out.Pix[p] = maps.SaliencyPixel(row[x*k:(x+1)*k], chans, f.Tags, float32(sal.Pix[p])/255 > salThr, camThr)
 		}
 	})
 	return out, nil
+}
+
+// channels are the map's channel of each tag: channel i scores Tags[i].
+func (f *Fused) channels() []int {
+	chans := make([]int, len(f.Tags))
+	for i := range chans {
+		chans[i] = i
+	}
+	return chans
 }
 
 // Top is, for each pixel of the working map, the highest tagged-class

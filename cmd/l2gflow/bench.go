@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -102,19 +105,13 @@ func runBench(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 	if _, err := synth.Write(ctx, st, data, synth.Options{Images: largest, Size: 128, Classes: 6, Seed: 1, NoSaliencyFraction: 0.1}); err != nil {
 		return err
 	}
-	modelURI := bf.model
-	if modelURI == "" {
-		modelURI = filepath.Join(bf.out, "bench-model.l2g")
-		ds, err := dataset.Load(ctx, st, data, "train")
-		if err != nil {
-			return err
-		}
-		tc := config.Default().Train
-		tc.Out, tc.Method, tc.Steps, tc.Optimizer, tc.LR = modelURI, "cam", 30, "adam", 0.001
-		fmt.Fprintf(env.stderr, "bench: training a small model (%d steps)\n", tc.Steps)
-		if _, err := trainer.Run(ctx, trainer.Options{Config: tc, Data: ds, Store: st, Backend: env.cfg.Runner.Backend}); err != nil {
-			return err
-		}
+	ds, err := dataset.Load(ctx, st, data, "train")
+	if err != nil {
+		return err
+	}
+	modelURI, err := benchModel(ctx, env, st, ds, bf, "cam")
+	if err != nil {
+		return err
 	}
 	// Warm up: load the model and compile every inference shape once (on
 	// both paths), so that no measured run pays for it.
@@ -179,4 +176,38 @@ func writeManifestPrefix(ctx context.Context, st *storage.Store, root, path stri
 		return err
 	}
 	return st.WriteFile(ctx, path, []byte(b.String()))
+}
+
+// benchModel is --model, or else a small model of method trained for 30
+// steps on ds (written to bench-model.l2g in the working dir): what a
+// benchmark labels with.
+func benchModel(ctx context.Context, env *cmdEnv, st *storage.Store, ds *dataset.Dataset, bf *benchFlags, method string) (string, error) {
+	if bf.model != "" {
+		return bf.model, nil
+	}
+	uri := filepath.Join(bf.out, "bench-model.l2g")
+	tc := config.Default().Train
+	tc.Out, tc.Method, tc.Steps = uri, method, 30
+	fmt.Fprintf(env.stderr, "bench: training a small %s model (%d steps)\n", method, tc.Steps)
+	if _, err := trainer.Run(ctx, trainer.Options{Config: tc, Data: ds, Store: st, Backend: env.cfg.Runner.Backend}); err != nil {
+		return "", err
+	}
+	return uri, nil
+}
+
+// timedRun runs bin with args to its exit and returns its wall seconds
+// and peak resident memory in MB; its output is kept for the error.
+func timedRun(ctx context.Context, bin string, args ...string) (secs, peakMB float64, err error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		return 0, 0, fmt.Errorf("%s %s: %w (%s)", filepath.Base(bin), args[0], err, strings.TrimSpace(out.String()))
+	}
+	secs = time.Since(start).Seconds()
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		peakMB = float64(ru.Maxrss) / 1024
+	}
+	return secs, peakMB, nil
 }

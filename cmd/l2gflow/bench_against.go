@@ -11,14 +11,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
-	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/synth"
-	"github.com/l2gflow/l2gflow/model/trainer"
 )
 
 // againstRun is one timed label process of the paired benchmark against
@@ -64,15 +60,9 @@ func runAgainst(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 	if err != nil {
 		return err
 	}
-	modelURI := bf.model
-	if modelURI == "" {
-		modelURI = filepath.Join(bf.out, "bench-model.l2g")
-		tc := config.Default().Train
-		tc.Out, tc.Steps = modelURI, 30
-		fmt.Fprintf(env.stderr, "bench: training a small L2G model (%d steps)\n", tc.Steps)
-		if _, err := trainer.Run(ctx, trainer.Options{Config: tc, Data: ds, Store: st, Backend: env.cfg.Runner.Backend}); err != nil {
-			return err
-		}
+	modelURI, err := benchModel(ctx, env, st, ds, bf, "l2g")
+	if err != nil {
+		return err
 	}
 	sides := []struct{ name, bin string }{{"this", self}, {"other", other}}
 	var runs []againstRun
@@ -87,19 +77,12 @@ func runAgainst(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 			if err := os.RemoveAll(out); err != nil {
 				return err
 			}
-			cmd := exec.CommandContext(ctx, s.bin, "label", "--model", modelURI, "--data", data, "--split", "train", "--out", out,
+			secs, peak, err := timedRun(ctx, s.bin, "label", "--model", modelURI, "--data", data, "--split", "train", "--out", out,
 				"--backend", env.cfg.Runner.Backend)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			start := time.Now()
-			if err := cmd.Run(); err != nil {
-				return fmt.Errorf("label with %s: %w (%s)", s.bin, err, strings.TrimSpace(stderr.String()))
+			if err != nil {
+				return fmt.Errorf("with %s: %w", s.bin, err)
 			}
-			secs := time.Since(start).Seconds()
-			r := againstRun{Side: s.name, Round: round, Images: len(ds.Records), Seconds: secs, ImagesPS: float64(len(ds.Records)) / secs}
-			if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-				r.PeakRSSMB = float64(ru.Maxrss) / 1024
-			}
+			r := againstRun{Side: s.name, Round: round, Images: len(ds.Records), Seconds: secs, ImagesPS: float64(len(ds.Records)) / secs, PeakRSSMB: peak}
 			runs = append(runs, r)
 			fmt.Fprintf(env.stdout, "%-6s %-6d %7d %8.1f %9.1f %7.0fMB\n", r.Side, round, r.Images, r.Seconds, r.ImagesPS, r.PeakRSSMB)
 		}

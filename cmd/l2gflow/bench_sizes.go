@@ -6,21 +6,16 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
-	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/imagefile"
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/synth"
 	"github.com/l2gflow/l2gflow/model"
-	"github.com/l2gflow/l2gflow/model/trainer"
 	"github.com/l2gflow/l2gflow/pipelines/label"
 )
 
@@ -93,15 +88,9 @@ func runSizeBench(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 	if err != nil {
 		return err
 	}
-	modelURI := bf.model
-	if modelURI == "" {
-		modelURI = filepath.Join(bf.out, "bench-model.l2g")
-		tc := config.Default().Train
-		tc.Out, tc.Method, tc.Steps, tc.Optimizer, tc.LR = modelURI, "cam", 30, "adam", 0.001
-		fmt.Fprintf(env.stderr, "bench: training a small model (%d steps)\n", tc.Steps)
-		if _, err := trainer.Run(ctx, trainer.Options{Config: tc, Data: ds, Store: st, Backend: env.cfg.Runner.Backend}); err != nil {
-			return err
-		}
+	modelURI, err := benchModel(ctx, env, st, ds, bf, "cam")
+	if err != nil {
+		return err
 	}
 	type job struct {
 		set    string
@@ -121,18 +110,12 @@ func runSizeBench(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 			out := filepath.Join(bf.out, fmt.Sprintf("labels-%s-%d", j.set, j.octave))
 			args := []string{"label", "--model", modelURI, "--data", j.root, "--split", "train", "--out", out,
 				"--overwrite", "--buckets-per-octave", strconv.Itoa(j.octave), "--backend", env.cfg.Runner.Backend}
-			cmd := exec.CommandContext(ctx, self, args...)
-			cmd.Stderr = nil
-			start := time.Now()
-			if msg, err := cmd.Output(); err != nil {
-				return fmt.Errorf("label %s: %w (%s)", j.set, err, strings.TrimSpace(string(msg)))
+			secs, peak, err := timedRun(ctx, self, args...)
+			if err != nil {
+				return fmt.Errorf("%s set: %w", j.set, err)
 			}
-			secs := time.Since(start).Seconds()
 			r := sizeRun{Set: j.set, BucketsOctave: j.octave, Round: round, Images: len(ds.Records), Megapixels: float64(j.px) / 1e6,
-				Seconds: secs, MegapixelsPerS: float64(j.px) / 1e6 / secs}
-			if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-				r.PeakRSSMB = float64(ru.Maxrss) / 1024
-			}
+				Seconds: secs, MegapixelsPerS: float64(j.px) / 1e6 / secs, PeakRSSMB: peak}
 			var rec label.RunRecord
 			if raw, err := st.ReadFile(ctx, storage.Join(out, "_run.json"), 0); err == nil && json.Unmarshal(raw, &rec) == nil {
 				r.PaddingOverhead = rec.PaddingOverhead

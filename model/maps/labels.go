@@ -30,15 +30,21 @@ func ThresholdLabels(cams *Map, tags []int, bgThr float32) (*imagefile.Gray, err
 	}
 	out := imagefile.NewGray(cams.W, cams.H)
 	for p := 0; p < cams.H*cams.W; p++ {
-		best, label := bgThr, uint8(0)
-		for _, t := range tags {
-			if v := cams.Pix[p*cams.C+t]; v > best {
-				best, label = v, uint8(t+1)
-			}
-		}
-		out.Pix[p] = label
+		out.Pix[p] = ThresholdPixel(cams.Pix[p*cams.C:(p+1)*cams.C], tags, tags, bgThr)
 	}
 	return out, nil
+}
+
+// ThresholdPixel is ThresholdLabels' rule for one pixel: scores[chans[i]]
+// is its score of class tags[i].
+func ThresholdPixel(scores []float32, chans, tags []int, bgThr float32) uint8 {
+	best, label := bgThr, uint8(0)
+	for i, t := range tags {
+		if v := scores[chans[i]]; v > best {
+			best, label = v, uint8(t+1)
+		}
+	}
+	return label
 }
 
 // SaliencyLabels is the saliency background rule (as clovaai/WSSS-BED): a
@@ -55,26 +61,32 @@ func SaliencyLabels(cams *Map, tags []int, sal *imagefile.Gray, salThr, camThr f
 	}
 	out := imagefile.NewGray(cams.W, cams.H)
 	for p := 0; p < cams.H*cams.W; p++ {
-		salient := float32(sal.Pix[p])/255 > salThr
-		best, label := float32(1), uint8(0)
-		if salient {
-			best = 0
-		}
-		for _, t := range tags {
-			v := cams.Pix[p*cams.C+t]
-			if v < camThr {
-				v = 0
-			}
-			if v > best {
-				best, label = v, uint8(t+1)
-			}
-		}
-		if label == 0 && salient {
-			label = imagefile.Ignore
-		}
-		out.Pix[p] = label
+		out.Pix[p] = SaliencyPixel(cams.Pix[p*cams.C:(p+1)*cams.C], tags, tags, float32(sal.Pix[p])/255 > salThr, camThr)
 	}
 	return out, nil
+}
+
+// SaliencyPixel is SaliencyLabels' rule for one pixel: scores[chans[i]] is
+// its score of class tags[i]; salient says whether it is in the salient
+// region.
+func SaliencyPixel(scores []float32, chans, tags []int, salient bool, camThr float32) uint8 {
+	best, label := float32(1), uint8(0)
+	if salient {
+		best = 0
+	}
+	for i, t := range tags {
+		v := scores[chans[i]]
+		if v < camThr {
+			v = 0
+		}
+		if v > best {
+			best, label = v, uint8(t+1)
+		}
+	}
+	if label == 0 && salient {
+		label = imagefile.Ignore
+	}
+	return label
 }
 
 func checkTags(cams *Map, tags []int) error {
