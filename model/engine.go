@@ -157,22 +157,26 @@ func (e *Engine) PrepareViewFromRGB(img *imagefile.RGB, v ViewSpec, dst []float3
 	}
 	ys := maps.AxisTaps(v.InH, 0, float64(wh), wh)
 	xs := maps.AxisTaps(v.InW, 0, float64(ww), ww)
-	norm := func(p, c int) float32 { return e.norm[c][img.Pix[p+c]] }
+	n0, n1, n2 := &e.norm[0], &e.norm[1], &e.norm[2]
 	for y, ty := range ys {
-		r0 := ((y0+ty.I0)*img.W + x0) * 3
-		r1 := ((y0+ty.I1)*img.W + x0) * 3
-		row := dst[y*stride:]
+		r0 := img.Pix[((y0+ty.I0)*img.W+x0)*3:]
+		r1 := img.Pix[((y0+ty.I1)*img.W+x0)*3:]
+		row := dst[y*stride : y*stride+v.InW*3]
+		fy := ty.F
 		for x, tx := range xs {
 			ox := x
 			if v.Flip {
 				ox = v.InW - 1 - x
 			}
 			a0, a1 := tx.I0*3, tx.I1*3
-			fy, fx := ty.F, tx.F
+			fx := tx.F
 			w00, w01, w10, w11 := (1-fy)*(1-fx), (1-fy)*fx, fy*(1-fx), fy*fx
-			for c := 0; c < 3; c++ {
-				row[ox*3+c] = w00*norm(r0+a0, c) + w01*norm(r0+a1, c) + w10*norm(r1+a0, c) + w11*norm(r1+a1, c)
-			}
+			p00, p01 := r0[a0:a0+3:a0+3], r0[a1:a1+3:a1+3]
+			p10, p11 := r1[a0:a0+3:a0+3], r1[a1:a1+3:a1+3]
+			o := row[ox*3 : ox*3+3 : ox*3+3]
+			o[0] = w00*n0[p00[0]] + w01*n0[p01[0]] + w10*n0[p10[0]] + w11*n0[p11[0]]
+			o[1] = w00*n1[p00[1]] + w01*n1[p01[1]] + w10*n1[p10[1]] + w11*n1[p11[1]]
+			o[2] = w00*n2[p00[2]] + w01*n2[p01[2]] + w10*n2[p10[2]] + w11*n2[p11[2]]
 		}
 	}
 }
@@ -382,6 +386,21 @@ func (s mapSource) Fill(i int, dst []float32, stride int) {
 	}
 }
 
+// rgbViews serves views of one image, each cut straight from its 8-bit
+// pixels into its place in the batch input (PrepareViewFromRGB), as the
+// labeling pipeline fills its batches.
+type rgbViews struct {
+	e     *Engine
+	img   *imagefile.RGB
+	views []ViewSpec
+}
+
+func (s rgbViews) Len() int              { return len(s.views) }
+func (s rgbViews) Size(i int) (int, int) { return s.views[i].InH, s.views[i].InW }
+func (s rgbViews) Fill(i int, dst []float32, stride int) {
+	s.e.PrepareViewFromRGB(s.img, s.views[i], dst, stride)
+}
+
 // Infer runs the network on views of any sizes (normalised RGB maps as
 // PrepareView gives) and returns each one's CAM (the C class maps, and the background map last
 // when EngineOptions.Background) at ceil(size / TotalStride): what an unpadded
@@ -558,14 +577,9 @@ func (e *Engine) CAM(img *imagefile.RGB, tags []int, opts ViewOptions, fo FuseOp
 	if fo.Reading == ReadSoftmax && e.channels == e.classes {
 		return nil, errors.New("the softmax reading needs an engine with the background map (EngineOptions.Background)")
 	}
-	norm := e.Normalize(img)
 	views := opts.Views(img.H, img.W)
 	slices.SortFunc(views, func(a, b ViewSpec) int { return a.Index - b.Index })
-	inputs := make([]*maps.Map, len(views))
-	for i, v := range views {
-		inputs[i] = PrepareView(norm, v)
-	}
-	cams, _, err := e.Infer(inputs)
+	cams, _, err := e.InferFrom(rgbViews{e: e, img: img, views: views})
 	if err != nil {
 		return nil, err
 	}
