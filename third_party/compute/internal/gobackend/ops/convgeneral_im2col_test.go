@@ -22,7 +22,7 @@ import (
 // without workers; with Cout a multiple of 32, the row-major 8 x 32 tiles
 // (partial last strips included, a 1x1 convolution that multiplies the
 // input rows in place, and kernels of 1 MB or more, whose blocks are
-// packed per worker's group of columns).
+// read in place per worker's group of columns).
 func TestConvGeneralIm2col(t *testing.T) {
 	seq, par := sequentialAndParallel(t)
 	r := rand.New(rand.NewPCG(7, 8))
