@@ -27,8 +27,13 @@ pristine_dir() {
 # scratch makes a git repository at $1 holding pristine upstream as its
 # first commit.
 scratch() {
+	# The directory is checked here, not only inside pristine_dir: a
+	# failure inside a command substitution does not stop the script, and
+	# an empty name would copy "/.".
+	src=$(pristine_dir) || exit 1
+	[ -n "$src" ] && [ -d "$src" ] || exit 1
 	mkdir -p "$1"
-	cp -R "$(pristine_dir)/." "$1/"
+	cp -R "$src/." "$1/"
 	chmod -R u+w "$1"
 	git -C "$1" init -q
 	git -C "$1" -c user.name=forkpatches -c user.email=forkpatches@l2gflow add -A
@@ -56,7 +61,7 @@ generate)
 			-m "$(git -C "$root" log -1 --format=%s "$c")" -m "l2gflow commit $c"
 	done
 	rm -rf "$patches"
-	git -C "$tmp/series" format-patch -q --no-signature --zero-commit -o "$patches" HEAD~$(($(git -C "$tmp/series" rev-list --count HEAD) - 1))
+	git -C "$tmp/series" format-patch -q --no-numbered --no-signature --zero-commit -o "$patches" HEAD~$(($(git -C "$tmp/series" rev-list --count HEAD) - 1))
 	echo "forkpatches: $(ls "$patches" | wc -l) patches in third_party/compute-patches"
 	;;
 check)
