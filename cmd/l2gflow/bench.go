@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -196,18 +195,23 @@ func benchModel(ctx context.Context, env *cmdEnv, st *storage.Store, ds *dataset
 }
 
 // timedRun runs bin with args to its exit and returns its wall seconds
-// and peak resident memory in MB; its output is kept for the error.
+// and peak resident memory in MB (pollPeakRSS); its output is kept for
+// the error.
 func timedRun(ctx context.Context, bin string, args ...string) (secs, peakMB float64, err error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		return 0, 0, fmt.Errorf("%s %s: %w", filepath.Base(bin), args[0], err)
+	}
+	done, peak := make(chan struct{}), make(chan float64, 1)
+	go func() { peak <- pollPeakRSS(cmd.Process.Pid, done) }()
+	err = cmd.Wait()
+	close(done)
+	peakMB = <-peak
+	if err != nil {
 		return 0, 0, fmt.Errorf("%s %s: %w (%s)", filepath.Base(bin), args[0], err, strings.TrimSpace(out.String()))
 	}
-	secs = time.Since(start).Seconds()
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		peakMB = float64(ru.Maxrss) / 1024
-	}
-	return secs, peakMB, nil
+	return time.Since(start).Seconds(), peakMB, nil
 }
