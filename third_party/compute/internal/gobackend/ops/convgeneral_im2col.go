@@ -198,13 +198,17 @@ var convWinograd func(g *im2colGeometry, backend *gobackend.Backend,
 // than the multiplications they save.
 const winogradMinChannels = 64
 
-// winogradMaxKernel is the largest Cin*Cout the Winograd path takes: its
-// transformed kernel (16*4*Cin*Cout bytes) is re-read for every chunk of
-// tiles, from L2 up to 128x128 channels (1 MB). With 256 and 512 channels
-// it comes from L3 and the products ran at half the tile kernel's speed
-// (also when taken position by position over all tiles, to keep one
-// position's kernel in L2): no faster than the im2col path.
-const winogradMaxKernel = 128 * 128
+// winogradMaxKernel is the largest Cin*Cout the Winograd path takes:
+// ResNet's 3x3 layers up to 512x512 channels. Their transformed kernel
+// (16*4*Cin*Cout bytes, up to 16 MB) comes from L3 for every chunk of
+// tiles; with the tile kernel and the kernel-block path as they are now
+// the products still beat the im2col path's (l2gflow's workloads, paired
+// rounds, limit 128x128 -> 512x512: ResNet-18 inference at 224 px 27.4 ->
+// 21.1 ms an image, at 128 px 9.1 -> 7.8, ResNet-50 65 -> 59.5, the
+// ResNet-18 training step at 224 px 793 -> 700 ms, ResNet-50's 2035 ->
+// 1868 ms; 256x256 alone gained a third of that). Larger kernels are
+// unmeasured and stay on the im2col path.
+const winogradMaxKernel = 512 * 512
 
 // winogradChunkBytes is the target size of one chunk's transformed input
 // ([16, tiles, Cin] values) per worker.

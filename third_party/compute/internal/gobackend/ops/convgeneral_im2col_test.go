@@ -57,7 +57,7 @@ func TestConvGeneralIm2col(t *testing.T) {
 		// 1x1 on the input rows in place.
 		{1, 9, 7, 96, 3, 3, 512, 2, 1, [2][2]int{{1, 1}, {1, 1}}},
 		{1, 5, 3, 600, 1, 1, 256, 1, 1, [2][2]int{}},
-		{1, 6, 6, 512, 3, 3, 256, 1, 3, [2][2]int{{3, 3}, {3, 3}}},
+		{1, 6, 6, 640, 3, 3, 512, 1, 3, [2][2]int{{3, 3}, {3, 3}}},
 		{1, 5, 3, 1024, 1, 1, 256, 1, 1, [2][2]int{}},
 		// 3x3, stride 1, Cin and Cout >= 64 (Winograd F(2x2, 3x3)): odd
 		// sizes (tiles past the edge), dilations 2 and 3 (phases of odd
@@ -69,7 +69,10 @@ func TestConvGeneralIm2col(t *testing.T) {
 		{1, 13, 10, 64, 3, 3, 96, 1, 3, [2][2]int{{3, 3}, {3, 3}}},
 		{1, 8, 9, 67, 3, 3, 64, 1, 1, [2][2]int{{0, 1}, {1, 0}}},
 		{1, 3, 3, 64, 3, 3, 64, 1, 1, [2][2]int{}},
-		{2, 9, 7, 160, 3, 3, 128, 1, 2, [2][2]int{{2, 2}, {2, 2}}},
+		{1, 7, 5, 544, 3, 3, 512, 1, 2, [2][2]int{{2, 2}, {2, 2}}},
+		// Winograd with ResNet's larger channels: 256 to 512, dilated.
+		{1, 6, 6, 512, 3, 3, 256, 1, 3, [2][2]int{{3, 3}, {3, 3}}},
+		{2, 5, 4, 256, 3, 3, 512, 1, 1, [2][2]int{{1, 1}, {1, 1}}},
 		// Inputs narrower than the kernel (no window wholly inside, the
 		// padding on one side only), and a 16-channel stem: the im2col
 		// rows are written a run of one output row at a time.
