@@ -162,6 +162,10 @@ type Backend struct {
 
 	// NumExecutors is the number of concurrent executor goroutines to launch in executeParallel.
 	NumExecutors int
+
+	// Derived keeps values ops derive from operands that stay the same
+	// between executions (DerivedCache).
+	Derived DerivedCache
 }
 
 // Compile-time check that the gobackend.Backend implements compute.Backend.
@@ -248,6 +252,7 @@ func notImplementedError(opType compute.OpType) error {
 func (b *Backend) Finalize() {
 	b.isFinalized = true
 	b.bufferPools.Clear()
+	b.Derived.Clear()
 }
 
 // IsFinalized returns true if the backend has been isFinalized.

@@ -71,27 +71,25 @@ func (g *im2colGeometry) convWinograd(backend *gobackend.Backend,
 	w.tilesPerImage = len(w.rowStarts) * len(w.colStarts)
 	numTiles := g.n * w.tilesPerImage
 
-	packedBuf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, 16*cin*cout))
-	if err != nil {
-		return err
-	}
-	defer backend.PutBuffer(packedBuf)
-	w.packed = packedBuf.Flat.([]float32)
-	parallelRanges(backend, cin, max(1, 4096/cout), func(lo, hi int) {
-		var taps [9][]float32
-		var dst [16][]float32
-		for ci := lo; ci < hi; ci++ {
-			for s := range strips {
-				for t := range 9 {
-					taps[t] = kernel[(t*cin+ci)*cout+32*s : (t*cin+ci)*cout+32*s+32]
+	// The transformed kernel is kept by the backend between executions
+	// (inference runs the same weights every time).
+	w.packed = backend.Derived.Float32(kernel, "winograd-f2x2-3x3", [4]int{cin, cout}, 16*cin*cout, func(packed []float32) {
+		parallelRanges(backend, cin, max(1, 4096/cout), func(lo, hi int) {
+			var taps [9][]float32
+			var dst [16][]float32
+			for ci := lo; ci < hi; ci++ {
+				for s := range strips {
+					for t := range 9 {
+						taps[t] = kernel[(t*cin+ci)*cout+32*s : (t*cin+ci)*cout+32*s+32]
+					}
+					for p := range 16 {
+						off := ((p*strips+s)*cin + ci) * 32
+						dst[p] = packed[off : off+32]
+					}
+					winogradKernelTransform(&taps, &dst)
 				}
-				for p := range 16 {
-					off := ((p*strips+s)*cin + ci) * 32
-					dst[p] = w.packed[off : off+32]
-				}
-				winogradKernelTransform(&taps, &dst)
 			}
-		}
+		})
 	})
 
 	// Chunks of tiles, pulled by the workers: the input transform, the 16

@@ -1,0 +1,121 @@
+// Copyright 2023-2026 The GoMLX Authors. SPDX-License-Identifier: Apache-2.0
+
+package gobackend
+
+import (
+	"bytes"
+	"hash/maphash"
+	"sync"
+	"unsafe"
+)
+
+// DerivedCacheMaxBytes bounds the memory a backend's DerivedCache holds
+// (the operands' copies and the derived values together).
+const DerivedCacheMaxBytes = 512 << 20
+
+// derivedSeenMax bounds how many operands seen once a DerivedCache
+// remembers (a hash each); past it they are forgotten.
+const derivedSeenMax = 4096
+
+// DerivedCache keeps values an op derives from an operand that is usually
+// the same from one execution to the next, such as a convolution's
+// transformed kernel in inference, where the weights are the same
+// parameter buffers every time, so that they are not derived again on
+// every execution. An operand is known by its memory (its first element's
+// address and length) and a key of the op's own (the shapes the
+// derivation depends on). It is kept once it has been seen twice with the
+// same bytes (a hash of them the first time), with a copy of its bytes,
+// and the kept values are used only when the operand's bytes equal that
+// copy: a result never depends on what the cache holds. Operands that
+// change between executions (a kernel being trained, updated in place or
+// at a new address every step) are never kept, and cost a hash.
+//
+// The zero value is ready to use; it is safe for concurrent use. Derived
+// values handed out are never written again.
+type DerivedCache struct {
+	mu      sync.Mutex
+	seed    maphash.Seed
+	entries map[derivedKey]*derivedEntry
+	seen    map[derivedKey]uint64
+	bytes   int
+}
+
+// derivedKey holds the operand's address as a number: the cache does not
+// keep the operand alive, and an address reused by other memory is told
+// apart by the bytes.
+type derivedKey struct {
+	addr uintptr
+	n    int
+	kind string
+	dims [4]int
+}
+
+type derivedEntry struct {
+	source  []byte
+	derived []float32
+}
+
+// Float32 returns the values derive writes (n of them) for the operand
+// src, identified with kind and dims: the kept ones when src holds the
+// bytes they were derived from, else derived now into a new slice (kept
+// when src had the same bytes at the same address the time before). The
+// returned slice must not be written.
+func (c *DerivedCache) Float32(src []float32, kind string, dims [4]int, n int, derive func(dst []float32)) []float32 {
+	if len(src) == 0 {
+		out := make([]float32, n)
+		derive(out)
+		return out
+	}
+	key := derivedKey{addr: uintptr(unsafe.Pointer(&src[0])), n: len(src), kind: kind, dims: dims}
+	srcBytes := unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src))
+	c.mu.Lock()
+	e := c.entries[key]
+	c.mu.Unlock()
+	if e != nil && bytes.Equal(e.source, srcBytes) {
+		return e.derived
+	}
+	out := make([]float32, n)
+	derive(out)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.seed, c.entries, c.seen = maphash.MakeSeed(), map[derivedKey]*derivedEntry{}, map[derivedKey]uint64{}
+	}
+	h := maphash.Bytes(c.seed, srcBytes)
+	if old := c.entries[key]; old != nil {
+		if bytes.Equal(old.source, srcBytes) {
+			return old.derived // kept meanwhile by a concurrent caller
+		}
+		delete(c.entries, key) // the operand changed at this address
+		c.bytes -= len(old.source) + 4*len(old.derived)
+		c.seen[key] = h
+		return out
+	}
+	size := len(srcBytes) + 4*n
+	if prev, ok := c.seen[key]; ok && prev == h && size <= DerivedCacheMaxBytes {
+		if c.bytes+size > DerivedCacheMaxBytes {
+			// Full: entries of operands that are gone (an earlier
+			// model's weights) cannot be told from live ones, so all go;
+			// the live ones are kept again after two executions.
+			clear(c.entries)
+			c.bytes = 0
+		}
+		delete(c.seen, key)
+		c.entries[key] = &derivedEntry{source: bytes.Clone(srcBytes), derived: out}
+		c.bytes += size
+		return out
+	}
+	if len(c.seen) >= derivedSeenMax {
+		clear(c.seen)
+	}
+	c.seen[key] = h
+	return out
+}
+
+// Clear drops everything the cache holds.
+func (c *DerivedCache) Clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries, c.seen, c.bytes = nil, nil, 0
+}
