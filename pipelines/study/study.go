@@ -151,13 +151,23 @@ type Result struct {
 	// Classification of the val split from the image logits.
 	Classification Classification `json:"classification"`
 	LabelSeconds   float64        `json:"label_seconds"`
+	// SameAs names the arm whose run this result is when this arm's
+	// configuration is that arm's (nothing was trained for it).
+	SameAs string `json:"same_as,omitempty"`
 }
 
 // ResultFile is the name of a finished run's result in its directory.
 const ResultFile = "result.json"
 
-// Run runs every (generator, seed, arm) that has no result yet, then
-// returns all results under Out (also those of earlier invocations).
+// Run runs the study in two stages and returns all results under Out
+// (also those of earlier invocations). First every arm on every variant
+// with the selection seeds; then, on the other seeds, only what the
+// report shows of them: cam and the arm ChooseDefault picks from the
+// first stage's results (every arm when there is no choice, as when cam
+// is not among the arms). An arm whose configuration is an earlier arm's
+// on the same variant and seed (l2g-gcw05 while train's default weight
+// is 0.5) is not trained again: its result is that arm's, marked SameAs.
+// Runs with a result are skipped, so an interrupted study resumes.
 func Run(ctx context.Context, o Options) ([]Result, error) {
 	arms, err := selectArms(o.Arms)
 	if err != nil {
@@ -174,38 +184,112 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 				o.Out, r.Commit, r.Generator, r.Seed, r.Arm, o.Commit)
 		}
 	}
+	selectSeeds, reportSeeds := o.stageSeeds()
 	st := storage.New()
 	defer st.Close()
-	total := len(o.Generators) * len(o.Seeds) * len(arms)
+	if err := o.runStage(ctx, st, "selection", selectSeeds, arms); err != nil {
+		return nil, err
+	}
+	if len(reportSeeds) > 0 {
+		results, err := LoadResults(o.Out)
+		if err != nil {
+			return nil, err
+		}
+		sel, _ := splitSeeds(results, selectSeeds)
+		reportArms := arms
+		if ranked := ChooseDefault(Summarize(sel)); len(ranked) > 0 {
+			chosen := ranked[0].Arm
+			reportArms = slices.DeleteFunc(slices.Clone(arms), func(a Arm) bool { return a.Name != "cam" && a.Name != chosen })
+			o.logf("study: %s chosen on seeds %v (worst case %+.1f on %s, mean %+.1f); the reporting seeds run cam and %s",
+				chosen, selectSeeds, 100*ranked[0].Worst, ranked[0].WorstOn, 100*ranked[0].Mean, chosen)
+		}
+		if err := o.runStage(ctx, st, "reporting", reportSeeds, reportArms); err != nil {
+			return nil, err
+		}
+	}
+	return LoadResults(o.Out)
+}
+
+// stageSeeds splits Seeds into the selection seeds (all of them when
+// SelectSeeds names none of them) and the rest.
+func (o Options) stageSeeds() (selection, reporting []int64) {
+	for _, s := range o.Seeds {
+		if slices.Contains(o.SelectSeeds, s) {
+			selection = append(selection, s)
+		} else {
+			reporting = append(reporting, s)
+		}
+	}
+	if len(selection) == 0 {
+		return reporting, nil
+	}
+	return selection, reporting
+}
+
+// runStage runs the arms on every variant with the seeds, skipping runs
+// with a result and reusing the result of an earlier arm of the same
+// configuration.
+func (o Options) runStage(ctx context.Context, st *storage.Store, stage string, seeds []int64, arms []Arm) error {
+	total := len(o.Generators) * len(seeds) * len(arms)
 	done := 0
 	for _, gen := range o.Generators {
-		for _, seed := range o.Seeds {
+		for _, seed := range seeds {
 			data := filepath.Join(o.Out, gen, fmt.Sprintf("seed%d", seed), "data")
+			byHash := map[string]string{} // configuration hash -> the arm's result file
 			for _, arm := range arms {
 				done++
 				dir := filepath.Join(o.Out, gen, fmt.Sprintf("seed%d", seed), arm.Name)
-				if _, err := os.Stat(filepath.Join(dir, ResultFile)); err == nil {
-					o.logf("study %d/%d: %s seed %d %s: done earlier", done, total, gen, seed, arm.Name)
+				file := filepath.Join(dir, ResultFile)
+				hash, err := armHash(o, arm, gen)
+				if err != nil {
+					return err
+				}
+				if _, err := os.Stat(file); err == nil {
+					o.logf("study %s %d/%d: %s seed %d %s: done earlier", stage, done, total, gen, seed, arm.Name)
+					byHash[hash] = file
+					continue
+				}
+				if same, ok := byHash[hash]; ok && arm.EqualTimeTo == "" {
+					res, err := readResult(same)
+					if err != nil {
+						return err
+					}
+					res.SameAs, res.Arm = res.Arm, arm.Name
+					if err := os.MkdirAll(dir, 0o755); err != nil {
+						return err
+					}
+					if err := writeJSON(file, res); err != nil {
+						return err
+					}
+					o.logf("study %s %d/%d: %s seed %d %s: the configuration of %s, its result", stage, done, total, gen, seed, arm.Name, res.SameAs)
 					continue
 				}
 				if err := ensureData(ctx, st, o, gen, seed, data); err != nil {
-					return nil, err
+					return err
 				}
-				o.logf("study %d/%d: %s seed %d %s", done, total, gen, seed, arm.Name)
+				o.logf("study %s %d/%d: %s seed %d %s", stage, done, total, gen, seed, arm.Name)
 				res, err := runArm(ctx, st, o, arm, gen, seed, data, dir)
 				if err != nil {
-					return nil, fmt.Errorf("%s seed %d %s: %w", gen, seed, arm.Name, err)
+					return fmt.Errorf("%s seed %d %s: %w", gen, seed, arm.Name, err)
 				}
-				if err := writeJSON(filepath.Join(dir, ResultFile), res); err != nil {
-					return nil, err
+				if err := writeJSON(file, res); err != nil {
+					return err
 				}
-				o.logf("study %d/%d: %s seed %d %s: mIoU written %.1f (thr %.2f), fixed %.1f, best %.1f (%.2f), saliency rule %.1f; mAP %.1f; trained %s",
-					done, total, gen, seed, arm.Name, 100*res.Written, res.Threshold, 100*res.Fixed, 100*res.Best, res.BestThreshold,
+				byHash[hash] = file
+				o.logf("study %s %d/%d: %s seed %d %s: mIoU written %.1f (thr %.2f), fixed %.1f, best %.1f (%.2f), saliency rule %.1f; mAP %.1f; trained %s",
+					stage, done, total, gen, seed, arm.Name, 100*res.Written, res.Threshold, 100*res.Fixed, 100*res.Best, res.BestThreshold,
 					100*res.Saliency, 100*res.Classification.MAP, time.Duration(res.TrainSeconds*float64(time.Second)).Round(time.Second))
 			}
 		}
 	}
-	return LoadResults(o.Out)
+	return nil
+}
+
+// armHash is the configuration hash of an arm's runs on a variant.
+func armHash(o Options, arm Arm, gen string) (string, error) {
+	tc := o.Train
+	arm.Train(&tc)
+	return configHash(o, tc, gen)
 }
 
 func selectArms(names []string) ([]Arm, error) {

@@ -3,6 +3,7 @@ package study
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -20,9 +21,11 @@ func tinyOptions(out string) Options {
 	return o
 }
 
-// TestStudyRunsResumesAndReports runs a tiny study of two arms over two
+// TestStudyRunsResumesAndReports runs a tiny study of three arms over two
 // seeds, checks each result, re-runs it (nothing is trained again) and
-// writes the report and plot.
+// writes the report and plot. l2g-gcw05 is train's default configuration,
+// so it is l2g's result, not trained again; the reporting seed runs only
+// cam and the chosen arm.
 func TestStudyRunsResumesAndReports(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: trains or runs whole jobs (make test-short)")
@@ -31,13 +34,31 @@ func TestStudyRunsResumesAndReports(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "study-out")
 	var log bytes.Buffer
 	o := tinyOptions(out)
+	o.Arms = append(o.Arms, "l2g-gcw05")
 	o.Log = &log
 	res, err := Run(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 4 {
-		t.Fatalf("%d results, want 4", len(res))
+	runs := map[[2]string]Result{}
+	for _, r := range res {
+		runs[[2]string{r.Arm, fmt.Sprint(r.Seed)}] = r
+	}
+	if len(res) != 5 || len(runs) != 5 {
+		t.Fatalf("%d results, want 5 (three arms on the selection seed, cam and the chosen on the other)", len(res))
+	}
+	same := runs[[2]string{"l2g-gcw05", "1"}]
+	if same.SameAs != "l2g" || same.Written != runs[[2]string{"l2g", "1"}].Written {
+		t.Errorf("l2g-gcw05 on seed 1: same as %q, mIoU %v (l2g's %v)", same.SameAs, same.Written, runs[[2]string{"l2g", "1"}].Written)
+	}
+	if _, err := os.Stat(filepath.Join(out, "v2", "seed1", "l2g-gcw05", "model.l2g")); !os.IsNotExist(err) {
+		t.Errorf("l2g-gcw05 trained though its configuration is l2g's: %v", err)
+	}
+	if _, ok := runs[[2]string{"cam", "2"}]; !ok {
+		t.Error("the reporting seed has no cam run")
+	}
+	if !strings.Contains(log.String(), "the reporting seeds run cam and") {
+		t.Errorf("no choice logged:\n%s", log.String())
 	}
 	for _, r := range res {
 		if math.IsNaN(float64(r.Written)) || r.Written <= 0 || math.IsNaN(float64(r.Best)) || r.Best < r.Written-1e-9 ||
@@ -47,7 +68,7 @@ func TestStudyRunsResumesAndReports(t *testing.T) {
 		if r.Classification.Images == 0 || len(r.Classification.PerClass) != 3 || r.Classification.MAP <= 0 {
 			t.Errorf("%s seed %d: classification %+v", r.Arm, r.Seed, r.Classification)
 		}
-		if r.Config.Method != r.Arm || r.Config.Seed != r.Seed {
+		if !strings.HasPrefix(r.Arm, r.Config.Method) || r.Config.Seed != r.Seed {
 			t.Errorf("%s seed %d: trained with method %s seed %d", r.Arm, r.Seed, r.Config.Method, r.Config.Seed)
 		}
 	}
@@ -65,8 +86,8 @@ func TestStudyRunsResumesAndReports(t *testing.T) {
 	if _, err := Run(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(log.String(), "done earlier"); n != 4 {
-		t.Errorf("re-run: %d runs skipped, want 4:\n%s", n, log.String())
+	if n := strings.Count(log.String(), "done earlier"); n != 5 {
+		t.Errorf("re-run: %d runs skipped, want 5:\n%s", n, log.String())
 	}
 	after, _ := os.Stat(model)
 	if !after.ModTime().Equal(before.ModTime()) {
