@@ -47,6 +47,10 @@ type Buffer struct {
 	// to avoid unbounded pool growth when iterating over large datasets.
 	isUserFed bool
 
+	// aliased is set when another Buffer shares RawBytes (shallowClone):
+	// Finalize then drops the storage instead of keeping it for reuse.
+	aliased bool
+
 	// RawBytes is the underlying storage for the buffer.
 	// Its length is always >= requested size in bytes.
 	RawBytes []byte
@@ -170,9 +174,10 @@ func (b *Backend) GetBuffer(shape shapes.Shape) (*Buffer, error) {
 	length := shape.Size()
 	requestedSizeInBytes := dtype.SizeForDimensions(length)
 	bucketedSize := support.TwoBitBucketLen(requestedSizeInBytes)
-	pool := b.getBufferPool(bucketedSize)
 	var buf *Buffer
-	if item := pool.Get(); item != nil {
+	if cached := b.FreeBuffers.get(bucketedSize); cached != nil {
+		buf = cached
+	} else if item := b.getBufferPool(bucketedSize).Get(); item != nil {
 		buf = item.(*Buffer) //nolint:errcheck
 		// fmt.Printf("> Reusing buffer: \t(%s) %s\n", humanize.Bytes(bucketedSize), shape)
 	} else {
@@ -182,6 +187,7 @@ func (b *Backend) GetBuffer(shape shapes.Shape) (*Buffer, error) {
 	buf.RawBackend = b
 	buf.InUse = true
 	buf.isUserFed = false
+	buf.aliased = false
 	buf.RawShape = shape
 	rank := len(shape.Dimensions)
 	if rank <= len(buf.ShapeDimensionsBuffer) {
@@ -230,12 +236,16 @@ func (b *Backend) PutBuffer(buffer *Buffer) {
 	}
 	buffer.Flat = nil
 	buffer.RawShape = shapes.Invalid()
+	if b.FreeBuffers.put(buffer) {
+		return
+	}
 	pool := b.getBufferPool(len(buffer.RawBytes))
 	pool.Put(buffer)
 }
 
 // shallowClone returns a new Buffer struct pointing to the same data.
 func (buffer *Buffer) shallowClone() *Buffer {
+	buffer.aliased = true
 	newBuf := *buffer
 	rank := len(newBuf.RawShape.Dimensions)
 	if rank <= len(newBuf.ShapeDimensionsBuffer) {
@@ -437,6 +447,15 @@ func (buffer *Buffer) Finalize() error {
 			buffer, strings.Join(issues, ", "))
 	}
 
+	// The storage is kept for reuse (FreeBuffers) in a new Buffer, so that
+	// this handle stays finalized: a second Finalize through it is an
+	// error, never the release of a buffer handed out since. Storage
+	// another Buffer shares is dropped. The contract above (a finalized
+	// buffer, and any slice its Data returned, is never used again) is
+	// what makes the reuse safe.
+	if !buffer.aliased && len(buffer.RawBytes) > 0 {
+		buffer.RawBackend.FreeBuffers.put(&Buffer{RawBackend: buffer.RawBackend, RawBytes: buffer.RawBytes, RawShape: shapes.Invalid()})
+	}
 	buffer.InUse = false
 	buffer.Flat = nil
 	buffer.RawBytes = nil

@@ -109,13 +109,23 @@ func New(config string) (compute.Backend, error) {
 					"invalid value for %q in Go backend config: needs an int, got %q", key, value)
 			}
 			b.NumExecutors = vInt
+		case "free_buffers_mb":
+			vInt, err := strconv.Atoi(value)
+			if err != nil {
+				return nil, errors.Wrapf(err,
+					"invalid value for %q in Go backend config: needs an int (megabytes, negative to disable), got %q", key, value)
+			}
+			b.FreeBuffers.Limit = vInt << 20
+			if vInt < 0 {
+				b.FreeBuffers.Limit = -1
+			}
 		case "":
 			// No-op, just skip.
 		default:
 			setter, ok := KnownOptionsSetters[key]
 			if !ok {
 				return nil, errors.Errorf("unknown configuration option %q for the Go backend -- valid configuration options are: "+
-					"parallelism=#workers, num_executors=#executors, ops_sequential, ops_parallel, dependency_order, creation_order, no_ops, %s; see code for documentation",
+					"parallelism=#workers, num_executors=#executors, free_buffers_mb=#megabytes, ops_sequential, ops_parallel, dependency_order, creation_order, no_ops, %s; see code for documentation",
 					key, strings.Join(xslices.SortedKeys(KnownOptionsSetters), ", "))
 			}
 			err := setter(b, key)
@@ -162,6 +172,9 @@ type Backend struct {
 
 	// NumExecutors is the number of concurrent executor goroutines to launch in executeParallel.
 	NumExecutors int
+
+	// FreeBuffers keeps buffers for reuse across garbage collections.
+	FreeBuffers FreeBuffers
 
 	// Derived keeps values ops derive from operands that stay the same
 	// between executions (DerivedCache).
@@ -252,6 +265,7 @@ func notImplementedError(opType compute.OpType) error {
 func (b *Backend) Finalize() {
 	b.isFinalized = true
 	b.bufferPools.Clear()
+	b.FreeBuffers.Clear()
 	b.Derived.Clear()
 }
 
