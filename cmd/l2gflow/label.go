@@ -20,6 +20,8 @@ import (
 // labelFlags are the label command's settings outside the configuration.
 type labelFlags struct {
 	progressEvery time.Duration
+	cpuProfile    string
+	memProfile    string
 }
 
 func labelCommand() *command {
@@ -60,6 +62,8 @@ func labelCommand() *command {
 			fs.StringVar(&l.RunID, "run-id", l.RunID, "name of the run's records (default: the start time)")
 			fs.StringVar(&l.MaxFailures, "max-failures", l.MaxFailures, "exit 1 when dead letters exceed N, a fraction (0.01) or a percentage (1%)")
 			fs.DurationVar(&lf.progressEvery, "progress-every", 0, "interval of progress lines (default 10s; 30s on Dataflow)")
+			fs.StringVar(&lf.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to `file` (go tool pprof; the prism and direct runners run the stages in this process)")
+			fs.StringVar(&lf.memProfile, "memprofile", "", "write a heap profile (allocations included) to `file` at the end")
 			bindBackend(fs, &cfg.Runner)
 			bindVerbose(fs, &cfg.Runner)
 		},
@@ -67,12 +71,21 @@ func labelCommand() *command {
 	}
 }
 
-func runLabel(ctx context.Context, env *cmdEnv, lf *labelFlags) error {
+func runLabel(ctx context.Context, env *cmdEnv, lf *labelFlags) (err error) {
 	cfg := env.cfg
 	quietBeam(env, cfg.Runner.Verbose)
 	beam.Init()
 	stopMuting := muteWhenInterrupted(ctx)
 	defer stopMuting()
+	stopProfiles, err := startProfiles(lf.cpuProfile, lf.memProfile)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if perr := stopProfiles(); perr != nil && err == nil {
+			err = perr
+		}
+	}()
 	before := transforms.WrittenInProcess()
 	res, err := label.Run(ctx, label.Options{Dataset: cfg.Dataset, Label: cfg.Label, Backend: cfg.Runner.Backend,
 		Runner: *runners.Runner, InProcess: cfg.Label.InProcess, Producer: producer(), Log: env.stderr,
