@@ -25,6 +25,10 @@ import (
 // start it as a child process and kill it.
 const childEnv = "L2GFLOW_TEST_CHILD_ARGS"
 
+// childDirectEnv makes a child run its command without runProcess (its
+// own temporary directory), as a control.
+const childDirectEnv = "L2GFLOW_TEST_CHILD_DIRECT"
+
 func TestMain(m *testing.M) {
 	// Started by prism as a worker process (TestProcessEnvironment): this
 	// test binary holds the same registrations as l2gflow.
@@ -32,7 +36,10 @@ func TestMain(m *testing.M) {
 		os.Exit(code)
 	}
 	if args := os.Getenv(childEnv); args != "" {
-		os.Exit(runWithSignals(strings.Split(args, "\n")))
+		if os.Getenv(childDirectEnv) != "" {
+			os.Exit(runWithSignals(strings.Split(args, "\n")))
+		}
+		os.Exit(runProcess(strings.Split(args, "\n")))
 	}
 	os.Exit(m.Run())
 }

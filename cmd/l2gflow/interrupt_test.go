@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -101,5 +103,43 @@ func TestIndexFlushedAsLabelsAreWritten(t *testing.T) {
 	t.Logf("killed after %d labels; the re-run wrote %d, relabelling %d", before, rec.Counts.LabelsWritten, relabelled)
 	if relabelled > 20 {
 		t.Errorf("the re-run relabelled %d images the killed run had labelled (index written every 5 labels)", relabelled)
+	}
+}
+
+// TestNoTemporaryFilesLeft: a label job on prism, run as l2gflow runs
+// (runProcess), leaves nothing in the temporary directory; the same job
+// without runProcess's directory leaves Beam's placeholder file there,
+// which is what the directory is for.
+func TestNoTemporaryFilesLeft(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	root, modelPath := interruptFixture(t)
+	left := func(direct bool) []string {
+		tmp := t.TempDir()
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp, childEnv+"="+strings.Join([]string{"label", "--model", modelPath,
+			"--data", root, "--out", filepath.Join(t.TempDir(), "labels")}, "\n"))
+		if direct {
+			cmd.Env = append(cmd.Env, childDirectEnv+"=1")
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("label: %v\n%s", err, out)
+		}
+		entries, err := os.ReadDir(tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	if names := left(true); !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "beamloopbackworker-") }) {
+		t.Fatalf("without runProcess the job left %v: Beam no longer leaves its placeholder, and this test proves nothing", names)
+	}
+	if names := left(false); len(names) != 0 {
+		t.Errorf("the job left %v in the temporary directory", names)
 	}
 }

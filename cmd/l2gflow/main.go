@@ -72,7 +72,25 @@ func main() {
 	if exitCode, ok := runAsWorker(os.Args[1:]); ok {
 		os.Exit(exitCode)
 	}
-	os.Exit(runWithSignals(withDefaultArgs(os.Args[1:], os.Getenv(defaultArgsEnv))))
+	os.Exit(runProcess(withDefaultArgs(os.Args[1:], os.Getenv(defaultArgsEnv))))
+}
+
+// runProcess runs a command line as the l2gflow process: with its own
+// temporary directory, removed at exit. Beam's runner leaves a file in the
+// temporary directory on every local job it runs (an empty placeholder
+// for the worker binary, runnerlib.Execute in loopback mode) and never
+// removes it; scheduled runs would pile them up in /tmp. Pointing TMPDIR
+// at a directory of this process, before anything else runs, collects
+// those and any other temporary file of the run, including those of
+// worker processes it starts.
+func runProcess(args []string) int {
+	dir, err := os.MkdirTemp("", "l2gflow-")
+	if err != nil {
+		return runWithSignals(args) // the system's temporary directory then
+	}
+	defer os.RemoveAll(dir)
+	os.Setenv("TMPDIR", dir)
+	return runWithSignals(args)
 }
 
 // runWithSignals runs a command line on the process's output, cancelled
