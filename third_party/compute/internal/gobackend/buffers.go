@@ -43,8 +43,9 @@ type Buffer struct {
 	InUse bool
 
 	// isUserFed is set to true when the buffer was created from user-provided data
-	// (e.g., via BufferFromFlatData). These buffers should not be pooled after use
-	// to avoid unbounded pool growth when iterating over large datasets.
+	// (e.g., via BufferFromFlatData). The caller holds its handle, so PutBuffer
+	// finalizes it instead of pooling the handle: Finalize keeps only its storage,
+	// within FreeBuffers' limit.
 	isUserFed bool
 
 	// aliased is set when another Buffer shares RawBytes (shallowClone):
@@ -224,8 +225,9 @@ func (b *Backend) PutBuffer(buffer *Buffer) {
 		panic(errors.New("double-freeing Go backend buffer"))
 	}
 	if buffer.isUserFed {
-		// User-fed buffers are not returned to the pool to avoid unbounded growth
-		// when looping through large datasets.
+		// The caller still holds a user-fed buffer's handle: finalize it (its
+		// storage goes to FreeBuffers, bounded by its limit) rather than put the
+		// handle itself in a pool.
 		_ = buffer.Finalize()
 		return
 	}

@@ -55,12 +55,7 @@ func (f *FreeBuffers) get(size int) *Buffer {
 	f.clock++
 	list := f.bySize[size]
 	if list == nil {
-		// Remember the request: a size asked for is worth keeping on put.
-		if f.bySize == nil {
-			f.bySize = make(map[int]*freeList)
-		}
-		f.bySize[size] = &freeList{lastUse: f.clock}
-		return nil
+		return nil // put makes the size's list
 	}
 	list.lastUse = f.clock
 	n := len(list.bufs)
