@@ -17,8 +17,9 @@ import (
 	"github.com/l2gflow/l2gflow/transforms"
 )
 
-// interruptFixture writes 240 small images and a briefly trained model.
-func interruptFixture(t *testing.T) (root, modelPath string) {
+// labelFixture writes 240 small images (the train split) and a briefly
+// trained CAM model: a label job of seconds, for tests of how it runs.
+func labelFixture(t *testing.T) (root, modelPath string) {
 	t.Helper()
 	dir := t.TempDir()
 	root = filepath.Join(dir, "data")
@@ -39,7 +40,7 @@ func TestInterruptSaysWhatHappened(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
-	root, modelPath := interruptFixture(t)
+	root, modelPath := labelFixture(t)
 	out := filepath.Join(t.TempDir(), "out")
 	args := []string{"label", "--data", root, "--model", modelPath, "--out", out}
 	c := startChild(t, args...)
@@ -78,7 +79,7 @@ func TestIndexFlushedAsLabelsAreWritten(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
-	root, modelPath := interruptFixture(t)
+	root, modelPath := labelFixture(t)
 	out := filepath.Join(t.TempDir(), "out")
 	args := []string{"label", "--data", root, "--model", modelPath, "--out", out, "--incremental", "--index-flush-labels", "5"}
 	c := startChild(t, args...)
@@ -114,7 +115,7 @@ func TestNoTemporaryFilesLeft(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
-	root, modelPath := interruptFixture(t)
+	root, modelPath := labelFixture(t)
 	left := func(direct bool) []string {
 		tmp := t.TempDir()
 		cmd := exec.Command(os.Args[0], "-test.run=^$")

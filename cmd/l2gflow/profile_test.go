@@ -7,22 +7,14 @@ import (
 	"testing"
 
 	"github.com/google/pprof/profile"
-
-	"github.com/l2gflow/l2gflow/io/synth"
 )
 
 // TestLabelProfiles: label's --cpuprofile and --memprofile write profiles
 // go tool pprof reads, the heap profile with the allocations of the run's
 // inference (the backend's buffers).
 func TestLabelProfiles(t *testing.T) {
+	root, modelPath := labelFixture(t)
 	dir := t.TempDir()
-	root := filepath.Join(dir, "data")
-	writeSynth(t, root, synth.Options{Images: 24, Size: 64, Classes: 3, Seed: 2, ValFraction: 0.0001})
-	modelPath := filepath.Join(dir, "m.l2g")
-	if code, out := cli(t, "train", "--data", root, "--method", "cam", "--steps", "1", "--image-size", "64", "--view-size", "48",
-		"--views", "4", "--batch-size", "2", "--checkpoint-every", "0", "--out", modelPath); code != 0 {
-		t.Fatalf("train: exit %d\n%s", code, out)
-	}
 	cpu, mem := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "mem.prof")
 	if code, out := cli(t, "label", "--model", modelPath, "--data", root, "--out", filepath.Join(dir, "labels"), "--in-process",
 		"--cpuprofile", cpu, "--memprofile", mem); code != 0 {
