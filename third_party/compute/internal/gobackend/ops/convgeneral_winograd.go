@@ -13,17 +13,23 @@ import (
 )
 
 // This file runs 3x3 stride-1 convolutions with Winograd's minimal
-// filtering algorithm F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for
-// Convolutional Neural Networks", 2016): each 2x2 block of outputs is
-// computed from a 4x4 block of inputs with 16 multiplications per input and
-// output channel pair instead of 36. With the input transform
-// V = B^T d B of every 4x4 input tile, the kernel transform U = G g G^T and
-// the output transform Y = A^T M A, the multiplications are 16 matrix
-// products M[p] = V[p] U[p] ([tiles, Cin] x [Cin, Cout], one per position p
-// of the 4x4 tile), run with the 8 x 32 tile kernel as convRowMajor does.
-// The transforms cost O(Cin + Cout) per tile against O(Cin * Cout) for the
-// products. F(2x2, 3x3) is the variant whose float32 rounding stays close
-// to the direct convolution's (the larger F(4x4, 3x3) loses digits).
+// filtering algorithm (Lavin and Gray, "Fast Algorithms for Convolutional
+// Neural Networks", 2016) in one of two sizes: F(2x2, 3x3) computes each
+// 2x2 block of outputs from a 4x4 block of inputs with 16 multiplications
+// per input and output channel pair instead of 36; F(4x4, 3x3) each 4x4
+// block from a 6x6 block with 36 instead of 144, 1.78 times fewer. With
+// the input transform V = B^T d B of every input tile, the kernel
+// transform U = G g G^T and the output transform Y = A^T M A, the
+// multiplications are one matrix product M[p] = V[p] U[p] ([tiles, Cin] x
+// [Cin, Cout]) per position p of the input tile, run with the 8 x 32 tile
+// kernel as convRowMajor does. The transforms cost O(Cin + Cout) per tile
+// against O(Cin * Cout) for the products.
+//
+// F(4x4, 3x3) rounds less closely to the direct convolution than F(2x2,
+// 3x3) (its transforms multiply by up to 8 and divide by 24; measured
+// against float64 in TestWinogradVariants) and has 4 times fewer tiles, so
+// fewer rows to amortise each U[p] over: it is taken where the products
+// stay bound by arithmetic, not by reading U (winogradVariantFor).
 //
 // A kernel dilation d is taken as tiles of outputs d apart (and inputs d
 // apart): the convolution of each of the d*d phases of the output grid is
@@ -33,14 +39,64 @@ func init() {
 	convWinograd = (*im2colGeometry).convWinograd
 }
 
-// winogradTileStarts lists the first output index of every 2-output tile
+// winogradVariant is one size of Winograd's algorithm: m x m outputs a
+// tile from an (m+2) x (m+2) input tile, and its three transforms, each
+// over slices of (m+2)^2 positions (row-major within the tile).
+type winogradVariant struct {
+	kind string // the DerivedCache key of its transformed kernels
+	m    int    // outputs per tile side
+	// kernel writes U = G g G^T of the 3x3 taps (taps[a*3+b], 32 values
+	// each) into dst[i*(m+2)+j].
+	kernel func(taps *[9][]float32, dst [][]float32)
+	// input writes V = B^T d B of rows[r*(m+2)+c] (Cin values each) into
+	// dst[i*(m+2)+j].
+	input func(rows, dst [][]float32)
+	// output writes Y = A^T M A of m[i*(m+2)+j] (Cout values each, a
+	// multiple of 32) into ys[y*m+x], skipping nil ones.
+	output func(m, ys [][]float32)
+}
+
+var (
+	winogradF2 = &winogradVariant{kind: "winograd-f2x2-3x3", m: 2,
+		kernel: winogradKernelTransform, input: winogradInputTransform, output: winogradOutputTransform}
+	winogradF4 = &winogradVariant{kind: "winograd-f4x4-3x3", m: 4,
+		kernel: winogradF4KernelTransform, input: winogradF4InputTransform, output: winogradF4OutputTransform}
+)
+
+// side is the input tile's side, m+2.
+func (v *winogradVariant) side() int { return v.m + 2 }
+
+// positions is the number of positions of an input tile, (m+2)^2.
+func (v *winogradVariant) positions() int { return (v.m + 2) * (v.m + 2) }
+
+// winogradF4MinTiles is the fewest F(4x4, 3x3) tiles a convolution must
+// have for that variant to be taken. Each U[p] strip is read from the
+// caches once per chunk of tiles and used for the chunk's rows; with
+// fewer tiles (ResNet's 8x8 maps at 128 px, batch 8) the chunks of two
+// workers get too few rows and the products wait on those reads more
+// than they save in arithmetic. The choice does not depend on the number
+// of workers: a result must not either.
+const winogradF4MinTiles = 128
+
+// winogradVariantFor picks F(4x4, 3x3) for convolutions of at least
+// winogradF4MinTiles of its tiles, else F(2x2, 3x3).
+func (g *im2colGeometry) winogradVariantFor() *winogradVariant {
+	tiles := g.n * len(winogradTileStarts(g.ho, g.dilateH, 4)) * len(winogradTileStarts(g.wo, g.dilateW, 4))
+	if tiles >= winogradF4MinTiles {
+		return winogradF4
+	}
+	return winogradF2
+}
+
+// winogradTileStarts lists the first output index of every m-output tile
 // along an axis of size n with dilation d: within each phase (indices
-// congruent modulo d), consecutive pairs; a phase of odd length ends with
-// a tile whose second output is past the end (computed, not stored).
-func winogradTileStarts(n, d int) []int {
+// congruent modulo d), consecutive runs of m; a phase whose length is not
+// a multiple of m ends with a tile whose last outputs are past the end
+// (computed, not stored).
+func winogradTileStarts(n, d, m int) []int {
 	var starts []int
 	for phase := range min(d, n) {
-		for o := phase; o < n; o += 2 * d {
+		for o := phase; o < n; o += m * d {
 			starts = append(starts, o)
 		}
 	}
@@ -50,71 +106,85 @@ func winogradTileStarts(n, d int) []int {
 // winogradConv is one Winograd convolution's operands and tile lists.
 type winogradConv struct {
 	g                    *im2colGeometry
+	v                    *winogradVariant
 	tile                 func(lhs []float32, lhsStride int, rhs []float32, out []float32, outStride int, k int, accumulate bool)
 	in, out              []float32
-	packed               []float32 // U[p] as 32-column strips: [16][strips][Cin][32]
+	packed               []float32 // U[p] as 32-column strips: [positions][strips][Cin][32]
 	rowStarts, colStarts []int
 	tilesPerImage        int
 }
 
-// convWinograd computes the convolution with F(2x2, 3x3) (see the file's
-// comment). kernel is [9*Cin, Cout] (as kernelMatrix returns it).
-// Each worker takes chunks of tiles and runs the three stages on a chunk
-// while it is in its caches.
+// convWinograd computes the convolution with Winograd's algorithm (see the
+// file's comment) in the size winogradVariantFor picks. kernel is
+// [9*Cin, Cout] (as kernelMatrix returns it).
 func (g *im2colGeometry) convWinograd(backend *gobackend.Backend,
+	tile func(lhs []float32, lhsStride int, rhs []float32, out []float32, outStride int, k int, accumulate bool),
+	in, kernel, out []float32) error {
+	return g.convWinogradWith(backend, g.winogradVariantFor(), tile, in, kernel, out)
+}
+
+// convWinogradWith computes the convolution with the variant v. Each
+// worker takes chunks of tiles and runs the three stages on a chunk while
+// it is in its caches.
+func (g *im2colGeometry) convWinogradWith(backend *gobackend.Backend, v *winogradVariant,
 	tile func(lhs []float32, lhsStride int, rhs []float32, out []float32, outStride int, k int, accumulate bool),
 	in, kernel, out []float32) error {
 	cin, cout := g.cin, g.cout
 	strips := cout / 32
-	w := &winogradConv{g: g, tile: tile, in: in, out: out,
-		rowStarts: winogradTileStarts(g.ho, g.dilateH), colStarts: winogradTileStarts(g.wo, g.dilateW)}
+	np := v.positions()
+	w := &winogradConv{g: g, v: v, tile: tile, in: in, out: out,
+		rowStarts: winogradTileStarts(g.ho, g.dilateH, v.m), colStarts: winogradTileStarts(g.wo, g.dilateW, v.m)}
 	w.tilesPerImage = len(w.rowStarts) * len(w.colStarts)
 	numTiles := g.n * w.tilesPerImage
 
 	// The transformed kernel is kept by the backend between executions
 	// (inference runs the same weights every time).
-	w.packed = backend.Derived.Float32(kernel, "winograd-f2x2-3x3", [4]int{cin, cout}, 16*cin*cout, func(packed []float32) {
+	w.packed = backend.Derived.Float32(kernel, v.kind, [4]int{cin, cout}, np*cin*cout, func(packed []float32) {
 		parallelRanges(backend, cin, max(1, 4096/cout), func(lo, hi int) {
 			var taps [9][]float32
-			var dst [16][]float32
+			dst := make([][]float32, np)
 			for ci := lo; ci < hi; ci++ {
 				for s := range strips {
 					for t := range 9 {
 						taps[t] = kernel[(t*cin+ci)*cout+32*s : (t*cin+ci)*cout+32*s+32]
 					}
-					for p := range 16 {
+					for p := range np {
 						off := ((p*strips+s)*cin + ci) * 32
 						dst[p] = packed[off : off+32]
 					}
-					winogradKernelTransform(&taps, &dst)
+					v.kernel(&taps, dst)
 				}
 			}
 		})
 	})
 
-	// Chunks of tiles, pulled by the workers: the input transform, the 16
+	if np*cin*cout*4 > winogradKernelCacheBytes {
+		return w.positionMajor(backend, numTiles)
+	}
+
+	// Chunks of tiles, pulled by the workers: the input transform, the
 	// products and the output transform of a chunk while it is in cache.
 	workers := workerCount(backend)
-	chunkTiles := min(winogradChunkBytes/(16*4*cin), (numTiles+2*workers-1)/(2*workers))
+	chunkTiles := min(winogradChunkBytes/(np*4*cin), (numTiles+2*workers-1)/(2*workers))
 	chunkTiles = max(8, (chunkTiles+7)/8*8)
 	numChunks := (numTiles + chunkTiles - 1) / chunkTiles
 	return parallelPull(backend, numChunks, func(next func() (int, bool)) error {
-		vSize, mSize := 16*chunkTiles*cin, 16*chunkTiles*cout
+		vSize, mSize := np*chunkTiles*cin, np*chunkTiles*cout
 		buf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, vSize+mSize+cin))
 		if err != nil {
 			return err
 		}
 		defer backend.PutBuffer(buf)
 		flat := buf.Flat.([]float32)
-		v, m, zeros := flat[:vSize], flat[vSize:vSize+mSize], flat[vSize+mSize:]
+		vt, m, zeros := flat[:vSize], flat[vSize:vSize+mSize], flat[vSize+mSize:]
 		clear(zeros)
 		for c, ok := next(); ok; c, ok = next() {
 			t0 := c * chunkTiles
 			tiles := min(chunkTiles, numTiles-t0)
 			padded := (tiles + 7) / 8 * 8
-			w.transformInput(v, chunkTiles, t0, tiles, padded, zeros)
-			for p := range 16 {
-				w.multiply(v, m, chunkTiles, p, padded)
+			w.transformInput(vt, chunkTiles, t0, tiles, padded, zeros)
+			for p := range np {
+				w.multiply(vt, m, chunkTiles, p, padded)
 			}
 			w.transformOutput(m, chunkTiles, t0, tiles)
 		}
@@ -122,36 +192,93 @@ func (g *im2colGeometry) convWinograd(backend *gobackend.Backend,
 	})
 }
 
+// winogradKernelCacheBytes is the largest transformed kernel the chunked
+// schedule of convWinogradWith takes: each chunk reads all of it, which
+// must stay in the core's caches (L2) for the products to be bound by
+// arithmetic. Larger ones (ResNet's layers of 128 channels and more) go
+// to positionMajor.
+const winogradKernelCacheBytes = 1 << 20
+
+// winogradSuperChunkBytes bounds the transformed inputs and products
+// ([positions, tiles, Cin + Cout] values) positionMajor holds at once.
+const winogradSuperChunkBytes = 16 << 20
+
+// positionMajor runs the convolution in super-chunks of tiles, each in
+// three stages shared by the workers: the input transform of all its
+// tiles, then the products position by position (each worker a range of
+// positions, so every U[p] is read once for all the super-chunk's tiles
+// and stays in cache across them), then the output transform. The
+// chunked schedule reads all of U once per chunk of a few dozen tiles,
+// which for deep layers (U[p] of 512x512 channels is 1 MB a position)
+// streams the transformed kernel from memory many times over.
+func (w *winogradConv) positionMajor(backend *gobackend.Backend, numTiles int) error {
+	cin, cout, np := w.g.cin, w.g.cout, w.v.positions()
+	superTiles := max(8, winogradSuperChunkBytes/(np*4*(cin+cout))/8*8)
+	superTiles = min(superTiles, (numTiles+7)/8*8)
+	vSize, mSize := np*superTiles*cin, np*superTiles*cout
+	buf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, vSize+mSize+cin))
+	if err != nil {
+		return err
+	}
+	defer backend.PutBuffer(buf)
+	flat := buf.Flat.([]float32)
+	v, m, zeros := flat[:vSize], flat[vSize:vSize+mSize], flat[vSize+mSize:]
+	clear(zeros)
+	for t0 := 0; t0 < numTiles; t0 += superTiles {
+		tiles := min(superTiles, numTiles-t0)
+		padded := (tiles + 7) / 8 * 8
+		// Groups of 8 tiles: the input and output transforms' ranges.
+		groups := padded / 8
+		parallelRanges(backend, groups, 2, func(lo, hi int) {
+			first := lo * 8
+			w.transformInput(v[first*cin:], superTiles, t0+first, max(0, min(hi*8, tiles)-first), (hi-lo)*8, zeros)
+		})
+		parallelRanges(backend, np, 1, func(lo, hi int) {
+			for p := lo; p < hi; p++ {
+				w.multiply(v, m, superTiles, p, padded)
+			}
+		})
+		parallelRanges(backend, groups, 2, func(lo, hi int) {
+			first := lo * 8
+			if n := min(hi*8, tiles) - first; n > 0 {
+				w.transformOutput(m[first*cout:], superTiles, t0+first, n)
+			}
+		})
+	}
+	return nil
+}
+
 // transformInput writes V[p][i] = (B^T d B)[p] of tile base+i into rows i
-// of v (laid out [16][ld][Cin]) for i in [0, tiles), and zeros for i in
-// [tiles, padded).
+// of v (laid out [positions][ld][Cin]) for i in [0, tiles), and zeros for
+// i in [tiles, padded).
 func (w *winogradConv) transformInput(v []float32, ld, base, tiles, padded int, zeros []float32) {
 	g, cin, d := w.g, w.g.cin, w.g.dilateH
-	var rows, dst [16][]float32
+	side, np := w.v.side(), w.v.positions()
+	rows, dst := make([][]float32, np), make([][]float32, np)
 	for i := range padded {
-		for p := range 16 {
+		for p := range np {
 			dst[p] = v[(p*ld+i)*cin : (p*ld+i+1)*cin]
 		}
 		if i >= tiles {
-			for p := range 16 {
+			for p := range np {
 				clear(dst[p])
 			}
 			continue
 		}
 		b, oy0, ox0 := w.tileAt(base + i)
-		for r := range 4 {
+		for r := range side {
 			iy := oy0 - g.padTop + r*d
-			for col := range 4 {
+			for col := range side {
 				ix := ox0 - g.padLeft + col*d
 				if iy < 0 || iy >= g.h || ix < 0 || ix >= g.w {
-					rows[r*4+col] = zeros
+					rows[r*side+col] = zeros
 				} else {
 					off := ((b*g.h+iy)*g.w + ix) * cin
-					rows[r*4+col] = w.in[off : off+cin]
+					rows[r*side+col] = w.in[off : off+cin]
 				}
 			}
 		}
-		winogradInputTransform(&rows, &dst)
+		w.v.input(rows, dst)
 	}
 }
 
@@ -171,27 +298,28 @@ func (w *winogradConv) multiply(v, m []float32, ld, p, rows int) {
 	}
 }
 
-// transformOutput writes the 2x2 outputs, A^T M A, of tiles base+i for i in
-// [0, tiles) from rows i of m (laid out [16][ld][Cout]).
+// transformOutput writes the m x m outputs, A^T M A, of tiles base+i for i
+// in [0, tiles) from rows i of m (laid out [positions][ld][Cout]).
 func (w *winogradConv) transformOutput(m []float32, ld, base, tiles int) {
 	g, cout, d := w.g, w.g.cout, w.g.dilateH
-	var rows [16][]float32
+	om, np := w.v.m, w.v.positions()
+	rows, ys := make([][]float32, np), make([][]float32, om*om)
 	for i := range tiles {
 		b, oy0, ox0 := w.tileAt(base + i)
-		for p := range 16 {
+		for p := range np {
 			rows[p] = m[(p*ld+i)*cout : (p*ld+i+1)*cout]
 		}
-		var ys [4][]float32
-		for yi := range 2 {
-			for xi := range 2 {
+		for yi := range om {
+			for xi := range om {
 				oy, ox := oy0+yi*d, ox0+xi*d
+				ys[yi*om+xi] = nil
 				if oy < g.ho && ox < g.wo {
 					off := ((b*g.ho+oy)*g.wo + ox) * cout
-					ys[yi*2+xi] = w.out[off : off+cout]
+					ys[yi*om+xi] = w.out[off : off+cout]
 				}
 			}
 		}
-		winogradOutputTransform(&rows, &ys)
+		w.v.output(rows, ys)
 	}
 }
 
@@ -205,7 +333,8 @@ func (w *winogradConv) tileAt(t int) (b, oy0, ox0 int) {
 // the 3x3 taps g (taps[a*3+b], each 32 values) into dst[i*4+j].
 //
 //	G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
-func winogradKernelTransform(taps *[9][]float32, dst *[16][]float32) {
+func winogradKernelTransform(taps *[9][]float32, dst [][]float32) {
+	_ = dst[15]
 	half := simd.BroadcastFloat32s(0.5)
 	vl := half.Len()
 	for c := 0; c < 32; c += vl {
@@ -236,7 +365,8 @@ func winogradKernelTransform(taps *[9][]float32, dst *[16][]float32) {
 // each Cin values) into dst[i*4+j].
 //
 //	B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
-func winogradInputTransform(rows, dst *[16][]float32) {
+func winogradInputTransform(rows, dst [][]float32) {
+	_, _ = rows[15], dst[15]
 	n := len(dst[0])
 	vl := simd.BroadcastFloat32s(0).Len()
 	c := 0
@@ -281,7 +411,8 @@ func winogradInputTransform(rows, dst *[16][]float32) {
 // length.
 //
 //	A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
-func winogradOutputTransform(m *[16][]float32, ys *[4][]float32) {
+func winogradOutputTransform(m, ys [][]float32) {
+	_, _ = m[15], ys[3]
 	n := len(m[0])
 	vl := simd.BroadcastFloat32s(0).Len()
 	for c := 0; c+vl <= n; c += vl {
@@ -298,6 +429,146 @@ func winogradOutputTransform(m *[16][]float32, ys *[4][]float32) {
 			}
 			if y := ys[i*2+1]; y != nil {
 				s[i][1].Sub(s[i][2]).Sub(s[i][3]).Store(y[c:])
+			}
+		}
+	}
+}
+
+// winogradF4KernelTransform writes U = G g G^T of F(4x4, 3x3), for 32
+// output channels, of the 3x3 taps g (taps[a*3+b], each 32 values) into
+// dst[i*6+j].
+//
+//	G = [[1/4, 0, 0], [-1/6, -1/6, -1/6], [-1/6, 1/6, -1/6],
+//	     [1/24, 1/12, 1/6], [1/24, -1/12, 1/6], [0, 0, 1]]
+//
+// The three transforms of F(4x4, 3x3) are written out in one function each,
+// without helpers: vectors passed to or returned from a function that is
+// not inlined go through memory, which made them 20 times slower.
+func winogradF4KernelTransform(taps *[9][]float32, dst [][]float32) {
+	_ = dst[35]
+	quarter, minusSixth := simd.BroadcastFloat32s(0.25), simd.BroadcastFloat32s(-1.0/6)
+	sixth, twelfth, twentyFourth := simd.BroadcastFloat32s(1.0/6), simd.BroadcastFloat32s(1.0/12), simd.BroadcastFloat32s(1.0/24)
+	vl := quarter.Len()
+	for c := 0; c < 32; c += vl {
+		// t[i*3+b] = (G g)[i][b].
+		var t [18]simd.Float32s
+		for b := range 3 {
+			g0, g1, g2 := simd.LoadFloat32s(taps[b][c:]), simd.LoadFloat32s(taps[3+b][c:]), simd.LoadFloat32s(taps[6+b][c:])
+			a := g0.Add(g2)
+			p := g0.Mul(twentyFourth).Add(g2.Mul(sixth))
+			q := g1.Mul(twelfth)
+			t[b], t[3+b], t[6+b] = g0.Mul(quarter), a.Add(g1).Mul(minusSixth), a.Sub(g1).Mul(minusSixth)
+			t[9+b], t[12+b], t[15+b] = p.Add(q), p.Sub(q), g2
+		}
+		for i := range 6 {
+			g0, g1, g2 := t[i*3], t[i*3+1], t[i*3+2]
+			a := g0.Add(g2)
+			p := g0.Mul(twentyFourth).Add(g2.Mul(sixth))
+			q := g1.Mul(twelfth)
+			g0.Mul(quarter).Store(dst[i*6][c:])
+			a.Add(g1).Mul(minusSixth).Store(dst[i*6+1][c:])
+			a.Sub(g1).Mul(minusSixth).Store(dst[i*6+2][c:])
+			p.Add(q).Store(dst[i*6+3][c:])
+			p.Sub(q).Store(dst[i*6+4][c:])
+			g2.Store(dst[i*6+5][c:])
+		}
+	}
+}
+
+// winogradF4InputTransform writes V = B^T d B of a 6x6 input tile
+// (rows[r*6+c], each Cin values) into dst[i*6+j].
+//
+//	B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+//	       [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]
+func winogradF4InputTransform(rows, dst [][]float32) {
+	_, _ = rows[35], dst[35]
+	n := len(dst[0])
+	two, four, five := simd.BroadcastFloat32s(2), simd.BroadcastFloat32s(4), simd.BroadcastFloat32s(5)
+	vl := two.Len()
+	c := 0
+	for ; c+vl <= n; c += vl {
+		// e[i*6+col] = (B^T d)[i][col].
+		var e [36]simd.Float32s
+		for col := range 6 {
+			x0, x1, x2 := simd.LoadFloat32s(rows[col][c:]), simd.LoadFloat32s(rows[6+col][c:]), simd.LoadFloat32s(rows[12+col][c:])
+			x3, x4, x5 := simd.LoadFloat32s(rows[18+col][c:]), simd.LoadFloat32s(rows[24+col][c:]), simd.LoadFloat32s(rows[30+col][c:])
+			s12, d12 := x1.Add(x2), x1.Sub(x2)
+			d42, d31 := x4.Sub(x2), x3.Sub(x1).Mul(two)
+			e[col] = x0.Mul(four).Sub(x2.Mul(five)).Add(x4)
+			e[6+col] = x3.Add(x4).Sub(s12.Mul(four))
+			e[12+col] = x4.Sub(x3).Add(d12.Mul(four))
+			e[18+col] = d42.Add(d31)
+			e[24+col] = d42.Sub(d31)
+			e[30+col] = x1.Mul(four).Sub(x3.Mul(five)).Add(x5)
+		}
+		for i := range 6 {
+			x0, x1, x2, x3, x4, x5 := e[i*6], e[i*6+1], e[i*6+2], e[i*6+3], e[i*6+4], e[i*6+5]
+			s12, d12 := x1.Add(x2), x1.Sub(x2)
+			d42, d31 := x4.Sub(x2), x3.Sub(x1).Mul(two)
+			x0.Mul(four).Sub(x2.Mul(five)).Add(x4).Store(dst[i*6][c:])
+			x3.Add(x4).Sub(s12.Mul(four)).Store(dst[i*6+1][c:])
+			x4.Sub(x3).Add(d12.Mul(four)).Store(dst[i*6+2][c:])
+			d42.Add(d31).Store(dst[i*6+3][c:])
+			d42.Sub(d31).Store(dst[i*6+4][c:])
+			x1.Mul(four).Sub(x3.Mul(five)).Add(x5).Store(dst[i*6+5][c:])
+		}
+	}
+	for ; c < n; c++ {
+		var e [36]float32
+		for col := range 6 {
+			x0, x1, x2, x3, x4, x5 := rows[col][c], rows[6+col][c], rows[12+col][c], rows[18+col][c], rows[24+col][c], rows[30+col][c]
+			s12, d12 := x1+x2, x1-x2
+			d42, d31 := x4-x2, (x3-x1)*2
+			e[col], e[6+col], e[12+col] = x0*4-x2*5+x4, (x3+x4)-s12*4, (x4-x3)+d12*4
+			e[18+col], e[24+col], e[30+col] = d42+d31, d42-d31, x1*4-x3*5+x5
+		}
+		for i := range 6 {
+			x0, x1, x2, x3, x4, x5 := e[i*6], e[i*6+1], e[i*6+2], e[i*6+3], e[i*6+4], e[i*6+5]
+			s12, d12 := x1+x2, x1-x2
+			d42, d31 := x4-x2, (x3-x1)*2
+			dst[i*6][c], dst[i*6+1][c], dst[i*6+2][c] = x0*4-x2*5+x4, (x3+x4)-s12*4, (x4-x3)+d12*4
+			dst[i*6+3][c], dst[i*6+4][c], dst[i*6+5][c] = d42+d31, d42-d31, x1*4-x3*5+x5
+		}
+	}
+}
+
+// winogradF4OutputTransform writes Y = A^T M A of one 6x6 tile (m[i*6+j],
+// each Cout values) into the 4x4 outputs ys[y*4+x]; a nil output (past
+// the image's edge) is skipped. Cout is a multiple of 32, so of the
+// vector length.
+//
+//	A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+func winogradF4OutputTransform(m, ys [][]float32) {
+	_, _ = m[35], ys[15]
+	n := len(m[0])
+	two, four, eight := simd.BroadcastFloat32s(2), simd.BroadcastFloat32s(4), simd.BroadcastFloat32s(8)
+	vl := two.Len()
+	for c := 0; c+vl <= n; c += vl {
+		// s[i*6+col] = (A^T M)[i][col].
+		var s [24]simd.Float32s
+		for col := range 6 {
+			x0, x1, x2 := simd.LoadFloat32s(m[col][c:]), simd.LoadFloat32s(m[6+col][c:]), simd.LoadFloat32s(m[12+col][c:])
+			x3, x4, x5 := simd.LoadFloat32s(m[18+col][c:]), simd.LoadFloat32s(m[24+col][c:]), simd.LoadFloat32s(m[30+col][c:])
+			a, b := x1.Add(x2), x1.Sub(x2)
+			p, q := x3.Add(x4), x3.Sub(x4)
+			s[col], s[6+col] = x0.Add(a).Add(p), b.Add(q.Mul(two))
+			s[12+col], s[18+col] = a.Add(p.Mul(four)), b.Add(q.Mul(eight)).Add(x5)
+		}
+		for i := range 4 {
+			x0, x1, x2, x3, x4, x5 := s[i*6], s[i*6+1], s[i*6+2], s[i*6+3], s[i*6+4], s[i*6+5]
+			a, b := x1.Add(x2), x1.Sub(x2)
+			p, q := x3.Add(x4), x3.Sub(x4)
+			if y := ys[i*4]; y != nil {
+				x0.Add(a).Add(p).Store(y[c:])
+			}
+			if y := ys[i*4+1]; y != nil {
+				b.Add(q.Mul(two)).Store(y[c:])
+			}
+			if y := ys[i*4+2]; y != nil {
+				a.Add(p.Mul(four)).Store(y[c:])
+			}
+			if y := ys[i*4+3]; y != nil {
+				b.Add(q.Mul(eight)).Add(x5).Store(y[c:])
 			}
 		}
 	}
