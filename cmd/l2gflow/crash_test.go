@@ -55,7 +55,9 @@ type child struct {
 func startChild(t *testing.T, args ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+strings.Join(args, "\n"))
+	// A SIGKILLed child cannot remove its private temporary directory
+	// (runProcess); the test's own directory takes it.
+	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir(), childEnv+"="+strings.Join(args, "\n"))
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
