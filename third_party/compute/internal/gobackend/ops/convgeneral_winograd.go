@@ -365,24 +365,21 @@ func winogradKernelTransform(taps *[9][]float32, dst [][]float32) {
 // each Cin values) into dst[i*4+j].
 //
 //	B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+//
+// Written out without loops over arrays of vectors, as the F(4x4, 3x3)
+// transforms are (see winogradF4KernelTransform).
 func winogradInputTransform(rows, dst [][]float32) {
 	_, _ = rows[15], dst[15]
 	n := len(dst[0])
 	vl := simd.BroadcastFloat32s(0).Len()
 	c := 0
 	for ; c+vl <= n; c += vl {
-		var dv [16]simd.Float32s
-		for k := range 16 {
-			dv[k] = simd.LoadFloat32s(rows[k][c:])
-		}
-		// e[i][col] = (B^T d)[i][col].
+		// e[i*4+col] = (B^T d)[i][col].
 		var e [16]simd.Float32s
 		for col := range 4 {
-			d0, d1, d2, d3 := dv[col], dv[4+col], dv[8+col], dv[12+col]
-			e[col] = d0.Sub(d2)
-			e[4+col] = d1.Add(d2)
-			e[8+col] = d2.Sub(d1)
-			e[12+col] = d1.Sub(d3)
+			d0, d1 := simd.LoadFloat32s(rows[col][c:]), simd.LoadFloat32s(rows[4+col][c:])
+			d2, d3 := simd.LoadFloat32s(rows[8+col][c:]), simd.LoadFloat32s(rows[12+col][c:])
+			e[col], e[4+col], e[8+col], e[12+col] = d0.Sub(d2), d1.Add(d2), d2.Sub(d1), d1.Sub(d3)
 		}
 		for i := range 4 {
 			e0, e1, e2, e3 := e[i*4], e[i*4+1], e[i*4+2], e[i*4+3]
