@@ -6,7 +6,10 @@ import (
 	"bytes"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"unsafe"
+
+	"github.com/gomlx/compute/internal/gobackend/workerspool"
 )
 
 // DerivedCacheMaxBytes bounds the memory a backend's DerivedCache holds
@@ -33,6 +36,13 @@ const derivedSeenMax = 4096
 // The zero value is ready to use; it is safe for concurrent use. Derived
 // values handed out are never written again.
 type DerivedCache struct {
+	// Workers, when set (the backend sets its own), compare a large
+	// operand with its kept copy in ranges on the free workers: that
+	// comparison reads every weight of a model twice on each execution
+	// (8% of a ResNet-18 inference at 128 px, batch 8), on one core
+	// while the others wait for the op.
+	Workers *workerspool.Pool
+
 	mu      sync.Mutex
 	seed    maphash.Seed
 	entries map[derivedKey]*derivedEntry
@@ -71,7 +81,7 @@ func (c *DerivedCache) Float32(src []float32, kind string, dims [4]int, n int, d
 	c.mu.Lock()
 	e := c.entries[key]
 	c.mu.Unlock()
-	if e != nil && bytes.Equal(e.source, srcBytes) {
+	if e != nil && c.equal(e.source, srcBytes) {
 		return e.derived
 	}
 	out := make([]float32, n)
@@ -111,6 +121,45 @@ func (c *DerivedCache) Float32(src []float32, kind string, dims [4]int, n int, d
 	}
 	c.seen[key] = h
 	return out
+}
+
+// derivedEqualMinRange is the smallest range of bytes equal compares on
+// a worker of its own: below it, handing it over costs more.
+const derivedEqualMinRange = 1 << 20
+
+// equal reports whether a and b hold the same bytes, comparing ranges of
+// them on c.Workers' free workers when they are large.
+func (c *DerivedCache) equal(a, b []byte) bool {
+	w := c.Workers
+	if len(a) != len(b) || w == nil || !w.IsEnabled() || len(a) < 2*derivedEqualMinRange {
+		return bytes.Equal(a, b)
+	}
+	ranges := min(len(a)/derivedEqualMinRange, w.AdjustedMaxParallelism())
+	if ranges < 2 {
+		return bytes.Equal(a, b)
+	}
+	step := (len(a) + ranges - 1) / ranges
+	var differ atomic.Bool
+	var wg sync.WaitGroup
+	for lo := step; lo < len(a); lo += step {
+		hi := min(len(a), lo+step)
+		wg.Add(1)
+		task := func() {
+			defer wg.Done()
+			if !bytes.Equal(a[lo:hi], b[lo:hi]) {
+				differ.Store(true)
+			}
+		}
+		// Never wait for a worker (the caller may be one).
+		if !w.StartIfAvailable(task) {
+			task()
+		}
+	}
+	if !bytes.Equal(a[:step], b[:step]) {
+		differ.Store(true)
+	}
+	wg.Wait()
+	return !differ.Load()
 }
 
 // Clear drops everything the cache holds.

@@ -101,3 +101,32 @@ func TestDerivedCache(t *testing.T) {
 		t.Errorf("another address and other dims derived %d times, want 2", calls)
 	}
 }
+
+// TestDerivedCacheParallelCompare: with workers, a large operand changed
+// in any one byte (each of the ranges compared apart) is derived again.
+func TestDerivedCacheParallelCompare(t *testing.T) {
+	b := newDefaultBackend()
+	b.Workers.SetMaxParallelism(4)
+	c := &b.Derived
+	calls := 0
+	weights := make([]float32, 3*derivedEqualMinRange) // 12 MB: 4 ranges of 3 MB
+	get := func() []float32 {
+		return c.Float32(weights, "copy", [4]int{len(weights)}, len(weights), func(dst []float32) {
+			calls++
+			copy(dst, weights)
+		})
+	}
+	get()
+	get() // kept
+	for _, i := range []int{0, len(weights)/4 + 1, len(weights) / 2, len(weights) - 1} {
+		calls = 0
+		if got := get(); !slices.Equal(got, weights) || calls != 0 {
+			t.Fatalf("unchanged operand: derived %d times, or a wrong value", calls)
+		}
+		weights[i]++
+		if got := get(); !slices.Equal(got, weights) || calls != 1 {
+			t.Fatalf("operand changed at %d of %d: derived %d times, want 1, or a wrong value", i, len(weights), calls)
+		}
+		get() // kept again
+	}
+}

@@ -146,6 +146,7 @@ func newDefaultBackend() *Backend {
 		NumExecutors: DefaultNumExecutors,
 	}
 	b.Workers = workerspool.New()
+	b.Derived.Workers = b.Workers
 	return b
 }
 
