@@ -130,35 +130,15 @@ const derivedEqualMinRange = 1 << 20
 // equal reports whether a and b hold the same bytes, comparing ranges of
 // them on c.Workers' free workers when they are large.
 func (c *DerivedCache) equal(a, b []byte) bool {
-	w := c.Workers
-	if len(a) != len(b) || w == nil || !w.IsEnabled() || len(a) < 2*derivedEqualMinRange {
-		return bytes.Equal(a, b)
+	if len(a) != len(b) {
+		return false
 	}
-	ranges := min(len(a)/derivedEqualMinRange, w.AdjustedMaxParallelism())
-	if ranges < 2 {
-		return bytes.Equal(a, b)
-	}
-	step := (len(a) + ranges - 1) / ranges
 	var differ atomic.Bool
-	var wg sync.WaitGroup
-	for lo := step; lo < len(a); lo += step {
-		hi := min(len(a), lo+step)
-		wg.Add(1)
-		task := func() {
-			defer wg.Done()
-			if !bytes.Equal(a[lo:hi], b[lo:hi]) {
-				differ.Store(true)
-			}
+	c.Workers.Ranges(len(a), derivedEqualMinRange, func(lo, hi int) {
+		if !bytes.Equal(a[lo:hi], b[lo:hi]) {
+			differ.Store(true)
 		}
-		// Never wait for a worker (the caller may be one).
-		if !w.StartIfAvailable(task) {
-			task()
-		}
-	}
-	if !bytes.Equal(a[:step], b[:step]) {
-		differ.Store(true)
-	}
-	wg.Wait()
+	})
 	return !differ.Load()
 }
 

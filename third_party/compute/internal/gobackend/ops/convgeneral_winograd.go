@@ -169,15 +169,11 @@ func (g *im2colGeometry) convWinogradWith(backend *gobackend.Backend, v *winogra
 	chunkTiles = max(8, (chunkTiles+7)/8*8)
 	numChunks := (numTiles + chunkTiles - 1) / chunkTiles
 	return parallelPull(backend, numChunks, func(next func() (int, bool)) error {
-		vSize, mSize := np*chunkTiles*cin, np*chunkTiles*cout
-		buf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, vSize+mSize+cin))
+		vt, m, zeros, release, err := w.scratch(backend, chunkTiles)
 		if err != nil {
 			return err
 		}
-		defer backend.PutBuffer(buf)
-		flat := buf.Flat.([]float32)
-		vt, m, zeros := flat[:vSize], flat[vSize:vSize+mSize], flat[vSize+mSize:]
-		clear(zeros)
+		defer release()
 		for c, ok := next(); ok; c, ok = next() {
 			t0 := c * chunkTiles
 			tiles := min(chunkTiles, numTiles-t0)
@@ -215,15 +211,11 @@ func (w *winogradConv) positionMajor(backend *gobackend.Backend, numTiles int) e
 	cin, cout, np := w.g.cin, w.g.cout, w.v.positions()
 	superTiles := max(8, winogradSuperChunkBytes/(np*4*(cin+cout))/8*8)
 	superTiles = min(superTiles, (numTiles+7)/8*8)
-	vSize, mSize := np*superTiles*cin, np*superTiles*cout
-	buf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, vSize+mSize+cin))
+	v, m, zeros, release, err := w.scratch(backend, superTiles)
 	if err != nil {
 		return err
 	}
-	defer backend.PutBuffer(buf)
-	flat := buf.Flat.([]float32)
-	v, m, zeros := flat[:vSize], flat[vSize:vSize+mSize], flat[vSize+mSize:]
-	clear(zeros)
+	defer release()
 	for t0 := 0; t0 < numTiles; t0 += superTiles {
 		tiles := min(superTiles, numTiles-t0)
 		padded := (tiles + 7) / 8 * 8
@@ -246,6 +238,23 @@ func (w *winogradConv) positionMajor(backend *gobackend.Backend, numTiles int) e
 		})
 	}
 	return nil
+}
+
+// scratch returns, in one backend buffer, room for the transformed inputs
+// and the products of ld tiles (v laid out [positions][ld][Cin], m
+// [positions][ld][Cout]) and Cin zeros (the input rows outside the image);
+// release gives the buffer back.
+func (w *winogradConv) scratch(backend *gobackend.Backend, ld int) (v, m, zeros []float32, release func(), err error) {
+	np := w.v.positions()
+	vSize, mSize := np*ld*w.g.cin, np*ld*w.g.cout
+	buf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, vSize+mSize+w.g.cin))
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	flat := buf.Flat.([]float32)
+	v, m, zeros = flat[:vSize], flat[vSize:vSize+mSize], flat[vSize+mSize:]
+	clear(zeros)
+	return v, m, zeros, func() { backend.PutBuffer(buf) }, nil
 }
 
 // transformInput writes V[p][i] = (B^T d B)[p] of tile base+i into rows i

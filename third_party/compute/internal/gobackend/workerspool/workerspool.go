@@ -136,6 +136,40 @@ func (w *Pool) StartIfAvailable(task func()) bool {
 	return true
 }
 
+// Ranges calls fn over a split of [0, n) into contiguous ranges (at most
+// twice the adjusted parallelism of them, each at least minChunk long),
+// run on the free workers when n is large enough and parallelism is
+// enabled, else fn(0, n) on the calling goroutine; a nil Pool runs
+// fn(0, n). It never waits for a worker (the caller may be one: a range
+// no worker takes runs on the calling goroutine), and returns when every
+// range is done.
+func (w *Pool) Ranges(n, minChunk int, fn func(lo, hi int)) {
+	if w == nil || !w.IsEnabled() || n < 2*minChunk {
+		fn(0, n)
+		return
+	}
+	chunks := min(n/minChunk, 2*w.AdjustedMaxParallelism())
+	if chunks < 2 {
+		fn(0, n)
+		return
+	}
+	step := (n + chunks - 1) / chunks
+	var wg sync.WaitGroup
+	for lo := step; lo < n; lo += step {
+		hi := min(n, lo+step)
+		wg.Add(1)
+		task := func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}
+		if !w.StartIfAvailable(task) {
+			task()
+		}
+	}
+	fn(0, min(n, step)) // the first range on this goroutine
+	wg.Wait()
+}
+
 // Saturate fans out as many workers as available, each running the given task.
 // It keeps spawning workers if more workers become available.
 //

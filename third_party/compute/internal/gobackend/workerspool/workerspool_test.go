@@ -85,3 +85,37 @@ func TestPool_Saturate(t *testing.T) {
 		t.Errorf("Expected started %d to match wantUnlimited %d", started.Load(), wantUnlimited)
 	}
 }
+
+// TestRanges: the ranges cover [0, n) once each, with and without
+// workers, on a nil Pool too.
+func TestRanges(t *testing.T) {
+	enabled := New()
+	disabled := New()
+	disabled.SetMaxParallelism(0)
+	for _, tc := range []struct {
+		name        string
+		pool        *Pool
+		n, minChunk int
+	}{
+		{"workers", enabled, 1000, 10},
+		{"workers, n not a multiple", enabled, 1001, 7},
+		{"below two chunks", enabled, 19, 10},
+		{"disabled", disabled, 1000, 10},
+		{"nil", nil, 1000, 10},
+		{"empty", enabled, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := make([]atomic.Int32, tc.n)
+			tc.pool.Ranges(tc.n, tc.minChunk, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					seen[i].Add(1)
+				}
+			})
+			for i := range seen {
+				if got := seen[i].Load(); got != 1 {
+					t.Fatalf("index %d covered %d times", i, got)
+				}
+			}
+		})
+	}
+}
