@@ -3,8 +3,8 @@ package transforms
 import (
 	"testing"
 
-	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
+	"github.com/l2gflow/l2gflow/pipelines/pipetest"
 )
 
 // TestMain runs the package's pipelines on prism, Beam's default runner.
-func TestMain(m *testing.M) { ptest.Main(m) }
+func TestMain(m *testing.M) { pipetest.Main(m) }

@@ -18,6 +18,7 @@ import (
 	"github.com/l2gflow/l2gflow/io/artifact"
 	"github.com/l2gflow/l2gflow/io/imagefile"
 	"github.com/l2gflow/l2gflow/io/synth"
+	"github.com/l2gflow/l2gflow/pipelines/pipetest"
 )
 
 // childEnv makes the test binary run the l2gflow command line given in it
@@ -41,7 +42,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(runProcess(strings.Split(args, "\n")))
 	}
-	os.Exit(m.Run())
+	os.Exit(pipetest.WithPrivateTempDir(m.Run))
 }
 
 // child is a running l2gflow process.

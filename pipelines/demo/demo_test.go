@@ -8,13 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/l2gflow/l2gflow/pipelines/pipetest"
 )
 
-func TestMain(m *testing.M) {
-	beam.Init()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { pipetest.Main(m) }
 
 func TestDemoRunsEndToEnd(t *testing.T) {
 	if testing.Short() {

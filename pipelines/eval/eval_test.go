@@ -10,21 +10,17 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/apache/beam/sdks/v2/go/pkg/beam"
-
 	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/dataset"
 	"github.com/l2gflow/l2gflow/io/imagefile"
 	"github.com/l2gflow/l2gflow/io/storage"
 	"github.com/l2gflow/l2gflow/io/synth"
 	"github.com/l2gflow/l2gflow/model/maps"
+	"github.com/l2gflow/l2gflow/pipelines/pipetest"
 	"github.com/l2gflow/l2gflow/transforms"
 )
 
-func TestMain(m *testing.M) {
-	beam.Init()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { pipetest.Main(m) }
 
 func TestSweepPicksTheRightThreshold(t *testing.T) {
 	dir := t.TempDir()

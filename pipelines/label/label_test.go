@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/apache/beam/sdks/v2/go/pkg/beam"
-
 	"github.com/l2gflow/l2gflow/config"
 	"github.com/l2gflow/l2gflow/io/artifact"
 	"github.com/l2gflow/l2gflow/io/dataset"
@@ -22,13 +20,11 @@ import (
 	"github.com/l2gflow/l2gflow/model"
 	"github.com/l2gflow/l2gflow/model/maps"
 	"github.com/l2gflow/l2gflow/model/trainer/trainertest"
+	"github.com/l2gflow/l2gflow/pipelines/pipetest"
 	"github.com/l2gflow/l2gflow/transforms"
 )
 
-func TestMain(m *testing.M) {
-	beam.Init()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { pipetest.Main(m) }
 
 // dataAndModel writes a small synthetic dataset under root and trains a
 // model on it briefly (checkpointing every ckpt steps, 0 never).
