@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/gomlx/compute"
@@ -32,6 +33,10 @@ type Workload struct {
 	// for inference, per step for training; lower is better).
 	Unit string
 }
+
+// Training reports whether the workload is a training step (to be run on
+// a training backend, NewTrainingBackend, as the trainer does).
+func (w Workload) Training() bool { return strings.HasPrefix(w.Kind, "train") }
 
 // Classes is the class count of every workload (the tiny preset's
 // benchmark uses 6, as the synthetic set; the ResNets 20, as VOC).

@@ -15,9 +15,15 @@ import (
 )
 
 // runWorkloads measures the pinned workloads (model.Workloads) and prints
-// one JSON object a line, for bench/compare.py.
+// one JSON object a line, for bench/compare.py. Training workloads run on
+// the backend the trainer uses (model.NewTrainingBackend), the others on
+// the labeling one.
 func runWorkloads(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
-	backend, err := model.NewBackend(env.cfg.Runner.Backend)
+	inferBackend, err := model.NewBackend(env.cfg.Runner.Backend)
+	if err != nil {
+		return err
+	}
+	trainBackend, err := model.NewTrainingBackend(env.cfg.Runner.Backend)
 	if err != nil {
 		return err
 	}
@@ -36,6 +42,10 @@ func runWorkloads(ctx context.Context, env *cmdEnv, bf *benchFlags) error {
 			if stop, err = startProfile(filepath.Join(bf.cpuProfile, profileName(w.Name))); err != nil {
 				return err
 			}
+		}
+		backend := inferBackend
+		if w.Training() {
+			backend = trainBackend
 		}
 		v, err := w.Measure(backend, bf.minTime)
 		if stop != nil {

@@ -119,7 +119,7 @@ func localArch(c config.Train) string {
 // lists their parameters.
 func (t *trainer) networks(ctx context.Context) error {
 	var err error
-	if t.backend, err = model.NewBackend(t.o.Backend); err != nil {
+	if t.backend, err = model.NewTrainingBackend(t.o.Backend); err != nil {
 		return err
 	}
 	c := t.c
