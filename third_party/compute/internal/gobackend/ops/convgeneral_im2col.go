@@ -984,6 +984,9 @@ func (g *im2colGeometry) kernelGradTiles(backend *gobackend.Backend,
 		return err
 	}
 	// out[i, co] is the sum over segments of sums[seg][co, i].
+	if transposeSegmentSums(backend, sums, segments, coutPad, kPad, g.cout, k, out) {
+		return nil
+	}
 	parallelRanges(backend, (k+15)/16, max(1, parallelMinElements/(16*g.cout*segments)), func(lo, hi int) {
 		for i0 := 16 * lo; i0 < min(k, 16*hi); i0 += 16 {
 			i1 := min(k, i0+16)
