@@ -67,14 +67,21 @@ type derivedEntry struct {
 
 // Float32 returns the values derive writes (n of them) for the operand
 // src, identified with kind and dims: the kept ones when src holds the
-// bytes they were derived from, else derived now into a new slice (kept
-// when src had the same bytes at the same address the time before). The
-// returned slice must not be written.
-func (c *DerivedCache) Float32(src []float32, kind string, dims [4]int, n int, derive func(dst []float32)) []float32 {
+// bytes they were derived from, else derived now into a slice from alloc
+// (a new one when alloc is nil), kept when src had the same bytes at the
+// same address the time before. kept reports whether the cache holds the
+// values (the caller must not write them); when it does not, they are in
+// alloc's slice, which the caller owns again. With alloc, a kernel being
+// trained (never kept) is derived into buffers the caller reuses instead
+// of newly allocated, zeroed memory every step.
+func (c *DerivedCache) Float32(src []float32, kind string, dims [4]int, n int, alloc func(n int) []float32, derive func(dst []float32)) (values []float32, kept bool) {
+	if alloc == nil {
+		alloc = func(n int) []float32 { return make([]float32, n) }
+	}
 	if len(src) == 0 {
-		out := make([]float32, n)
+		out := alloc(n)[:n]
 		derive(out)
-		return out
+		return out, false
 	}
 	key := derivedKey{addr: uintptr(unsafe.Pointer(&src[0])), n: len(src), kind: kind, dims: dims}
 	srcBytes := unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src))
@@ -82,9 +89,9 @@ func (c *DerivedCache) Float32(src []float32, kind string, dims [4]int, n int, d
 	e := c.entries[key]
 	c.mu.Unlock()
 	if e != nil && c.equal(e.source, srcBytes) {
-		return e.derived
+		return e.derived, true
 	}
-	out := make([]float32, n)
+	out := alloc(n)[:n]
 	derive(out)
 
 	c.mu.Lock()
@@ -95,12 +102,12 @@ func (c *DerivedCache) Float32(src []float32, kind string, dims [4]int, n int, d
 	h := maphash.Bytes(c.seed, srcBytes)
 	if old := c.entries[key]; old != nil {
 		if bytes.Equal(old.source, srcBytes) {
-			return old.derived // kept meanwhile by a concurrent caller
+			return out, false // kept meanwhile by a concurrent caller: out is as good
 		}
 		delete(c.entries, key) // the operand changed at this address
 		c.bytes -= len(old.source) + 4*len(old.derived)
 		c.seen[key] = h
-		return out
+		return out, false
 	}
 	size := len(srcBytes) + 4*n
 	if prev, ok := c.seen[key]; ok && prev == h && size <= DerivedCacheMaxBytes {
@@ -114,13 +121,13 @@ func (c *DerivedCache) Float32(src []float32, kind string, dims [4]int, n int, d
 		delete(c.seen, key)
 		c.entries[key] = &derivedEntry{source: bytes.Clone(srcBytes), derived: out}
 		c.bytes += size
-		return out
+		return out, true
 	}
 	if len(c.seen) >= derivedSeenMax {
 		clear(c.seen)
 	}
 	c.seen[key] = h
-	return out
+	return out, false
 }
 
 // derivedEqualMinRange is the smallest range of bytes equal compares on

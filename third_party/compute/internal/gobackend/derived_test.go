@@ -22,7 +22,8 @@ func TestDerivedCache(t *testing.T) {
 		}
 	}
 	get := func(src []float32) []float32 {
-		return c.Float32(src, "double", [4]int{len(src)}, len(src), double(src))
+		v, _ := c.Float32(src, "double", [4]int{len(src)}, len(src), nil, double(src))
+		return v
 	}
 	want := func(src []float32) []float32 {
 		out := make([]float32, len(src))
@@ -96,7 +97,7 @@ func TestDerivedCache(t *testing.T) {
 	copy(other, weights)
 	calls = 0
 	get(other)
-	c.Float32(weights, "double", [4]int{99}, len(weights), double(weights))
+	c.Float32(weights, "double", [4]int{99}, len(weights), nil, double(weights))
 	if calls != 2 {
 		t.Errorf("another address and other dims derived %d times, want 2", calls)
 	}
@@ -111,10 +112,11 @@ func TestDerivedCacheParallelCompare(t *testing.T) {
 	calls := 0
 	weights := make([]float32, 3*derivedEqualMinRange) // 12 MB: 4 ranges of 3 MB
 	get := func() []float32 {
-		return c.Float32(weights, "copy", [4]int{len(weights)}, len(weights), func(dst []float32) {
+		v, _ := c.Float32(weights, "copy", [4]int{len(weights)}, len(weights), nil, func(dst []float32) {
 			calls++
 			copy(dst, weights)
 		})
+		return v
 	}
 	get()
 	get() // kept
@@ -128,5 +130,36 @@ func TestDerivedCacheParallelCompare(t *testing.T) {
 			t.Fatalf("operand changed at %d of %d: derived %d times, want 1, or a wrong value", i, len(weights), calls)
 		}
 		get() // kept again
+	}
+}
+
+// TestDerivedCacheAlloc: values not kept are derived into the caller's
+// slice from alloc (reported not kept), a hit allocates nothing, and
+// values the cache keeps are reported kept.
+func TestDerivedCacheAlloc(t *testing.T) {
+	var c DerivedCache
+	weights := make([]float32, 1<<12)
+	var allocated [][]float32
+	alloc := func(n int) []float32 {
+		s := make([]float32, n+8) // longer than asked: only n are used
+		allocated = append(allocated, s)
+		return s
+	}
+	get := func() ([]float32, bool) {
+		return c.Float32(weights, "copy", [4]int{len(weights)}, len(weights), alloc, func(dst []float32) { copy(dst, weights) })
+	}
+	for step := range 3 { // a kernel being trained: other bytes every step
+		weights[0] = float32(step)
+		v, kept := get()
+		if kept || len(allocated) != step+1 || &v[0] != &allocated[step][0] || len(v) != len(weights) || v[0] != float32(step) {
+			t.Fatalf("step %d: kept %v, %d allocations, want the values in the caller's slice, not kept", step, kept, len(allocated))
+		}
+	}
+	v, kept := get() // the same bytes as the time before: kept now
+	if !kept || len(allocated) != 4 || &v[0] != &allocated[3][0] {
+		t.Fatalf("second sight: kept %v, %d allocations, want the new slice kept", kept, len(allocated))
+	}
+	if v, kept = get(); !kept || len(allocated) != 4 || !slices.Equal(v, weights) {
+		t.Fatalf("hit: kept %v, %d allocations, want the kept values and no allocation", kept, len(allocated))
 	}
 }

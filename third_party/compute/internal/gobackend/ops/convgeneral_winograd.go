@@ -138,8 +138,18 @@ func (g *im2colGeometry) convWinogradWith(backend *gobackend.Backend, v *winogra
 	numTiles := g.n * w.tilesPerImage
 
 	// The transformed kernel is kept by the backend between executions
-	// (inference runs the same weights every time).
-	w.packed = backend.Derived.Float32(kernel, v.kind, [4]int{cin, cout}, np*cin*cout, func(packed []float32) {
+	// (inference runs the same weights every time); one not kept (a
+	// kernel being trained) is written into a buffer of the backend's,
+	// given back after the convolution.
+	var packedBuf *gobackend.Buffer
+	alloc := func(n int) []float32 {
+		var err error
+		if packedBuf, err = backend.GetBuffer(shapes.Make(dtypes.Float32, n)); err != nil {
+			return make([]float32, n) // a finalized backend: the op fails elsewhere
+		}
+		return packedBuf.Flat.([]float32)
+	}
+	packed, kept := backend.Derived.Float32(kernel, v.kind, [4]int{cin, cout}, np*cin*cout, alloc, func(packed []float32) {
 		parallelRanges(backend, cin, max(1, 4096/cout), func(lo, hi int) {
 			var taps [9][]float32
 			dst := make([][]float32, np)
@@ -157,6 +167,10 @@ func (g *im2colGeometry) convWinogradWith(backend *gobackend.Backend, v *winogra
 			}
 		})
 	})
+	w.packed = packed
+	if !kept && packedBuf != nil {
+		defer backend.PutBuffer(packedBuf)
+	}
 
 	if np*cin*cout*4 > winogradKernelCacheBytes {
 		return w.positionMajor(backend, numTiles)
