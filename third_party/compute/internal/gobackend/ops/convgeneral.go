@@ -146,7 +146,8 @@ type convNode struct {
 	dilatedInputSpatialDims []int
 
 	// epilogue is set by convEpilogueFusion: a per-channel bias (the
-	// node's third input) and optionally a ReLU applied to the output.
+	// node's third input), optionally a residual (its fourth) and a ReLU
+	// applied to the output.
 	epilogue convEpilogue
 }
 
@@ -226,7 +227,11 @@ func execConvGeneral(backend *gobackend.Backend, node *gobackend.Node, inputs []
 		return output, err
 	}
 	if p := node.Data.(*convNode); p.epilogue.bias {
-		applyConvEpilogue(backend, p.epilogue, output.Flat.([]float32), inputs[2].Flat.([]float32))
+		var res []float32
+		if p.epilogue.residual {
+			res = inputs[3].Flat.([]float32)
+		}
+		applyConvEpilogue(backend, p.epilogue, output.Flat.([]float32), inputs[2].Flat.([]float32), res)
 	}
 	return output, nil
 }

@@ -11,15 +11,22 @@ func init() {
 }
 
 // simdBiasReLURows is biasReLURows a vector at a time.
-func simdBiasReLURows(out, bias []float32, relu bool) {
+func simdBiasReLURows(out, bias, res []float32, relu bool) {
 	c := len(bias)
 	vl := simd.BroadcastFloat32s(0).Len()
 	zero := simd.BroadcastFloat32s(0)
 	for r := 0; r+c <= len(out); r += c {
 		row := out[r : r+c]
+		var rrow []float32
+		if res != nil {
+			rrow = res[r : r+c]
+		}
 		j := 0
 		for ; j+vl <= c; j += vl {
 			v := simd.LoadFloat32s(row[j:]).Add(simd.LoadFloat32s(bias[j:]))
+			if rrow != nil {
+				v = v.Add(simd.LoadFloat32s(rrow[j:]))
+			}
 			if relu {
 				v = v.Max(zero)
 			}
@@ -29,6 +36,10 @@ func simdBiasReLURows(out, bias []float32, relu bool) {
 			v, _ := simd.LoadFloat32sPart(row[j:])
 			b, _ := simd.LoadFloat32sPart(bias[j:])
 			v = v.Add(b)
+			if rrow != nil {
+				x, _ := simd.LoadFloat32sPart(rrow[j:])
+				v = v.Add(x)
+			}
 			if relu {
 				v = v.Max(zero)
 			}

@@ -9,11 +9,11 @@ var ParallelPullForTest = parallelPull
 
 // ConvEpiloguesForTest reports, for each ConvGeneral node of the builder's
 // main function, its epilogue (bias, relu), after the builder compiled.
-func ConvEpiloguesForTest(b *gobackend.Builder) [][2]bool {
-	var res [][2]bool
+func ConvEpiloguesForTest(b *gobackend.Builder) [][3]bool {
+	var res [][3]bool
 	for _, n := range b.MainFn.Nodes {
 		if p, ok := n.Data.(*convNode); ok {
-			res = append(res, [2]bool{p.epilogue.bias, p.epilogue.relu})
+			res = append(res, [3]bool{p.epilogue.bias, p.epilogue.residual, p.epilogue.relu})
 		}
 	}
 	return res
