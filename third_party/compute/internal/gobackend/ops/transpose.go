@@ -356,7 +356,8 @@ func transpose2D[T any](backend *gobackend.Backend, in, out []T, H, W int) {
 // power of two (out's H when H is large) maps every strided access of a
 // tile to the same cache set, which evicts lines before they are filled:
 // a [8192, 32] transpose ran at 0.25 GB/s writing with out's stride, and
-// several times faster reading with in's (short) stride.
+// several times faster reading with in's (short) stride. float32 tiles go
+// through transposeFloat32Tile's register blocks where AVX-512 is allowed.
 func transposeTile[T any](in, out []T, H, W, r0, r1, c0, c1 int) {
 	if fin, ok := any(in).([]float32); ok && transposeFloat32Tile(fin, W, any(out).([]float32), H, r0, r1, c0, c1) {
 		return
