@@ -230,7 +230,7 @@ func (t *trainer) resume(ctx context.Context) error {
 	}
 	t.logf("train %s: %s global (%d parameters)%s, %d images, %d classes, %d steps (%d a epoch), batch %d, backend %s",
 		t.c.Method, t.c.Arch, model.CountTrainable(t.specs, model.GlobalPrefix), t.localDesc(), len(t.o.Data.Records), t.classes,
-		t.total, t.spe, t.c.BatchSize, model.BackendName(t.o.Backend))
+		t.total, t.spe, t.c.BatchSize, model.TrainingBackendConfig(t.o.Backend))
 	return nil
 }
 
