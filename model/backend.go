@@ -28,8 +28,7 @@ func NewBackend(config string) (compute.Backend, error) {
 	}
 	// compute.NewWithConfig panics on a backend not compiled in.
 	name, _, _ := strings.Cut(config, ":")
-	if !slices.Contains(compute.List(), name) {
-		known := compute.List()
+	if known := compute.List(); !slices.Contains(known, name) {
 		slices.Sort(known)
 		return nil, fmt.Errorf("GoMLX backend %q: no backend %q in this binary (it has: %s)", config, name, strings.Join(known, ", "))
 	}
