@@ -67,9 +67,9 @@ func TestConvEpilogueFusion(t *testing.T) {
 		name string
 		// build returns the outputs from the convolution, the bias
 		// [1,1,1,C], the full-shape operand and the zero scalar.
-		build    func(f *gobackend.Function, c, b, full, zero compute.Value) (values, error)
-		want     func(i int) []float64 // output i by the definition
-		epilogues [][3]bool // in any order
+		build     func(f *gobackend.Function, c, b, full, zero compute.Value) (values, error)
+		want      func(i int) []float64 // output i by the definition
+		epilogues [][3]bool             // in any order
 	}{
 		{"bias and relu", func(f *gobackend.Function, c, b, _, zero compute.Value) (values, error) {
 			a, _ := ops.Add(f, c, b)

@@ -299,6 +299,25 @@ func (g *im2colGeometry) kernelBlocksPay() bool {
 	return 4*g.kh*g.kw*g.cin*g.cout >= kernelBlocksMinBytes && g.cout >= kernelBlocksMinColumns*kernelBlocksWorkers
 }
 
+// kernelBlocksPackMinRows is the fewest output positions for which
+// convKernelBlocks packs the kernel into strips of 32 columns first, as
+// convRowMajor does, instead of reading its columns in place. Read in
+// place, a strip's rows are Cout*4 bytes apart: with Cout 1024 or 2048
+// (ResNet-50's last stages) a block of them maps to few cache sets and is
+// evicted from L2 between the chunks of rows that re-read it, once per
+// kernelBlocksChunkRows rows. Packing costs a read and a write of the
+// kernel per execution, which pays once the kernel is read often enough:
+// with ResNet-18's 8x8 layers at 128 px (512 rows, 4 chunks) it made that
+// layer about 12% slower; with ResNet-50's 14x14 layers at 224 px (1568
+// rows) the 1x1 convolution to 2048 channels went from about 96 to 160-175
+// GFLOP/s (per-layer timings in l2gflow's ResNet-50 inference, batch 8,
+// 2 cores). Packing does not change the order in which terms are added.
+const kernelBlocksPackMinRows = 8 * kernelBlocksChunkRows
+
+// kernelBlocksPack reports whether convKernelBlocks packs the kernel of a
+// convolution of m output positions (see kernelBlocksPackMinRows).
+func kernelBlocksPack(m int) bool { return m >= kernelBlocksPackMinRows }
+
 // kernelBlocksChunkRows is how many rows of one contracting block's im2col
 // convKernelBlocks writes and multiplies at a time (at most 256 KB).
 const kernelBlocksChunkRows = 128
@@ -308,14 +327,15 @@ const kernelBlocksChunkRows = 128
 // worker takes a group of the output columns, and walks the contracting axis
 // in equal blocks of at most rowMajorBlockK steps; for each block it
 // writes the block's im2col values for the rows a chunk at a time and
-// multiplies them 8 rows by 32 columns at a time, reading the kernel's
-// columns in place (dot.Float32Tile8x32Strided: the kernel is not packed,
-// which re-did a copy of every weight on every execution; in a ResNet-18
-// inference at 128 px, batch 8, 3 alternating rounds, 9.71 -> 9.13 ms an
-// image, at 224 px and ResNet-50 equal within noise), accumulating into
-// the output. convRowMajor instead packs the whole kernel
-// (which comes from memory: with few rows, as at 8x8, packing it took a
-// fifth of the time) and re-reads it for every chunk of rows. Measured per
+// multiplies them 8 rows by 32 columns at a time, accumulating into the
+// output. With few rows (below kernelBlocksPackMinRows) the tile reads the
+// kernel's columns in place (dot.Float32Tile8x32Strided: packing would
+// copy every weight on every execution; in a ResNet-18 inference at 128
+// px, batch 8, 3 alternating rounds, 9.71 -> 9.13 ms an image); with more,
+// from strips packed once per execution (packKernelStrips), which the
+// chunks of rows re-read from L2. convRowMajor instead packs the whole
+// kernel (which comes from memory: with few rows, as at 8x8, packing it
+// took a fifth of the time) and re-reads it for every chunk of rows. Measured per
 // layer, batch 8, best of 20 alternating with convRowMajor (GFLOP/s):
 // 8x8x512-512 234 -> 296, dilation 2 240 -> 323, 8x8x256-256 170 -> 192,
 // 14x14x512-512 264 -> 291, 16x16x128-256 stride 2 243 -> 263; the 7x7 stem
@@ -336,6 +356,15 @@ func (g *im2colGeometry) convKernelBlocks(backend *gobackend.Backend,
 	identity := g.isIdentity()
 	numTiles := (m + 7) / 8
 	full := m / 8 * 8 // rows in whole tiles; the rest go through last and tail
+	rhsAt := func(k0, s int) ([]float32, int) { return kernel[k0*g.cout+32*s:], g.cout }
+	if kernelBlocksPack(m) {
+		packed, release, err := packKernelStrips(backend, kernel, k, g.cout)
+		if err != nil {
+			return err
+		}
+		defer release()
+		rhsAt = func(k0, s int) ([]float32, int) { return packed[(s*k+k0)*32:], 32 }
+	}
 	return parallelPull(backend, groups, func(next func() (int, bool)) error {
 		colsSize := chunkRows * blockK
 		buf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, colsSize+8*blockK+8*g.cout))
@@ -372,15 +401,15 @@ func (g *im2colGeometry) convKernelBlocks(backend *gobackend.Backend,
 					}
 					g.markPaddingTiles(skip, r0, rows, k0, kLen, identity)
 					for s := s0; s < s1; s++ {
-						rhs := kernel[k0*g.cout+32*s:]
+						rhs, rhsStride := rhsAt(k0, s)
 						for i := range nt {
 							if skip[i] {
 								continue
 							}
 							if r0+8*i < full {
-								tile(lhs[8*i*stride:], stride, rhs, g.cout, out[(r0+8*i)*g.cout+32*s:], g.cout, kLen, started[r0/8+i])
+								tile(lhs[8*i*stride:], stride, rhs, rhsStride, out[(r0+8*i)*g.cout+32*s:], g.cout, kLen, started[r0/8+i])
 							} else {
-								tile(last, kLen, rhs, g.cout, tail[32*s:], g.cout, kLen, started[r0/8+i])
+								tile(last, kLen, rhs, rhsStride, tail[32*s:], g.cout, kLen, started[r0/8+i])
 							}
 						}
 					}
@@ -433,32 +462,11 @@ func (g *im2colGeometry) convRowMajor(backend *gobackend.Backend,
 	fullStrips := g.cout / 32
 	rem := g.cout - 32*fullStrips // columns of a last, partial strip
 	strips := (g.cout + 31) / 32
-	packedBuf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, k*32*strips))
+	packed, release, err := packKernelStrips(backend, kernel, k, g.cout)
 	if err != nil {
 		return err
 	}
-	defer backend.PutBuffer(packedBuf)
-	packed := packedBuf.Flat.([]float32)
-	// Strip s is [K][32]: its block of contracting steps [k0, k1) is
-	// contiguous at (s*K + k0)*32. The 32 values are copied as an array (a
-	// call of copy per 128 bytes made the whole convolution 5-10% slower).
-	// A partial last strip is padded with zero columns.
-	parallelRanges(backend, strips, 1, func(lo, hi int) {
-		for s := lo; s < hi; s++ {
-			dst := packed[s*k*32 : (s+1)*k*32]
-			src := kernel[32*s:]
-			if s == fullStrips {
-				for i := range k {
-					copy(dst[i*32:i*32+rem], src[i*g.cout:i*g.cout+rem])
-					clear(dst[i*32+rem : (i+1)*32])
-				}
-				continue
-			}
-			for i := range k {
-				*(*[32]float32)(dst[i*32:]) = *(*[32]float32)(src[i*g.cout:])
-			}
-		}
-	})
+	defer release()
 	// Chunks: at most rowMajorChunkBytes of a contracting block, and at
 	// least 4 per worker, which take them one at a time.
 	workers := workerCount(backend)
@@ -549,6 +557,41 @@ func (g *im2colGeometry) convRowMajor(backend *gobackend.Backend,
 		}
 		return nil
 	})
+}
+
+// packKernelStrips copies the kernel [k, cout] into strips of 32 columns
+// (strip s is [k][32], at s*k*32, so that a block of its contracting steps
+// is contiguous), on the backend's workers, into a buffer of the backend's
+// that release gives back. A partial last strip is padded with zero
+// columns.
+func packKernelStrips(backend *gobackend.Backend, kernel []float32, k, cout int) (packed []float32, release func(), err error) {
+	fullStrips := cout / 32
+	rem := cout - 32*fullStrips
+	strips := (cout + 31) / 32
+	packedBuf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, k*32*strips))
+	if err != nil {
+		return nil, nil, err
+	}
+	packed = packedBuf.Flat.([]float32)
+	// The 32 values are copied as an array (a call of copy per 128 bytes
+	// made the whole convolution 5-10% slower).
+	parallelRanges(backend, strips, 1, func(lo, hi int) {
+		for s := lo; s < hi; s++ {
+			dst := packed[s*k*32 : (s+1)*k*32]
+			src := kernel[32*s:]
+			if s == fullStrips {
+				for i := range k {
+					copy(dst[i*32:i*32+rem], src[i*cout:i*cout+rem])
+					clear(dst[i*32+rem : (i+1)*32])
+				}
+				continue
+			}
+			for i := range k {
+				*(*[32]float32)(dst[i*32:]) = *(*[32]float32)(src[i*cout:])
+			}
+		}
+	})
+	return packed, func() { backend.PutBuffer(packedBuf) }, nil
 }
 
 // markPaddingTiles sets skip[i] for each tile of 8 rows of the rows rows

@@ -22,7 +22,8 @@ import (
 // without workers; with Cout a multiple of 32, the row-major 8 x 32 tiles
 // (partial last strips included, a 1x1 convolution that multiplies the
 // input rows in place, and kernels of 1 MB or more, whose blocks are
-// read in place per worker's group of columns).
+// read per worker's group of columns, in place or, with many rows, from
+// packed strips).
 func TestConvGeneralIm2col(t *testing.T) {
 	seq, par := sequentialAndParallel(t)
 	r := rand.New(rand.NewPCG(7, 8))
@@ -59,6 +60,11 @@ func TestConvGeneralIm2col(t *testing.T) {
 		{1, 5, 3, 600, 1, 1, 256, 1, 1, [2][2]int{}},
 		{1, 6, 6, 640, 3, 3, 512, 1, 3, [2][2]int{{3, 3}, {3, 3}}},
 		{1, 5, 3, 1024, 1, 1, 256, 1, 1, [2][2]int{}},
+		// Kernel-block convolutions of 1,024 rows and more, which read the
+		// kernel from strips packed first: 1x1 in place, and strided with
+		// a last tile of fewer than 8 rows.
+		{1, 32, 33, 512, 1, 1, 512, 1, 1, [2][2]int{}},
+		{2, 45, 45, 128, 3, 3, 256, 2, 1, [2][2]int{{1, 1}, {1, 1}}},
 		// 3x3, stride 1, Cin and Cout >= 64 (Winograd F(2x2, 3x3)): odd
 		// sizes (tiles past the edge), dilations 2 and 3 (phases of odd
 		// length), asymmetric and no padding, a 1x1 output, channels that
