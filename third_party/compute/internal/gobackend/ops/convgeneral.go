@@ -149,6 +149,11 @@ type convNode struct {
 	// node's third input), optionally a residual (its fourth) and a ReLU
 	// applied to the output.
 	epilogue convEpilogue
+
+	// kernelReversed is set by convKernelReverseFusion: the kernel input
+	// is to be read with its spatial axes (its first two) reversed, as
+	// Reverse(kernel, 0, 1) would give it.
+	kernelReversed bool
 }
 
 // Recompute implements gobackend.RecomputableNodeData for convNode.
@@ -167,6 +172,7 @@ func (c *convNode) Recompute(backend *gobackend.Backend, resolvedNodes []*goback
 		hasInputDilations:  c.hasInputDilations,
 		hasKernelDilations: c.hasKernelDilations,
 		epilogue:           c.epilogue,
+		kernelReversed:     c.kernelReversed,
 	}
 
 	newData.inputStrides = inputShape.Strides()
@@ -192,6 +198,7 @@ func (c *convNode) EqualNodeData(other gobackend.NodeDataComparable) bool {
 	if c.channelGroupCount != o.channelGroupCount ||
 		c.batchGroupCount != o.batchGroupCount ||
 		c.epilogue != o.epilogue ||
+		c.kernelReversed != o.kernelReversed ||
 		c.hasInputDilations != o.hasInputDilations ||
 		c.hasKernelDilations != o.hasKernelDilations {
 		return false
@@ -241,11 +248,21 @@ func execConvGeneralPlain(backend *gobackend.Backend, node *gobackend.Node, inpu
 	if output, ok, err := execConvGeneralIm2col(backend, node, inputs); ok {
 		return output, err
 	}
+	params := node.Data.(*convNode)
+	if params.kernelReversed {
+		// The paths below read the kernel as it is stored: give them the
+		// reversed copy the fused Reverse would have made.
+		reversed, err := reverseLeadingAxes(backend, inputs[1], 2)
+		if err != nil {
+			return nil, err
+		}
+		defer backend.PutBuffer(reversed)
+		inputs = append([]*gobackend.Buffer{inputs[0], reversed}, inputs[2:]...)
+	}
 	if output, ok, err := execConvKernelGradIm2col(backend, node, inputs); ok {
 		return output, err
 	}
 	input, kernel := inputs[0], inputs[1]
-	params := node.Data.(*convNode)
 	outputShape := node.Shape
 	dtype := input.RawShape.DType
 	output, err := backend.GetBuffer(outputShape)

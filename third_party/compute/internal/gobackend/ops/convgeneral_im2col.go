@@ -641,6 +641,7 @@ type im2colGeometry struct {
 	dilateH, dilateW int
 	inDilH, inDilW   int  // input dilations (a strided convolution's input gradient)
 	kernelSwapped    bool // kernel is [KH, KW, Cout, Cin] (a convolution's input gradient)
+	kernelReversed   bool // kernel's taps are read in reverse order (convKernelReverseFusion)
 }
 
 // im2colGeometryFor returns the geometry of a convolution that
@@ -665,7 +666,7 @@ func im2colGeometryFor(inShape, kernelShape, outShape shapes.Shape, p *convNode)
 		kh: kd[0], kw: kd[1], cout: kd[3],
 		ho: od[1], wo: od[2],
 		strideH: 1, strideW: 1, dilateH: 1, dilateW: 1, inDilH: 1, inDilW: 1,
-		kernelSwapped: swapped,
+		kernelSwapped: swapped, kernelReversed: p.kernelReversed,
 	}
 	kernelIn := kd[2]
 	if swapped {
@@ -697,9 +698,11 @@ func im2colGeometryFor(inShape, kernelShape, outShape shapes.Shape, p *convNode)
 
 // kernelMatrix returns the kernel as the [KH*KW*Cin, Cout] row-major matrix
 // of the product: the kernel itself, or a copy with each tap's matrix
-// transposed when it is stored [KH, KW, Cout, Cin].
+// transposed when it is stored [KH, KW, Cout, Cin], and the taps in
+// reverse order when kernelReversed (reversing both spatial axes reverses
+// the order of the KH*KW taps).
 func (g *im2colGeometry) kernelMatrix(backend *gobackend.Backend, kernel []float32) (matrix []float32, release func(), err error) {
-	if !g.kernelSwapped {
+	if !g.kernelSwapped && !g.kernelReversed {
 		return kernel, func() {}, nil
 	}
 	buf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, len(kernel)))
@@ -708,9 +711,18 @@ func (g *im2colGeometry) kernelMatrix(backend *gobackend.Backend, kernel []float
 	}
 	m := buf.Flat.([]float32)
 	size := g.cin * g.cout
-	for tap := range g.kh * g.kw {
-		// [Cout, Cin] -> [Cin, Cout]
-		transpose2D(backend, kernel[tap*size:(tap+1)*size], m[tap*size:(tap+1)*size], g.cout, g.cin)
+	taps := g.kh * g.kw
+	for tap := range taps {
+		src := tap
+		if g.kernelReversed {
+			src = taps - 1 - tap
+		}
+		if g.kernelSwapped {
+			// [Cout, Cin] -> [Cin, Cout]
+			transpose2D(backend, kernel[src*size:(src+1)*size], m[tap*size:(tap+1)*size], g.cout, g.cin)
+		} else {
+			copy(m[tap*size:(tap+1)*size], kernel[src*size:(src+1)*size])
+		}
 	}
 	return m, func() { backend.PutBuffer(buf) }, nil
 }

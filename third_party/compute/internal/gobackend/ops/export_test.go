@@ -18,3 +18,16 @@ func ConvEpiloguesForTest(b *gobackend.Builder) [][3]bool {
 	}
 	return res
 }
+
+// ConvKernelsReversedForTest reports, for each ConvGeneral node of the
+// builder's main function, whether convKernelReverseFusion folded a
+// Reverse of its kernel into it, after the builder compiled.
+func ConvKernelsReversedForTest(b *gobackend.Builder) []bool {
+	var res []bool
+	for _, n := range b.MainFn.Nodes {
+		if p, ok := n.Data.(*convNode); ok {
+			res = append(res, p.kernelReversed)
+		}
+	}
+	return res
+}
