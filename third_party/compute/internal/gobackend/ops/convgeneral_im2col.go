@@ -80,7 +80,7 @@ func (g *im2colGeometry) convMatrix(backend *gobackend.Backend, impl *dot.Implem
 	case tile != nil && convWinograd != nil && g.winogradEligible():
 		return convWinograd(g, backend, tile, in, kernelFlat, out)
 	case dot.Float32Tile8x32Strided != nil && g.cout%32 == 0 && g.kernelBlocksPay():
-		return g.convKernelBlocks(backend, dot.Float32Tile8x32Strided, in, kernelFlat, out)
+		return g.convKernelBlocks(backend, dot.Float32Tile8x32Strided, kernelBlocksPack(g.n*g.ho*g.wo), in, kernelFlat, out)
 	case tile != nil:
 		return g.convRowMajor(backend, tile, in, kernelFlat, out)
 	default:
@@ -328,10 +328,10 @@ const kernelBlocksChunkRows = 128
 // in equal blocks of at most rowMajorBlockK steps; for each block it
 // writes the block's im2col values for the rows a chunk at a time and
 // multiplies them 8 rows by 32 columns at a time, accumulating into the
-// output. With few rows (below kernelBlocksPackMinRows) the tile reads the
+// output. Without pack (few rows: kernelBlocksPack) the tile reads the
 // kernel's columns in place (dot.Float32Tile8x32Strided: packing would
 // copy every weight on every execution; in a ResNet-18 inference at 128
-// px, batch 8, 3 alternating rounds, 9.71 -> 9.13 ms an image); with more,
+// px, batch 8, 3 alternating rounds, 9.71 -> 9.13 ms an image); with it,
 // from strips packed once per execution (packKernelStrips), which the
 // chunks of rows re-read from L2. convRowMajor instead packs the whole
 // kernel (which comes from memory: with few rows, as at 8x8, packing it
@@ -345,7 +345,7 @@ const kernelBlocksChunkRows = 128
 // 14x14 layers at 224 px nothing measurable.
 func (g *im2colGeometry) convKernelBlocks(backend *gobackend.Backend,
 	tile func(lhs []float32, lhsStride int, rhs []float32, rhsStride int, out []float32, outStride int, k int, accumulate bool),
-	in, kernel, out []float32) error {
+	pack bool, in, kernel, out []float32) error {
 	k := g.kh * g.kw * g.cin
 	m := g.n * g.ho * g.wo
 	strips := g.cout / 32
@@ -357,7 +357,7 @@ func (g *im2colGeometry) convKernelBlocks(backend *gobackend.Backend,
 	numTiles := (m + 7) / 8
 	full := m / 8 * 8 // rows in whole tiles; the rest go through last and tail
 	rhsAt := func(k0, s int) ([]float32, int) { return kernel[k0*g.cout+32*s:], g.cout }
-	if kernelBlocksPack(m) {
+	if pack {
 		packed, release, err := packKernelStrips(backend, kernel, k, g.cout)
 		if err != nil {
 			return err
