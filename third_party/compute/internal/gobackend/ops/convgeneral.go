@@ -252,7 +252,7 @@ func execConvGeneralPlain(backend *gobackend.Backend, node *gobackend.Node, inpu
 	if params.kernelReversed {
 		// The paths below read the kernel as it is stored: give them the
 		// reversed copy the fused Reverse would have made.
-		reversed, err := reverseLeadingAxes(backend, inputs[1], 2)
+		reversed, err := reversedCopy(backend, inputs[1], []int{0, 1})
 		if err != nil {
 			return nil, err
 		}

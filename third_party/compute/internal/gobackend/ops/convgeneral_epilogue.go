@@ -40,21 +40,7 @@ func (convEpilogueFusion) Name() string { return "ConvEpilogueFusion" }
 func (convEpilogueFusion) Apply(b *gobackend.Builder) (bool, error) {
 	modified := false
 	for _, f := range b.Functions {
-		users := map[*gobackend.Node][]*gobackend.Node{}
-		outputs := map[*gobackend.Node]bool{}
-		for _, n := range f.Nodes {
-			for _, in := range n.Inputs {
-				users[in] = append(users[in], n)
-			}
-			for _, captured := range n.CapturedInputs {
-				for _, in := range captured {
-					users[in] = append(users[in], n)
-				}
-			}
-		}
-		for _, o := range f.Outputs {
-			outputs[o] = true
-		}
+		users, outputs := nodeUsers(f)
 		replace := map[*gobackend.Node]*gobackend.Node{}
 		claimed := map[*gobackend.Node]bool{} // residual sums a convolution took
 		for _, add := range f.Nodes {
@@ -113,6 +99,27 @@ func (convEpilogueFusion) Apply(b *gobackend.Builder) (bool, error) {
 	}
 	// The bias may come after the convolution in the nodes' order.
 	return modified, nil
+}
+
+// nodeUsers returns, for the nodes of f, the nodes that take each as an
+// input (captured inputs included; a node that takes it twice is listed
+// twice), and which nodes are f's outputs.
+func nodeUsers(f *gobackend.Function) (users map[*gobackend.Node][]*gobackend.Node, outputs map[*gobackend.Node]bool) {
+	users, outputs = map[*gobackend.Node][]*gobackend.Node{}, map[*gobackend.Node]bool{}
+	for _, n := range f.Nodes {
+		for _, in := range n.Inputs {
+			users[in] = append(users[in], n)
+		}
+		for _, captured := range n.CapturedInputs {
+			for _, in := range captured {
+				users[in] = append(users[in], n)
+			}
+		}
+	}
+	for _, o := range f.Outputs {
+		outputs[o] = true
+	}
+	return users, outputs
 }
 
 // epilogueFits reports whether add is conv + bias with conv a float32

@@ -33,27 +33,14 @@ func (convKernelReverseFusion) Name() string { return "ConvKernelReverseFusion" 
 func (convKernelReverseFusion) Apply(b *gobackend.Builder) (bool, error) {
 	modified := false
 	for _, f := range b.Functions {
-		users := map[*gobackend.Node]int{}
-		for _, n := range f.Nodes {
-			for _, in := range n.Inputs {
-				users[in]++
-			}
-			for _, captured := range n.CapturedInputs {
-				for _, in := range captured {
-					users[in]++
-				}
-			}
-		}
-		for _, o := range f.Outputs {
-			users[o]++ // an output keeps its Reverse
-		}
+		users, outputs := nodeUsers(f)
 		for _, conv := range f.Nodes {
 			if conv.OpType != compute.OpTypeConvGeneral || len(conv.Inputs) < 2 {
 				continue
 			}
 			rev := conv.Inputs[1]
 			p, ok := conv.Data.(*convNode)
-			if !ok || p.kernelReversed || rev.OpType != compute.OpTypeReverse || users[rev] != 1 || !reversesKernelSpace(rev, p) {
+			if !ok || p.kernelReversed || rev.OpType != compute.OpTypeReverse || len(users[rev]) != 1 || outputs[rev] || !reversesKernelSpace(rev, p) {
 				continue
 			}
 			q := *p
@@ -77,28 +64,4 @@ func reversesKernelSpace(rev *gobackend.Node, p *convNode) bool {
 	}
 	sorted := slices.Sorted(slices.Values(axes))
 	return slices.Equal(sorted, []int{0, 1})
-}
-
-// reverseLeadingAxes returns a copy of the float32 buffer with its first
-// n axes reversed (which reverses the order of the blocks of the
-// remaining axes), in a buffer of the backend's that the caller gives
-// back.
-func reverseLeadingAxes(backend *gobackend.Backend, buf *gobackend.Buffer, n int) (*gobackend.Buffer, error) {
-	out, err := backend.GetBuffer(buf.RawShape)
-	if err != nil {
-		return nil, err
-	}
-	src, dst := buf.Flat.([]float32), out.Flat.([]float32)
-	blocks := 1
-	for _, d := range buf.RawShape.Dimensions[:n] {
-		blocks *= d
-	}
-	if blocks == 0 {
-		return out, nil
-	}
-	size := len(src) / blocks
-	for i := range blocks {
-		copy(dst[i*size:(i+1)*size], src[(blocks-1-i)*size:(blocks-i)*size])
-	}
-	return out, nil
 }

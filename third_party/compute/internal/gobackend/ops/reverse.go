@@ -43,7 +43,6 @@ func execReverse(backend *gobackend.Backend, node *gobackend.Node, inputs []*gob
 	_ = inputsOwned // We don't reuse the inputs.
 	operand := inputs[0]
 	reverseAxes := node.Data.([]int)
-	shape := operand.RawShape
 
 	if len(reverseAxes) == 0 && inputsOwned[0] {
 		// No-op: reuse the input buffer.
@@ -51,6 +50,13 @@ func execReverse(backend *gobackend.Backend, node *gobackend.Node, inputs []*gob
 		inputs[0] = nil // Mark as consumed.
 		return output, nil
 	}
+	return reversedCopy(backend, operand, reverseAxes)
+}
+
+// reversedCopy returns a new buffer of the backend's holding operand with
+// the values along reverseAxes reversed.
+func reversedCopy(backend *gobackend.Backend, operand *gobackend.Buffer, reverseAxes []int) (*gobackend.Buffer, error) {
+	shape := operand.RawShape
 
 	// Allocate output buffer.
 	// TODO: if we can reuse the input buffer, create a version that uses swap instead of copy, and reverse in-place.
