@@ -102,7 +102,7 @@ func avx512LargeFloat32( //alt:f32
 	if len(cachedLHSPanels) == 0 && len(cachedRHSPanels) == 0 { //alt:f32
 		if chunks := splitKChunks(layout, batchSize, lhsCrossSize, rhsCrossSize, contractingSize, &params); chunks > 1 { //alt:f32
 			avx512SplitKFloat32(backend, lhs, rhs, output, lhsCrossSize, rhsCrossSize, contractingSize, chunks, params) //alt:f32
-			return //alt:f32
+			return                                                                                                      //alt:f32
 		} //alt:f32
 	} //alt:f32
 
