@@ -48,3 +48,26 @@ func New(config string) (compute.Backend, error) {
 func KernelSet() string {
 	return gobackend.KernelSet()
 }
+
+// Freeze declares that buf's values stay as they are until it is finalized
+// or donated to an execution: its holder will not write them, neither
+// through a slice from its Data or NewSharedBuffer nor in any other way.
+// Ops may then keep what they derive from it, such as a convolution's
+// transformed kernel, and use it without reading buf again on every
+// execution, as they must for a buffer that is not frozen. Model weights
+// used for inference are the intended use. It reports whether buf is a
+// buffer of this backend (others are left as they are).
+func Freeze(buf compute.Buffer) bool {
+	b, ok := buf.(*gobackend.Buffer)
+	if ok {
+		b.Freeze()
+	}
+	return ok
+}
+
+// Frozen reports whether buf is a buffer of this backend in a freeze
+// (Freeze) that has not ended.
+func Frozen(buf compute.Buffer) bool {
+	b, ok := buf.(*gobackend.Buffer)
+	return ok && b.FrozenEpoch() != 0
+}

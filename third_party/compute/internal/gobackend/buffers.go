@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/gomlx/compute"
@@ -51,6 +52,10 @@ type Buffer struct {
 	// aliased is set when another Buffer shares RawBytes (shallowClone):
 	// Finalize then drops the storage instead of keeping it for reuse.
 	aliased bool
+
+	// frozen is the number of the buffer's current freeze (Freeze), 0
+	// when it is not frozen. It is read and written atomically.
+	frozen uint64
 
 	// RawBytes is the underlying storage for the buffer.
 	// Its length is always >= requested size in bytes.
@@ -189,6 +194,7 @@ func (b *Backend) GetBuffer(shape shapes.Shape) (*Buffer, error) {
 	buf.InUse = true
 	buf.isUserFed = false
 	buf.aliased = false
+	buf.unfreeze()
 	buf.RawShape = shape
 	rank := len(shape.Dimensions)
 	if rank <= len(buf.ShapeDimensionsBuffer) {
@@ -233,6 +239,7 @@ func (b *Backend) PutBuffer(buffer *Buffer) {
 	}
 
 	buffer.InUse = false
+	buffer.unfreeze()
 	if len(buffer.RawBytes) == 0 {
 		return
 	}
@@ -249,6 +256,7 @@ func (b *Backend) PutBuffer(buffer *Buffer) {
 func (buffer *Buffer) shallowClone() *Buffer {
 	buffer.aliased = true
 	newBuf := *buffer
+	newBuf.frozen = 0 // the clone's writers have made no promise
 	rank := len(newBuf.RawShape.Dimensions)
 	if rank <= len(newBuf.ShapeDimensionsBuffer) {
 		newBuf.RawShape.Dimensions = newBuf.ShapeDimensionsBuffer[:rank]
@@ -459,10 +467,40 @@ func (buffer *Buffer) Finalize() error {
 		buffer.RawBackend.FreeBuffers.put(&Buffer{RawBackend: buffer.RawBackend, RawBytes: buffer.RawBytes, RawShape: shapes.Invalid()})
 	}
 	buffer.InUse = false
+	buffer.unfreeze()
 	buffer.Flat = nil
 	buffer.RawBytes = nil
 	buffer.RawShape = shapes.Invalid()
 	return nil
+}
+
+// Freeze declares that the buffer's values stay as they are until it is
+// finalized or donated to an execution: its holder will not write them,
+// neither through the slice Data or NewSharedBuffer returned nor in any
+// other way. Ops may then keep values they derive from it (see
+// DerivedCache) and trust them without reading the buffer again on every
+// execution, as they must for a buffer that is not frozen. The backend
+// ends the freeze wherever it may write the buffer itself: when it is
+// donated to an execution, finalized or put back in the pool. Model
+// weights used for inference are the intended use.
+func (buffer *Buffer) Freeze() {
+	atomic.StoreUint64(&buffer.frozen, buffer.RawBackend.freezeEpoch.Add(1))
+}
+
+// FrozenEpoch returns the number of the buffer's current freeze, or 0 when
+// it is not frozen. Numbers are never reused within a backend, so the
+// buffer's values have not changed between two reads that return the same
+// non-zero number.
+func (buffer *Buffer) FrozenEpoch() uint64 {
+	if buffer == nil {
+		return 0
+	}
+	return atomic.LoadUint64(&buffer.frozen)
+}
+
+// unfreeze ends the buffer's freeze, if any.
+func (buffer *Buffer) unfreeze() {
+	atomic.StoreUint64(&buffer.frozen, 0)
 }
 
 // BufferShape returns the shape for the buffer.

@@ -26,12 +26,17 @@ const derivedSeenMax = 4096
 // parameter buffers every time, so that they are not derived again on
 // every execution. An operand is known by its memory (its first element's
 // address and length) and a key of the op's own (the shapes the
-// derivation depends on). It is kept once it has been seen twice with the
-// same bytes (a hash of them the first time), with a copy of its bytes,
-// and the kept values are used only when the operand's bytes equal that
-// copy: a result never depends on what the cache holds. Operands that
-// change between executions (a kernel being trained, updated in place or
-// at a new address every step) are never kept, and cost a hash.
+// derivation depends on).
+//
+// An operand in a frozen buffer (Buffer.Freeze: its holder promised not to
+// write it) is kept the first time, and its kept values are used while
+// the buffer stays in that freeze, without reading the operand. Any other
+// operand is kept once it has been seen twice with the same bytes (a hash
+// of them the first time), with a copy of its bytes, and its kept values
+// are used only when its bytes equal that copy. Either way a result never
+// depends on what the cache holds. Operands that change between
+// executions (a kernel being trained, updated in place or at a new address
+// every step) are never kept, and cost a hash.
 //
 // The zero value is ready to use; it is safe for concurrent use. Derived
 // values handed out are never written again.
@@ -60,21 +65,34 @@ type derivedKey struct {
 	dims [4]int
 }
 
+// derivedEntry is a kept derivation: valid while its operand's buffer
+// is in the freeze numbered frozen (when not 0), or while the operand
+// holds the bytes of source (when not nil).
 type derivedEntry struct {
+	frozen  uint64
 	source  []byte
 	derived []float32
 }
 
+// valid reports whether e's values were derived from the operand src in
+// a buffer whose freeze number is frozen (0: not frozen).
+func (c *DerivedCache) valid(e *derivedEntry, frozen uint64, src []byte) bool {
+	return frozen != 0 && e.frozen == frozen || e.source != nil && c.equal(e.source, src)
+}
+
 // Float32 returns the values derive writes (n of them) for the operand
-// src, identified with kind and dims: the kept ones when src holds the
-// bytes they were derived from, else derived now into a slice from alloc
-// (a new one when alloc is nil), kept when src had the same bytes at the
-// same address the time before. kept reports whether the cache holds the
-// values (the caller must not write them); when it does not, they are in
-// alloc's slice, which the caller owns again. With alloc, a kernel being
-// trained (never kept) is derived into buffers the caller reuses instead
-// of newly allocated, zeroed memory every step.
-func (c *DerivedCache) Float32(src []float32, kind string, dims [4]int, n int, alloc func(n int) []float32, derive func(dst []float32)) (values []float32, kept bool) {
+// src, identified with kind and dims: the kept ones when they were derived
+// from what src holds, else derived now into a slice from alloc (a new one
+// when alloc is nil). frozen is the freeze number (Buffer.FrozenEpoch) of
+// the buffer src is read in place from, 0 when it is not frozen or src is
+// a copy. The values derived now are kept when src's buffer is frozen, or
+// when src had the same bytes at the same address the time before. kept
+// reports whether the cache holds the values (the caller must not write
+// them); when it does not, they are in alloc's slice, which the caller
+// owns again. With alloc, a kernel being trained (never kept) is derived
+// into buffers the caller reuses instead of newly allocated, zeroed memory
+// every step.
+func (c *DerivedCache) Float32(src []float32, frozen uint64, kind string, dims [4]int, n int, alloc func(n int) []float32, derive func(dst []float32)) (values []float32, kept bool) {
 	if alloc == nil {
 		alloc = func(n int) []float32 { return make([]float32, n) }
 	}
@@ -88,7 +106,7 @@ func (c *DerivedCache) Float32(src []float32, kind string, dims [4]int, n int, a
 	c.mu.Lock()
 	e := c.entries[key]
 	c.mu.Unlock()
-	if e != nil && c.equal(e.source, srcBytes) {
+	if e != nil && c.valid(e, frozen, srcBytes) {
 		return e.derived, true
 	}
 	out := alloc(n)[:n]
@@ -99,35 +117,53 @@ func (c *DerivedCache) Float32(src []float32, kind string, dims [4]int, n int, a
 	if c.entries == nil {
 		c.seed, c.entries, c.seen = maphash.MakeSeed(), map[derivedKey]*derivedEntry{}, map[derivedKey]uint64{}
 	}
-	h := maphash.Bytes(c.seed, srcBytes)
+	var h uint64
+	if frozen == 0 {
+		h = maphash.Bytes(c.seed, srcBytes)
+	}
 	if old := c.entries[key]; old != nil {
-		if bytes.Equal(old.source, srcBytes) {
+		if c.valid(old, frozen, srcBytes) {
 			return out, false // kept meanwhile by a concurrent caller: out is as good
 		}
 		delete(c.entries, key) // the operand changed at this address
 		c.bytes -= len(old.source) + 4*len(old.derived)
-		c.seen[key] = h
-		return out, false
-	}
-	size := len(srcBytes) + 4*n
-	if prev, ok := c.seen[key]; ok && prev == h && size <= DerivedCacheMaxBytes {
-		if c.bytes+size > DerivedCacheMaxBytes {
-			// Full: entries of operands that are gone (an earlier
-			// model's weights) cannot be told from live ones, so all go;
-			// the live ones are kept again after two executions.
-			clear(c.entries)
-			c.bytes = 0
+		if frozen == 0 {
+			c.seen[key] = h
+			return out, false
 		}
+	}
+	if frozen != 0 {
+		// Kept without a copy of the operand: the freeze vouches for it.
+		return out, c.keep(key, &derivedEntry{frozen: frozen, derived: out})
+	}
+	if prev, ok := c.seen[key]; ok && prev == h {
 		delete(c.seen, key)
-		c.entries[key] = &derivedEntry{source: bytes.Clone(srcBytes), derived: out}
-		c.bytes += size
-		return out, true
+		return out, c.keep(key, &derivedEntry{source: bytes.Clone(srcBytes), derived: out})
 	}
 	if len(c.seen) >= derivedSeenMax {
 		clear(c.seen)
 	}
 	c.seen[key] = h
 	return out, false
+}
+
+// keep adds e to the entries under key, unless it is larger than
+// DerivedCacheMaxBytes, and reports whether it did. c.mu is held.
+func (c *DerivedCache) keep(key derivedKey, e *derivedEntry) bool {
+	size := len(e.source) + 4*len(e.derived)
+	if size > DerivedCacheMaxBytes {
+		return false
+	}
+	if c.bytes+size > DerivedCacheMaxBytes {
+		// Full: entries of operands that are gone (an earlier model's
+		// weights) cannot be told from live ones, so all go; the live
+		// ones are kept again at their next executions.
+		clear(c.entries)
+		c.bytes = 0
+	}
+	c.entries[key] = e
+	c.bytes += size
+	return true
 }
 
 // derivedEqualMinRange is the smallest range of bytes equal compares on

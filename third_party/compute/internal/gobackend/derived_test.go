@@ -22,7 +22,7 @@ func TestDerivedCache(t *testing.T) {
 		}
 	}
 	get := func(src []float32) []float32 {
-		v, _ := c.Float32(src, "double", [4]int{len(src)}, len(src), nil, double(src))
+		v, _ := c.Float32(src, 0, "double", [4]int{len(src)}, len(src), nil, double(src))
 		return v
 	}
 	want := func(src []float32) []float32 {
@@ -97,7 +97,7 @@ func TestDerivedCache(t *testing.T) {
 	copy(other, weights)
 	calls = 0
 	get(other)
-	c.Float32(weights, "double", [4]int{99}, len(weights), nil, double(weights))
+	c.Float32(weights, 0, "double", [4]int{99}, len(weights), nil, double(weights))
 	if calls != 2 {
 		t.Errorf("another address and other dims derived %d times, want 2", calls)
 	}
@@ -112,7 +112,7 @@ func TestDerivedCacheParallelCompare(t *testing.T) {
 	calls := 0
 	weights := make([]float32, 3*derivedEqualMinRange) // 12 MB: 4 ranges of 3 MB
 	get := func() []float32 {
-		v, _ := c.Float32(weights, "copy", [4]int{len(weights)}, len(weights), nil, func(dst []float32) {
+		v, _ := c.Float32(weights, 0, "copy", [4]int{len(weights)}, len(weights), nil, func(dst []float32) {
 			calls++
 			copy(dst, weights)
 		})
@@ -146,7 +146,7 @@ func TestDerivedCacheAlloc(t *testing.T) {
 		return s
 	}
 	get := func() ([]float32, bool) {
-		return c.Float32(weights, "copy", [4]int{len(weights)}, len(weights), alloc, func(dst []float32) { copy(dst, weights) })
+		return c.Float32(weights, 0, "copy", [4]int{len(weights)}, len(weights), alloc, func(dst []float32) { copy(dst, weights) })
 	}
 	for step := range 3 { // a kernel being trained: other bytes every step
 		weights[0] = float32(step)
@@ -161,5 +161,60 @@ func TestDerivedCacheAlloc(t *testing.T) {
 	}
 	if v, kept = get(); !kept || len(allocated) != 4 || !slices.Equal(v, weights) {
 		t.Fatalf("hit: kept %v, %d allocations, want the kept values and no allocation", kept, len(allocated))
+	}
+}
+
+// TestDerivedCacheFrozen: an operand in a frozen buffer is kept at first
+// sight without a copy of its bytes, and its kept values are used while
+// the freeze number is the same, without reading the operand (shown here
+// by breaking the freeze's promise: the values stay those of the bytes at
+// the freeze); another freeze number, or none, derives again.
+func TestDerivedCacheFrozen(t *testing.T) {
+	var c DerivedCache
+	weights := make([]float32, 1<<12)
+	for i := range weights {
+		weights[i] = float32(i)
+	}
+	calls := 0
+	get := func(frozen uint64) ([]float32, bool) {
+		return c.Float32(weights, frozen, "copy", [4]int{len(weights)}, len(weights), nil, func(dst []float32) {
+			calls++
+			copy(dst, weights)
+		})
+	}
+	if v, kept := get(7); !kept || calls != 1 || !slices.Equal(v, weights) {
+		t.Fatalf("first sight in a frozen buffer: kept %v, derived %d times, want kept at once", kept, calls)
+	}
+	c.mu.Lock()
+	held := c.bytes
+	c.mu.Unlock()
+	if held != 4*len(weights) {
+		t.Errorf("a frozen operand's entry holds %d bytes, want %d (the derived values, no copy of the operand)", held, 4*len(weights))
+	}
+	want := slices.Clone(weights)
+	weights[5] = -5 // a write the freeze forbids: not seen while the freeze lasts
+	for range 3 {
+		if v, kept := get(7); !kept || calls != 1 || !slices.Equal(v, want) {
+			t.Fatalf("same freeze: kept %v, derived %d times, want the kept values", kept, calls)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		frozen uint64
+		kept   bool
+	}{
+		{"refrozen", 8, true}, // derived again, kept under the new number
+		{"not frozen", 0, false},
+		{"not frozen again", 0, true}, // seen twice with the same bytes
+	} {
+		weights[5]--
+		calls = 0
+		v, kept := get(tc.frozen)
+		if calls != 1 || kept != tc.kept || !slices.Equal(v, weights) {
+			t.Errorf("%s: derived %d times, kept %v, want derived again from the current bytes, kept %v", tc.name, calls, kept, tc.kept)
+		}
+		if tc.name == "not frozen" {
+			weights[5]++ // the next call sees the bytes of this one
+		}
 	}
 }

@@ -241,6 +241,9 @@ func (fe *FunctionExecutable) Execute(backend *Backend, inputs []*Buffer, donate
 			}
 			continue
 		}
+		if donate[i] {
+			inputs[i].unfreeze() // the execution may write a donated buffer
+		}
 		execBuf.results[inputIdx] = inputs[i]
 		execBuf.owned[inputIdx] = donate[i]
 	}
@@ -254,6 +257,9 @@ func (fe *FunctionExecutable) Execute(backend *Backend, inputs []*Buffer, donate
 				backend.PutBuffer(capturedInputs[i])
 			}
 			continue
+		}
+		if donateCaptures[i] {
+			capturedInputs[i].unfreeze()
 		}
 		execBuf.results[captureIdx] = capturedInputs[i]
 		execBuf.owned[captureIdx] = donateCaptures[i]

@@ -180,6 +180,10 @@ type Backend struct {
 	// Derived keeps values ops derive from operands that stay the same
 	// between executions (DerivedCache).
 	Derived DerivedCache
+
+	// freezeEpoch numbers the buffers' freezes (Buffer.Freeze): each
+	// freeze of any of the backend's buffers takes the next number.
+	freezeEpoch atomic.Uint64
 }
 
 // Compile-time check that the gobackend.Backend implements compute.Backend.

@@ -59,6 +59,9 @@ func execConvGeneralIm2col(backend *gobackend.Backend, node *gobackend.Node, inp
 		return nil, true, err
 	}
 	defer releaseKernel()
+	if !g.kernelSwapped && !g.kernelReversed { // kernelFlat is kernel's own storage
+		g.kernelFrozen = kernel.FrozenEpoch()
+	}
 	run := g.convMatrix
 	if g.inDilH > 1 || g.inDilW > 1 {
 		run = g.convPhases
@@ -642,6 +645,10 @@ type im2colGeometry struct {
 	inDilH, inDilW   int  // input dilations (a strided convolution's input gradient)
 	kernelSwapped    bool // kernel is [KH, KW, Cout, Cin] (a convolution's input gradient)
 	kernelReversed   bool // kernel's taps are read in reverse order (convKernelReverseFusion)
+	// kernelFrozen is the kernel buffer's freeze number
+	// (Buffer.FrozenEpoch) when the product reads the kernel in place,
+	// else 0: values derived from it may then be kept on that promise.
+	kernelFrozen uint64
 }
 
 // im2colGeometryFor returns the geometry of a convolution that

@@ -149,7 +149,7 @@ func (g *im2colGeometry) convWinogradWith(backend *gobackend.Backend, v *winogra
 		}
 		return packedBuf.Flat.([]float32)
 	}
-	packed, kept := backend.Derived.Float32(kernel, v.kind, [4]int{cin, cout}, np*cin*cout, alloc, func(packed []float32) {
+	packed, kept := backend.Derived.Float32(kernel, g.kernelFrozen, v.kind, [4]int{cin, cout}, np*cin*cout, alloc, func(packed []float32) {
 		parallelRanges(backend, cin, max(1, 4096/cout), func(lo, hi int) {
 			var taps [9][]float32
 			dst := make([][]float32, np)
