@@ -9,6 +9,7 @@ import (
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/gobackend"
 	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -74,6 +75,15 @@ func NewForward(backend compute.Backend, net *Net, params *Params, prefix string
 		if err := t.MaterializeOnDevice(backend, backend.HasSharedBuffers(), 0); err != nil {
 			return nil, fmt.Errorf("parameter %s: %w", s.Name, err)
 		}
+		// The weights are never written again: with the Go backend the
+		// convolutions then keep their transformed kernels without
+		// comparing the weights with a copy on every run (about 10% of a
+		// ResNet-18 inference at 128 px).
+		buf, err := t.Buffer(backend, 0)
+		if err != nil {
+			return nil, fmt.Errorf("parameter %s: %w", s.Name, err)
+		}
+		gobackend.Freeze(buf)
 		f.params = append(f.params, t)
 	}
 	f.backend, f.execs, f.maxShapes = backend, map[execKey]*graph.Exec{}, defaultMaxCompiled

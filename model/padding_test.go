@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gomlx/compute/gobackend"
 	"github.com/l2gflow/l2gflow/model/maps"
 )
 
@@ -374,5 +375,33 @@ func TestForwardMaskLimit(t *testing.T) {
 	}
 	if _, _, _, err := f.Run(make([]float32, 16*16*3), 1, 16, 16, [][2]int{{8, 16}}); err == nil {
 		t.Fatal("a third shape (padded) past the limit ran")
+	}
+}
+
+// TestForwardFreezesWeights: inference's weight buffers are frozen on the
+// Go backend (so the convolutions keep their transformed kernels without
+// comparing the weights on every run), and stay frozen across runs.
+func TestForwardFreezesWeights(t *testing.T) {
+	backend := testBackend(t)
+	arch, err := Preset("tiny", 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net := &Net{Arch: arch, Classes: 3}
+	f, err := NewForward(backend, net, randomBNParams(t, net, 4), GlobalPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := f.Run(randomImage(rand.New(rand.NewPCG(5, 6)), 24, 24), 1, 24, 24, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range f.params {
+		buf, err := p.Buffer(backend, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !gobackend.Frozen(buf) {
+			t.Errorf("parameter %s: buffer not frozen after a run", f.specs[i].Name)
+		}
 	}
 }
