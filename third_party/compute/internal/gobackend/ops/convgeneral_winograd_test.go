@@ -136,3 +136,88 @@ func TestWinogradVariantFor(t *testing.T) {
 		}
 	}
 }
+
+// TestWinogradKernelTransformBits checks both kernel transforms against
+// the same arithmetic in scalar float32, in the same order, to the bit
+// (F(2x2, 3x3)'s has no product to fuse with a sum, so the scalar code
+// rounds as the vectors do); F(4x4, 3x3)'s within float32 rounding.
+func TestWinogradKernelTransformBits(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 32))
+	var taps [9][]float32
+	for i := range taps {
+		taps[i] = make([]float32, 32)
+		for c := range taps[i] {
+			taps[i][c] = r.Float32()*2 - 1
+		}
+	}
+	dst := make([][]float32, 16)
+	for i := range dst {
+		dst[i] = make([]float32, 32)
+	}
+	winogradKernelTransform(&taps, dst)
+	for c := range 32 {
+		g := func(a, b int) float32 { return taps[a*3+b][c] }
+		var tg [4][3]float32 // G g
+		for b := range 3 {
+			tg[0][b] = g(0, b)
+			tg[1][b] = (g(0, b) + g(1, b) + g(2, b)) * 0.5
+			tg[2][b] = (g(0, b) - g(1, b) + g(2, b)) * 0.5
+			tg[3][b] = g(2, b)
+		}
+		for i := range 4 {
+			t0, t1, t2 := tg[i][0], tg[i][1], tg[i][2]
+			want := [4]float32{t0, (t0 + t1 + t2) * 0.5, (t0 - t1 + t2) * 0.5, t2}
+			for j := range 4 {
+				if got := dst[i*4+j][c]; math.Float32bits(got) != math.Float32bits(want[j]) {
+					t.Fatalf("U[%d][%d] channel %d = %v, want %v", i, j, c, got, want[j])
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkWinogradKernelTransform: the two kernel transforms over a
+// 256x256 kernel's 32-channel strips, in cache-sized runs.
+func BenchmarkWinogradKernelTransform(b *testing.B) {
+	for _, v := range []*winogradVariant{winogradF2, winogradF4} {
+		b.Run(fmt.Sprintf("F%d", v.m), func(b *testing.B) {
+			np := v.positions()
+			var taps [9][]float32
+			for i := range taps {
+				taps[i] = make([]float32, 32)
+			}
+			dst := make([][]float32, np)
+			for i := range dst {
+				dst[i] = make([]float32, 32)
+			}
+			b.SetBytes(int64(4 * 32 * (9 + np)))
+			for b.Loop() {
+				v.kernel(&taps, dst)
+			}
+		})
+	}
+}
+
+// BenchmarkWinogradTransformKernel: a training step's transform of whole
+// kernels (64 to 512 channels, ResNet-18's), bound by memory at the
+// larger ones.
+func BenchmarkWinogradTransformKernel(b *testing.B) {
+	be, err := gobackend.New("parallelism=2")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer be.Finalize()
+	backend := be.(*gobackend.Backend)
+	for _, v := range []*winogradVariant{winogradF2, winogradF4} {
+		for _, c := range []int{64, 256, 512} {
+			b.Run(fmt.Sprintf("F%d/%dx%d", v.m, c, c), func(b *testing.B) {
+				kernel := make([]float32, 9*c*c)
+				packed := make([]float32, v.positions()*c*c)
+				b.SetBytes(int64(4 * (len(kernel) + len(packed))))
+				for b.Loop() {
+					v.transformKernel(backend, kernel, packed, c, c)
+				}
+			})
+		}
+	}
+}
