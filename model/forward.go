@@ -9,7 +9,6 @@ import (
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
-	"github.com/gomlx/compute/gobackend"
 	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -75,15 +74,18 @@ func NewForward(backend compute.Backend, net *Net, params *Params, prefix string
 		if err := t.MaterializeOnDevice(backend, backend.HasSharedBuffers(), 0); err != nil {
 			return nil, fmt.Errorf("parameter %s: %w", s.Name, err)
 		}
-		// The weights are never written again: with the Go backend the
-		// convolutions then keep their transformed kernels without
-		// comparing the weights with a copy on every run (about 10% of a
-		// ResNet-18 inference at 128 px).
+		// The weights are never written again: say so to a backend that
+		// can use it (the forked Go backend's buffers: its convolutions
+		// then keep their transformed kernels without comparing the
+		// weights with a copy on every run, about 10% of a ResNet-18
+		// inference at 128 px).
 		buf, err := t.Buffer(backend, 0)
 		if err != nil {
 			return nil, fmt.Errorf("parameter %s: %w", s.Name, err)
 		}
-		gobackend.Freeze(buf)
+		if fb, ok := buf.(freezable); ok {
+			fb.Freeze()
+		}
 		f.params = append(f.params, t)
 	}
 	f.backend, f.execs, f.maxShapes = backend, map[execKey]*graph.Exec{}, defaultMaxCompiled
@@ -160,6 +162,11 @@ func (f *Forward) execFor(key execKey) (*graph.Exec, error) {
 	f.execs[key] = e
 	return e, nil
 }
+
+// freezable is a backend buffer whose holder can promise not to write it
+// again until it is finalized (gobackend.Buffer.Freeze in the fork,
+// third_party/compute/FORK.md change 36; upstream's buffers lack it).
+type freezable interface{ Freeze() }
 
 // Run infers a batch x of n normalised h x w RGB images (NHWC). Each
 // image may be padded: real gives its real height and width (nil: all are
