@@ -164,8 +164,8 @@ func (f *Forward) execFor(key execKey) (*graph.Exec, error) {
 }
 
 // freezable is a backend buffer whose holder can promise not to write it
-// again until it is finalized (gobackend.Buffer.Freeze in the fork,
-// third_party/compute/FORK.md change 36; upstream's buffers lack it).
+// again until it is finalized (the Go backend's Buffer.Freeze in our
+// fork, third_party/compute; upstream's buffers lack it).
 type freezable interface{ Freeze() }
 
 // Run infers a batch x of n normalised h x w RGB images (NHWC). Each
