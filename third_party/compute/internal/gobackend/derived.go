@@ -29,8 +29,9 @@ const derivedSeenMax = 4096
 // derivation depends on).
 //
 // An operand in a frozen buffer (Buffer.Freeze: its holder promised not to
-// write it) is kept the first time, and its kept values are used while
-// the buffer stays in that freeze, without reading the operand. Any other
+// write it) is kept the first time (or, kept before the freeze, is
+// trusted from then on), and its kept values are used while the buffer
+// stays in that freeze, without reading the operand. Any other
 // operand is kept once it has been seen twice with the same bytes (a hash
 // of them the first time), with a copy of its bytes, and its kept values
 // are used only when its bytes equal that copy. Either way a result never
@@ -107,6 +108,9 @@ func (c *DerivedCache) Float32(src []float32, frozen uint64, kind string, dims [
 	e := c.entries[key]
 	c.mu.Unlock()
 	if e != nil && c.valid(e, frozen, srcBytes) {
+		if frozen != 0 && e.frozen != frozen {
+			c.trust(key, e, frozen)
+		}
 		return e.derived, true
 	}
 	out := alloc(n)[:n]
@@ -122,7 +126,8 @@ func (c *DerivedCache) Float32(src []float32, frozen uint64, kind string, dims [
 		h = maphash.Bytes(c.seed, srcBytes)
 	}
 	if old := c.entries[key]; old != nil {
-		if c.valid(old, frozen, srcBytes) {
+		// (Compared here on this goroutine alone: c.mu is held.)
+		if frozen != 0 && old.frozen == frozen || old.source != nil && bytes.Equal(old.source, srcBytes) {
 			return out, false // kept meanwhile by a concurrent caller: out is as good
 		}
 		delete(c.entries, key) // the operand changed at this address
@@ -145,6 +150,19 @@ func (c *DerivedCache) Float32(src []float32, frozen uint64, kind string, dims [
 	}
 	c.seen[key] = h
 	return out, false
+}
+
+// trust replaces e, found valid by its bytes for an operand now in the
+// freeze numbered frozen, with an entry trusted for that freeze (and
+// without the copy of the operand), unless e was replaced meanwhile.
+// Entries are not changed in place: they are read without c.mu.
+func (c *DerivedCache) trust(key derivedKey, e *derivedEntry, frozen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries[key] == e {
+		c.entries[key] = &derivedEntry{frozen: frozen, derived: e.derived}
+		c.bytes -= len(e.source)
+	}
 }
 
 // keep adds e to the entries under key, unless it is larger than

@@ -217,4 +217,22 @@ func TestDerivedCacheFrozen(t *testing.T) {
 			weights[5]++ // the next call sees the bytes of this one
 		}
 	}
+
+	// Kept by its bytes, then frozen: trusted from the first frozen
+	// call on, and its copy of the operand dropped.
+	calls = 0
+	want = slices.Clone(weights)
+	if v, kept := get(9); !kept || calls != 0 || !slices.Equal(v, want) {
+		t.Fatalf("an entry kept by its bytes, first frozen call: kept %v, derived %d times, want the kept values", kept, calls)
+	}
+	weights[5] += 3 // breaks the freeze's promise: not seen
+	if v, kept := get(9); !kept || calls != 0 || !slices.Equal(v, want) {
+		t.Fatalf("an entry kept by its bytes, then frozen: kept %v, derived %d times, want it trusted", kept, calls)
+	}
+	c.mu.Lock()
+	held = c.bytes
+	c.mu.Unlock()
+	if held != 4*len(weights) {
+		t.Errorf("the trusted entry holds %d bytes, want %d (its copy of the operand dropped)", held, 4*len(weights))
+	}
 }
