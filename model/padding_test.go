@@ -337,6 +337,22 @@ func TestPrepareViewInto(t *testing.T) {
 	}
 }
 
+// tinyForward prepares inference of a 3-class tiny network with random
+// batch-norm statistics on the test backend.
+func tinyForward(t *testing.T) *Forward {
+	t.Helper()
+	arch, err := Preset("tiny", 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net := &Net{Arch: arch, Classes: 3}
+	f, err := NewForward(testBackend(t), net, randomBNParams(t, net, 4), GlobalPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // TestForwardMaskLimit checks the compiled-graph limit with the graphs
 // without the mask: they are counted apart, and once their limit is
 // reached an unpadded batch runs the masked graph of its shape (compiled
@@ -344,16 +360,7 @@ func TestPrepareViewInto(t *testing.T) {
 // that the two graphs agree); a shape with neither graph compiled past the
 // limits is an error.
 func TestForwardMaskLimit(t *testing.T) {
-	backend := testBackend(t)
-	arch, err := Preset("tiny", 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	net := &Net{Arch: arch, Classes: 3}
-	f, err := NewForward(backend, net, randomBNParams(t, net, 4), GlobalPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := tinyForward(t)
 	f.SetMaxCompiled(1)
 	if err := f.Compile(2, 32, 40); err != nil {
 		t.Fatal(err)
@@ -381,21 +388,12 @@ func TestForwardMaskLimit(t *testing.T) {
 // Go backend (so the convolutions keep their transformed kernels without
 // comparing the weights on every run), and stay frozen across runs.
 func TestForwardFreezesWeights(t *testing.T) {
-	backend := testBackend(t)
-	arch, err := Preset("tiny", 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	net := &Net{Arch: arch, Classes: 3}
-	f, err := NewForward(backend, net, randomBNParams(t, net, 4), GlobalPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := tinyForward(t)
 	if _, _, _, err := f.Run(randomImage(rand.New(rand.NewPCG(5, 6)), 24, 24), 1, 24, 24, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i, p := range f.params {
-		buf, err := p.Buffer(backend, 0)
+		buf, err := p.Buffer(f.backend, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
