@@ -76,9 +76,10 @@ type derivedEntry struct {
 }
 
 // valid reports whether e's values were derived from the operand src in
-// a buffer whose freeze number is frozen (0: not frozen).
-func (c *DerivedCache) valid(e *derivedEntry, frozen uint64, src []byte) bool {
-	return frozen != 0 && e.frozen == frozen || e.source != nil && c.equal(e.source, src)
+// a buffer whose freeze number is frozen (0: not frozen), comparing bytes
+// with equal where the freeze does not vouch for them.
+func (e *derivedEntry) valid(frozen uint64, src []byte, equal func(a, b []byte) bool) bool {
+	return frozen != 0 && e.frozen == frozen || e.source != nil && equal(e.source, src)
 }
 
 // Float32 returns the values derive writes (n of them) for the operand
@@ -107,7 +108,7 @@ func (c *DerivedCache) Float32(src []float32, frozen uint64, kind string, dims [
 	c.mu.Lock()
 	e := c.entries[key]
 	c.mu.Unlock()
-	if e != nil && c.valid(e, frozen, srcBytes) {
+	if e != nil && e.valid(frozen, srcBytes, c.equal) {
 		if frozen != 0 && e.frozen != frozen {
 			c.trust(key, e, frozen)
 		}
@@ -126,8 +127,8 @@ func (c *DerivedCache) Float32(src []float32, frozen uint64, kind string, dims [
 		h = maphash.Bytes(c.seed, srcBytes)
 	}
 	if old := c.entries[key]; old != nil {
-		// (Compared here on this goroutine alone: c.mu is held.)
-		if frozen != 0 && old.frozen == frozen || old.source != nil && bytes.Equal(old.source, srcBytes) {
+		// Compared on this goroutine alone, not on the workers: c.mu is held.
+		if old.valid(frozen, srcBytes, bytes.Equal) {
 			return out, false // kept meanwhile by a concurrent caller: out is as good
 		}
 		delete(c.entries, key) // the operand changed at this address

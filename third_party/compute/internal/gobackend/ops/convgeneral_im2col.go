@@ -59,7 +59,7 @@ func execConvGeneralIm2col(backend *gobackend.Backend, node *gobackend.Node, inp
 		return nil, true, err
 	}
 	defer releaseKernel()
-	if !g.kernelSwapped && !g.kernelReversed { // kernelFlat is kernel's own storage
+	if g.kernelInPlace() {
 		g.kernelFrozen = kernel.FrozenEpoch()
 	}
 	run := g.convMatrix
@@ -709,7 +709,7 @@ func im2colGeometryFor(inShape, kernelShape, outShape shapes.Shape, p *convNode)
 // reverse order when kernelReversed (reversing both spatial axes reverses
 // the order of the KH*KW taps).
 func (g *im2colGeometry) kernelMatrix(backend *gobackend.Backend, kernel []float32) (matrix []float32, release func(), err error) {
-	if !g.kernelSwapped && !g.kernelReversed {
+	if g.kernelInPlace() {
 		return kernel, func() {}, nil
 	}
 	buf, err := backend.GetBuffer(shapes.Make(dtypes.Float32, len(kernel)))
@@ -732,6 +732,12 @@ func (g *im2colGeometry) kernelMatrix(backend *gobackend.Backend, kernel []float
 		}
 	}
 	return m, func() { backend.PutBuffer(buf) }, nil
+}
+
+// kernelInPlace reports whether kernelMatrix returns the kernel itself
+// (stored [KH, KW, Cin, Cout], taps in order) rather than a copy.
+func (g *im2colGeometry) kernelInPlace() bool {
+	return !g.kernelSwapped && !g.kernelReversed
 }
 
 // undilated maps index i of an input axis of n values dilated by dil (dil-1
