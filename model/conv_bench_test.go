@@ -61,7 +61,7 @@ func benchConv(b *testing.B, conv func(x, w *Node, stride, dilation int) *Node) 
 			mm := graph.MustNewExec(backend, func(a, m *Node) *Node { return graph.MatMul(a, m) })
 			timeIt := func(e *graph.Exec, p, q *tensors.Tensor) time.Duration {
 				start := time.Now()
-				outs := e.MustExec(p, q)
+				outs := e.MustCall(p, q)
 				for _, o := range outs {
 					o.FinalizeAll()
 				}

@@ -29,7 +29,7 @@ func compareConvs(t *testing.T, seed uint64, cases []convCase, want, got func(x,
 					gs := graph.Gradient(graph.ReduceAllSum(graph.Mul(y, y)), x, w)
 					return []*Node{y, gs[0], gs[1]}
 				})
-				return e.MustExec(x, w)
+				return e.MustCall(x, w)
 			}
 			wantT, gotT := run(want), run(got)
 			for i, name := range []string{"output", "input gradient", "weight gradient"} {

@@ -230,7 +230,7 @@ func (f *Forward) RunFilled(n, h, w int, fill func(x []float32), real [][2]int) 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	outs, err := exec.Exec(args...)
+	outs, err := exec.Call(args...)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("inference: %w", err)
 	}

@@ -83,7 +83,7 @@ func TestConv2DMatchesNaive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err := exec.Exec(tensors.FromFlatDataAndDimensions(x, tc.n, tc.h, tc.w, tc.cin),
+		out, err := exec.Call(tensors.FromFlatDataAndDimensions(x, tc.n, tc.h, tc.w, tc.cin),
 			tensors.FromFlatDataAndDimensions(wt, tc.k, tc.k, tc.cin, tc.cout))
 		if err != nil {
 			t.Fatal(err)
@@ -117,7 +117,7 @@ func TestMaxPoolInferenceMatchesTraining(t *testing.T) {
 		var dims [2][]int
 		for i, training := range []bool{true, false} {
 			b := &layerBuilder{training: training}
-			got, err := graph.ExecOnce(backend, func(x *Node) *Node { return b.maxPool3x3s2(x) }, in)
+			got, err := graph.CallOnce(backend, func(x *Node) *Node { return b.maxPool3x3s2(x) }, in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -232,7 +232,7 @@ func TestBatchNormTrainingMatchesGraph(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			outs, err := exec.Exec(tensors.FromFlatDataAndDimensions(x, tc.n, tc.h, tc.w, tc.c),
+			outs, err := exec.Call(tensors.FromFlatDataAndDimensions(x, tc.n, tc.h, tc.w, tc.c),
 				tensors.FromFlatDataAndDimensions(dy, tc.n, tc.h, tc.w, tc.c),
 				tensors.FromFlatDataAndDimensions(gamma, tc.c), tensors.FromFlatDataAndDimensions(beta, tc.c),
 				tensors.FromFlatDataAndDimensions(rm, tc.c), tensors.FromFlatDataAndDimensions(rv, tc.c))

@@ -22,7 +22,7 @@ func runGraph(t *testing.T, backend compute.Backend, fn func(g *graph.Graph, in 
 	for i, x := range inputs {
 		args[i] = x
 	}
-	out, err := exec.Exec(args...)
+	out, err := exec.Call(args...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,7 +64,7 @@ func backboneFeatures(t *testing.T, net *Net, params *Params, x []float32, dims 
 		args = append(args, tensors.FromFlatDataAndDimensions(params.Values[params.Index(s.Name)], s.Shape...))
 	}
 	args = append(args, tensors.FromFlatDataAndDimensions(x, dims[:]...))
-	outs, err := exec.Exec(args...)
+	outs, err := exec.Call(args...)
 	if err != nil {
 		t.Fatal(err)
 	}

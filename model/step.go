@@ -297,7 +297,7 @@ func (s *Stepper) Step(params, slots []*tensors.Tensor, b *Batch, lr float64, st
 	}
 	defer finalize(data)
 	args = append(args, tensors.FromScalar(float32(lr)), tensors.FromScalar(float32(step)))
-	outs, err := s.exec.Exec(args...)
+	outs, err := s.exec.Call(args...)
 	if err != nil {
 		return nil, nil, Losses{}, fmt.Errorf("training step: %w", err)
 	}

@@ -143,7 +143,7 @@ func ValidateID(id string) error {
 	case id == "":
 		return errors.New("empty id")
 	case id == "." || id == ".." || strings.Contains(id, ".."):
-		return fmt.Errorf("id %q contains ..", id)
+		return fmt.Errorf("id %q contains \"..\"", id)
 	case strings.ContainsAny(id, `/\`):
 		return fmt.Errorf("id %q contains a path separator", id)
 	case strings.HasPrefix(id, "_"):

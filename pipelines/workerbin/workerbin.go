@@ -72,7 +72,7 @@ func Use(runner string) (Choice, func(), error) {
 	}
 	f := flag.Lookup("worker_binary")
 	if f == nil {
-		return Choice{}, restore, errors.New("Beam's --worker_binary flag is not registered")
+		return Choice{}, restore, errors.New("the Beam flag --worker_binary is not registered")
 	}
 	if given := f.Value.String(); given != "" {
 		return Choice{Binary: given}, restore, nil

@@ -33,7 +33,7 @@ func Start(t testing.TB, buckets ...string) *fakestorage.Server {
 	}
 	t.Cleanup(srv.Stop)
 	for _, b := range buckets {
-		srv.CreateBucket(b)
+		srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: b})
 	}
 	t.Setenv("STORAGE_EMULATOR_HOST", srv.URL())
 	t.Setenv("GCE_METADATA_HOST", "127.0.0.1:9")
