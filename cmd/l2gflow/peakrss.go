@@ -27,7 +27,7 @@ func pollPeakRSS(pid int, done <-chan struct{}) float64 {
 	defer tick.Stop()
 	var peak float64
 	for {
-		if kb, ok := readVmHWM(path); ok {
+		if kb, ok := readVMHWM(path); ok {
 			peak = max(peak, float64(kb)/1024)
 		}
 		select {
@@ -38,9 +38,9 @@ func pollPeakRSS(pid int, done <-chan struct{}) float64 {
 	}
 }
 
-// readVmHWM returns the VmHWM figure (kB) of a /proc status file; false
+// readVMHWM returns the VmHWM figure (kB) of a /proc status file; false
 // when the file or the line is missing (a process that has exited).
-func readVmHWM(path string) (int64, bool) {
+func readVMHWM(path string) (int64, bool) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0, false
