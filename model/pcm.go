@@ -10,6 +10,14 @@ import (
 // pcmEps keeps the normalisations finite, as in SEAM's PCM.
 const pcmEps = 1e-5
 
+// pcmBlockEntries bounds the affinities of one block of destination
+// positions per image (32 MiB of float32): a 1024 x 1024 view at stride 8
+// (16,384 positions, 268 M affinities) is revised in 32 blocks. The
+// backend may run independent blocks concurrently, so this bounds each
+// block's buffers, not the peak; on a 12 MP photo it lowered the peak
+// from 3.1 to 2.6 GB and the time by 40% (docs/performance.md).
+const pcmBlockEntries = 1 << 23
+
 // pcm is the pixel correlation module of SEAM, which the reference L2G
 // networks add to their CAM: each position's CAM is revised as an
 // affinity-weighted average of every position's CAM, the affinity being
@@ -27,9 +35,9 @@ const pcmEps = 1e-5
 // rather than to the features before the classifier: the classifier is
 // linear, so the two are the same, and the CAM has far fewer channels.
 //
-// The affinity is quadratic in the number of feature positions (a 512 x
-// 512 view at output stride 8 has 4,096 positions: 16.8 M affinities per
-// image), which bounds the view sizes it suits.
+// The affinity's compute is quadratic in the number of feature positions
+// (a 512 x 512 view at output stride 8 has 4,096 positions: 16.8 M
+// affinities per image), and so is its memory (see pcmBlockEntries).
 //
 // In padded inference the padding's features are zeroed, so padded
 // positions have no affinity with any real one and a real position's
@@ -59,12 +67,8 @@ func (b *layerBuilder) pcm(x *Node, mids []*Node, cam *Node) *Node {
 		f = graph.Mul(f, b.mask.at(n, h, w))
 	}
 	f = graph.Reshape(f, n, h*w, cout)
-	aff := b.relu(graph.DotGeneral(f, []int{2}, []int{0}, f, []int{2}, []int{0})) // [N, src, dst]
-	aff = graph.Div(aff, graph.Add(graph.ReduceAndKeep(aff, graph.ReduceSum, 1), graph.Scalar(f.Graph(), dtypes.Float32, pcmEps)))
 	c := d[3]
-	flat := graph.Reshape(cam, n, h*w, c)
-	// revised[dst, c] = sum over src of aff[src, dst] * cam[src, c]
-	revised := graph.DotGeneral(aff, []int{1}, []int{0}, flat, []int{1}, []int{0}) // [N, dst, C]
+	revised := b.pcmRevise(f, graph.Reshape(cam, n, h*w, c), max(1, pcmBlockEntries/(h*w)))
 	return graph.Add(cam, graph.Reshape(revised, n, h, w, c))
 }
 
@@ -85,4 +89,32 @@ func downsampleMean(x *Node, h, w int) *Node {
 	}
 	x = graph.Reshape(x, d[0], h, t, w, t, d[3])
 	return graph.ReduceMean(x, 2, 4)
+}
+
+// pcmRevise returns the PCM revision of flat [N, P, C] by the normalised
+// features f [N, P, F]: revised[dst] = sum over src of aff(src, dst) *
+// flat[src] / sum over src of aff(src, dst), aff the rectified cosine
+// similarity. The similarity is symmetric, so it is built as [N, dst, src]:
+// the normalisation reduces the last axis and the product with flat
+// contracts it, with no transpose of the P x P matrix. Destinations are
+// taken rows at a time (every block is the same computation on fewer
+// rows), each block's affinities rows x P.
+func (b *layerBuilder) pcmRevise(f, flat *Node, rows int) *Node {
+	p := f.Shape().Dimensions[1]
+	eps := graph.Scalar(f.Graph(), dtypes.Float32, pcmEps)
+	var blocks []*Node
+	for lo := 0; lo < p; lo += rows {
+		hi := min(p, lo+rows)
+		dst := f
+		if lo > 0 || hi < p {
+			dst = graph.Slice(f, graph.AxisRange(), graph.AxisRange(lo, hi), graph.AxisRange())
+		}
+		aff := b.relu(graph.DotGeneral(dst, []int{2}, []int{0}, f, []int{2}, []int{0})) // [N, dst, src]
+		aff = graph.Div(aff, graph.Add(graph.ReduceAndKeep(aff, graph.ReduceSum, 2), eps))
+		blocks = append(blocks, graph.DotGeneral(aff, []int{2}, []int{0}, flat, []int{1}, []int{0})) // [N, dst, C]
+	}
+	if len(blocks) == 1 {
+		return blocks[0]
+	}
+	return graph.Concatenate(blocks, 1)
 }

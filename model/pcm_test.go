@@ -86,3 +86,30 @@ func TestPCMMatchesNaive(t *testing.T) {
 		t.Errorf("PCM differs from the direct computation by %.3g", worst)
 	}
 }
+
+// TestPCMReviseBlocks checks that revising the destinations a block of
+// rows at a time (how large maps bound their memory) gives the revision
+// of the whole map, for blocks that divide the positions and blocks that
+// leave a shorter last one.
+func TestPCMReviseBlocks(t *testing.T) {
+	const n, p, nf, c = 2, 37, 5, 3
+	r := rand.New(rand.NewPCG(6, 7))
+	f, flat := randSlice(r, n*p*nf), randSlice(r, n*p*c)
+	revise := func(rows int) []float32 {
+		return runGraph(t, testBackend(t), func(g *graph.Graph, in []*Node) *Node {
+			b := &layerBuilder{}
+			return b.pcmRevise(in[0], in[1], rows)
+		}, tensors.FromFlatDataAndDimensions(f, n, p, nf), tensors.FromFlatDataAndDimensions(flat, n, p, c))
+	}
+	whole := revise(p)
+	for _, rows := range []int{1, 5, 16, 36, 100} {
+		got := revise(rows)
+		worst := 0.0
+		for i := range whole {
+			worst = max(worst, math.Abs(float64(got[i]-whole[i])))
+		}
+		if worst > 1e-6 {
+			t.Errorf("blocks of %d rows: revision differs from the whole map's by %.3g", rows, worst)
+		}
+	}
+}
