@@ -14,8 +14,8 @@ const pcmEps = 1e-5
 // positions per image (32 MiB of float32): a 1024 x 1024 view at stride 8
 // (16,384 positions, 268 M affinities) is revised in 32 blocks. The
 // backend may run independent blocks concurrently, so this bounds each
-// block's buffers, not the peak; on a 12 MP photo it lowered the peak
-// from 3.1 to 2.6 GB and the time by 40% (docs/performance.md).
+// block's buffers, not the peak (docs/performance.md, "PCM at labeling",
+// has what it measured).
 const pcmBlockEntries = 1 << 23
 
 // pcm is the pixel correlation module of SEAM, which the reference L2G

@@ -88,9 +88,9 @@ func TestPCMMatchesNaive(t *testing.T) {
 }
 
 // TestPCMReviseBlocks checks that revising the destinations a block of
-// rows at a time (how large maps bound their memory) gives the revision
-// of the whole map, for blocks that divide the positions and blocks that
-// leave a shorter last one.
+// rows at a time (as large maps are revised) gives the revision of the
+// whole map: blocks of one row, blocks that leave a shorter last one, and
+// a block larger than the map.
 func TestPCMReviseBlocks(t *testing.T) {
 	const n, p, nf, c = 2, 37, 5, 3
 	r := rand.New(rand.NewPCG(6, 7))
