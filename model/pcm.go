@@ -12,10 +12,8 @@ const pcmEps = 1e-5
 
 // pcmBlockEntries bounds the affinities of one block of destination
 // positions per image (32 MiB of float32): a 1024 x 1024 view at stride 8
-// (16,384 positions, 268 M affinities) is revised in 32 blocks. The
-// backend may run independent blocks concurrently, so this bounds each
-// block's buffers, not the peak (docs/performance.md, "PCM at labeling",
-// has what it measured).
+// (16,384 positions, 268 M affinities) is revised in 32 blocks, one after
+// another, so the affinities held at once are one block's.
 const pcmBlockEntries = 1 << 23
 
 // pcm is the pixel correlation module of SEAM, which the reference L2G
@@ -37,7 +35,7 @@ const pcmBlockEntries = 1 << 23
 //
 // The affinity's compute is quadratic in the number of feature positions
 // (a 512 x 512 view at output stride 8 has 4,096 positions: 16.8 M
-// affinities per image), and so is its memory (see pcmBlockEntries).
+// affinities per image); its memory is bounded by pcmBlockEntries.
 //
 // In padded inference the padding's features are zeroed, so padded
 // positions have no affinity with any real one and a real position's
@@ -98,7 +96,8 @@ func downsampleMean(x *Node, h, w int) *Node {
 // the normalisation reduces the last axis and the product with flat
 // contracts it, with no transpose of the P x P matrix. Destinations are
 // taken rows at a time (every block is the same computation on fewer
-// rows), each block's affinities rows x P.
+// rows), each block's affinities rows x P, and each block waits for the
+// one before it.
 func (b *layerBuilder) pcmRevise(f, flat *Node, rows int) *Node {
 	p := f.Shape().Dimensions[1]
 	eps := graph.Scalar(f.Graph(), dtypes.Float32, pcmEps)
@@ -108,6 +107,17 @@ func (b *layerBuilder) pcmRevise(f, flat *Node, rows int) *Node {
 		dst := f
 		if lo > 0 || hi < p {
 			dst = graph.Slice(f, graph.AxisRange(), graph.AxisRange(lo, hi), graph.AxisRange())
+		}
+		if len(blocks) > 0 {
+			// A zero that depends on the previous block: this block's
+			// affinities are then built only after the previous block's
+			// are used and freed, so at most one block's are held at once
+			// (the backend schedules independent blocks side by side).
+			// Adding an exact zero leaves dst unchanged; a non-finite
+			// previous block means a non-finite CAM or feature, which
+			// every destination's sum over all sources already carries.
+			prev := graph.ReduceAllSum(blocks[len(blocks)-1])
+			dst = graph.Add(dst, graph.MulScalar(prev, 0))
 		}
 		aff := b.relu(graph.DotGeneral(dst, []int{2}, []int{0}, f, []int{2}, []int{0})) // [N, dst, src]
 		aff = graph.Div(aff, graph.Add(graph.ReduceAndKeep(aff, graph.ReduceSum, 2), eps))
