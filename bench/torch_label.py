@@ -1,7 +1,8 @@
 """The labeling job as a PyTorch user writes it, for `make bench-compare`'s
 end-to-end row: the same images, the same model weights (exported from an
-l2gflow artifact by bench/torchexport), the same multi-scale CAM, fusion
-and background threshold, VOC-palette PNG labels written.
+l2gflow artifact by bench/torchexport), the same multi-scale CAM (with the
+pixel correlation module when the model has one), fusion and background
+threshold, VOC-palette PNG labels written.
 
     /usr/bin/python3 bench/torch_label.py --weights model.npz --data ROOT \
         [--split train] --out DIR [--compare DIR_OF_L2GFLOW_LABELS]
@@ -64,9 +65,37 @@ class Block(nn.Module):
         return F.relu(y + (x if self.down is None else self.down(x)))
 
 
+class PCM(nn.Module):
+    """SEAM's pixel correlation module as l2gflow's networks have it
+    (model/pcm.go): features of the image (averaged to the CAM's size) and of
+    the mid-level stages (1x1 projections to an eighth, at least 16), mixed
+    by a 1x1 convolution and L2-normalised; each position's CAM plus the
+    average of every position's CAM weighted by the rectified cosine
+    similarity of their features."""
+
+    def __init__(self, mid_widths):
+        super().__init__()
+        outs = [max(16, c // 8) for c in mid_widths]
+        self.proj = nn.ModuleList(nn.Conv2d(c, o, 1, bias=False) for c, o in zip(mid_widths, outs))
+        cin = 3 + sum(outs)
+        self.mix = nn.Conv2d(cin, max(cin - 3, 16), 1, bias=False)
+
+    def forward(self, img, mids, cam):
+        n, c, h, w = cam.shape
+        t = 1  # the smallest power of two that takes the image to at most h x w
+        while -(-img.shape[2] // t) > h or -(-img.shape[3] // t) > w:
+            t *= 2
+        img = F.avg_pool2d(F.pad(img, (0, w * t - img.shape[3], 0, h * t - img.shape[2])), t)
+        f = self.mix(torch.cat([img] + [p(m) for p, m in zip(self.proj, mids)], 1))
+        f = (f / (f.norm(dim=1, keepdim=True) + 1e-5)).flatten(2)  # [N, F, P]
+        aff = F.relu(torch.bmm(f.transpose(1, 2), f))  # [N, P, P], symmetric
+        aff = aff / (aff.sum(2, keepdim=True) + 1e-5)  # normalised over the sources
+        return cam + torch.bmm(cam.flatten(2), aff.transpose(1, 2)).view(n, c, h, w)
+
+
 class Net(nn.Module):
-    """The global network of an l2gflow artifact (model.Net): backbone and a
-    1x1 classifier to C+1 maps."""
+    """The global network of an l2gflow artifact (model.Net): backbone, a
+    1x1 classifier to C+1 maps, and PCM when the artifact has it."""
 
     def __init__(self, arch, classes):
         super().__init__()
@@ -74,6 +103,7 @@ class Net(nn.Module):
         self.pool = nn.MaxPool2d(3, 2, 1) if arch["stem_pool"] else None
         total = 4 if arch["stem_pool"] else 2
         dil, cin, blocks = 1, arch["stem_width"], nn.ModuleDict()
+        strides, widths = [], []  # each stage's output stride and channels
         for s, (depth, width) in enumerate(zip(arch["depths"], arch["widths"])):
             stride = 1 if (s == 0 and arch["stem_pool"]) else 2
             prev = dil
@@ -84,16 +114,36 @@ class Net(nn.Module):
                 st, d = (stride, prev if arch.get("torchvision_dilation") else dil) if k == 0 else (1, dil)
                 blocks[f"stage{s + 1}_block{k + 1}"] = Block(cin, width, st, d, arch["bottleneck"])
                 cin = width
+            strides.append(total)
+            widths.append(width)
         self.blocks = blocks
         self.classifier = nn.Conv2d(cin, classes + 1, 1, bias=False)
+        # PCM's mid-level features: the outputs of up to two stages before
+        # the last that already have the final stride (model.Arch.pcmStages).
+        self.mids = []
+        for i in range(len(strides) - 2, -1, -1):
+            if strides[i] != strides[-1] or len(self.mids) == 2:
+                break
+            self.mids.insert(0, i)
+        self.pcm = PCM([widths[i] for i in self.mids]) if arch.get("pcm") else None
 
     def forward(self, x):
-        x = F.relu(self.stem(x))
+        img = x
+        y = F.relu(self.stem(x))
         if self.pool is not None:
-            x = self.pool(x)
-        for b in self.blocks.values():
-            x = b(x)
-        return self.classifier(x)
+            y = self.pool(y)
+        stages = []
+        for key, b in self.blocks.items():
+            y = b(y)
+            stage = int(key[len("stage"):key.index("_")]) - 1
+            if stage == len(stages):
+                stages.append(y)
+            else:
+                stages[stage] = y
+        cam = self.classifier(y)
+        if self.pcm is not None:
+            cam = self.pcm(img, [stages[i] for i in self.mids], cam)
+        return cam
 
     def load(self, z):
         """Sets the weights from bench/torchexport's arrays."""
@@ -113,6 +163,10 @@ class Net(nn.Module):
                 if getattr(b, part, None) is not None:
                     convbn(getattr(b, part), f"{name}.{part}")
         conv(self.classifier, "classifier")
+        if self.pcm is not None:
+            for i, p in enumerate(self.pcm.proj):
+                conv(p, f"pcm.proj{i + 1}")
+            conv(self.pcm.mix, "pcm.mix")
 
 
 class Images(torch.utils.data.Dataset):
