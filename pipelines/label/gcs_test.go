@@ -178,8 +178,11 @@ func TestTransientFaultsNeverChangeALabel(t *testing.T) {
 	opts := func(out string) Options {
 		o := options("gs://transient/data", modelURI, out)
 		o.Label.Background = "saliency"
+		// Few, quick retries, so the faults outlast them; an attempt's
+		// timeout generous, as no fault here hangs and a starved machine
+		// must not turn a clean read into a failure.
 		o.Storage = storage.Options{MaxAttempts: 2, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
-			AttemptTimeout: 400 * time.Millisecond}
+			AttemptTimeout: 10 * time.Second}
 		return o
 	}
 	clean, err := runRecord(ctx, opts("gs://transient/clean"))
