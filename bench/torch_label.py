@@ -103,7 +103,7 @@ class Net(nn.Module):
         self.pool = nn.MaxPool2d(3, 2, 1) if arch["stem_pool"] else None
         total = 4 if arch["stem_pool"] else 2
         dil, cin, blocks = 1, arch["stem_width"], nn.ModuleDict()
-        strides, widths = [], []  # each stage's output stride and channels
+        strides, widths, ends = [], [], []  # each stage's output stride, channels, last block
         for s, (depth, width) in enumerate(zip(arch["depths"], arch["widths"])):
             stride = 1 if (s == 0 and arch["stem_pool"]) else 2
             prev = dil
@@ -116,33 +116,32 @@ class Net(nn.Module):
                 cin = width
             strides.append(total)
             widths.append(width)
+            ends.append(f"stage{s + 1}_block{depth}")
         self.blocks = blocks
         self.classifier = nn.Conv2d(cin, classes + 1, 1, bias=False)
         # PCM's mid-level features: the outputs of up to two stages before
         # the last that already have the final stride (model.Arch.pcmStages).
-        self.mids = []
+        mids = []
         for i in range(len(strides) - 2, -1, -1):
-            if strides[i] != strides[-1] or len(self.mids) == 2:
+            if strides[i] != strides[-1] or len(mids) == 2:
                 break
-            self.mids.insert(0, i)
-        self.pcm = PCM([widths[i] for i in self.mids]) if arch.get("pcm") else None
+            mids.insert(0, i)
+        self.mid_blocks = {ends[i] for i in mids}  # the blocks whose outputs PCM reads
+        self.pcm = PCM([widths[i] for i in mids]) if arch.get("pcm") else None
 
     def forward(self, x):
         img = x
         y = F.relu(self.stem(x))
         if self.pool is not None:
             y = self.pool(y)
-        stages = []
+        mids = []
         for key, b in self.blocks.items():
             y = b(y)
-            stage = int(key[len("stage"):key.index("_")]) - 1
-            if stage == len(stages):
-                stages.append(y)
-            else:
-                stages[stage] = y
+            if key in self.mid_blocks:
+                mids.append(y)
         cam = self.classifier(y)
         if self.pcm is not None:
-            cam = self.pcm(img, [stages[i] for i in self.mids], cam)
+            cam = self.pcm(img, mids, cam)
         return cam
 
     def load(self, z):
