@@ -60,3 +60,17 @@ func LoadEngine(ctx context.Context, st *storage.Store, uri, backend string, opt
 	slot.e = e
 	return e, nil
 }
+
+// ReleaseEngines drops every loaded model from the process's cache, for a
+// process that labels with many models one after another (the study
+// trains and labels hundreds): each engine keeps its backend's cache of
+// free buffers, and a process holding every model it ever loaded grows
+// until the soft memory limit ProcessBudget sets makes the garbage
+// collector run without pause. Callers still holding an engine keep using
+// it (it is collected once they let go); the next LoadEngine of a model
+// loads it again. A Beam worker, which serves one model, never needs it.
+func ReleaseEngines() {
+	engines.Lock()
+	defer engines.Unlock()
+	clear(engines.m)
+}

@@ -33,6 +33,7 @@ import (
 	"github.com/l2gflow/l2gflow/model/trainer"
 	"github.com/l2gflow/l2gflow/pipelines/eval"
 	"github.com/l2gflow/l2gflow/pipelines/label"
+	"github.com/l2gflow/l2gflow/transforms"
 )
 
 // Arm is one method with its settings.
@@ -334,6 +335,9 @@ func ensureData(ctx context.Context, st *storage.Store, o Options, gen string, s
 }
 
 func runArm(ctx context.Context, st *storage.Store, o Options, arm Arm, gen string, seed int64, data, dir string) (*Result, error) {
+	// The labeling runs below load the arm's model into the process's
+	// engine cache; hundreds of runs would keep hundreds of models.
+	defer transforms.ReleaseEngines()
 	ds, err := dataset.Load(ctx, st, data, "train")
 	if err != nil {
 		return nil, err
