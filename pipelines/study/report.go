@@ -204,6 +204,10 @@ func WriteReport(path string, results []Result, ro ReportOptions) error {
 		"each seed is its own dataset *and* its own training seed.\n", o.Synth.Images, o.Synth.Size, o.Synth.Classes, 100*o.Synth.ValFraction, 100*o.Synth.NoSaliencyFraction)
 	// The base configuration is the one the runs recorded (the l2g arm's),
 	// not today's defaults, which may have changed since.
+	ran := map[string]bool{}
+	for _, r := range results {
+		ran[r.Arm] = true
+	}
 	base := o.Train
 	for _, r := range results {
 		if r.Arm == "l2g" {
@@ -211,9 +215,9 @@ func WriteReport(path string, results []Result, ro ReportOptions) error {
 			break
 		}
 	}
-	fmt.Fprintf(&b, "- Training: the base configuration (`train`'s defaults when the runs were made, as the `l2g` arm recorded it) unless the arm says otherwise: %s backbone from scratch, %d epochs, %s lr %g (%s), batch %d, image %d px, %d views of %d px (%s), transfer %s x%g, global classification weight %g, PCM %v. Every arm trains the same epochs except `cam-time`.\n",
+	fmt.Fprintf(&b, "- Training: the base configuration (`train`'s defaults when the runs were made, as the `l2g` arm recorded it) unless the arm says otherwise: %s backbone from scratch, %d epochs, %s lr %g (%s), batch %d, image %d px, %d views of %d px (%s), transfer %s x%g, global classification weight %g, PCM %v. Every arm trains the same epochs%s.\n",
 		base.Arch, base.Epochs, base.Optimizer, base.LR, base.Schedule, base.BatchSize, base.ImageSize, base.Views, base.ViewSize,
-		base.ViewMode, base.Transfer, base.KDWeight, base.GlobalClsWeight, base.PCM)
+		base.ViewMode, base.Transfer, base.KDWeight, base.GlobalClsWeight, base.PCM, exceptEqualTime(ran))
 	fmt.Fprintf(&b, "- Labeling: the train split, scales %v, flip %v. **written**: the threshold rule at the threshold the model calibrated on its training images' saliency maps "+
 		"(what `label` writes by default; no ground truth read); **fixed %.2f**: the threshold rule at the reference's fixed threshold; **best**: the best of the sweep %.2f-%.2f "+
 		"(needs ground truth: an upper bound, not a setting a user can pick); **saliency**: the saliency background rule (saliency > %.2f, class scores below %.2f, or the model's calibrated threshold where lower, dropped).\n",
@@ -221,8 +225,16 @@ func WriteReport(path string, results []Result, ro ReportOptions) error {
 	b.WriteString("- Classification: the val split's image logits (the mean of each class map, one view at scale 1): mean average precision and macro F1 at logit 0.\n")
 	b.WriteString("- Figures are mean ± sample standard deviation over seeds, in mIoU points (background included, as VOC); the tables below are of the reporting seeds.\n\n")
 	b.WriteString("Arms:\n\n")
+	var notRun []string
 	for _, a := range Arms() {
-		fmt.Fprintf(&b, "- `%s`: %s\n", a.Name, a.Doc)
+		if ran[a.Name] {
+			fmt.Fprintf(&b, "- `%s`: %s\n", a.Name, a.Doc)
+		} else {
+			notRun = append(notRun, "`"+a.Name+"`")
+		}
+	}
+	if len(notRun) > 0 {
+		fmt.Fprintf(&b, "\nThe study's other arms were not run (`--arms`): %s.\n", strings.Join(notRun, ", "))
 	}
 	for _, gen := range uniqueGenerators(sums) {
 		fmt.Fprintf(&b, "\n## Generator %s\n\n", gen)
@@ -544,4 +556,19 @@ func writeChoice(b *strings.Builder, selection, reporting []Result, heldOut bool
 	if n > 0 {
 		fmt.Fprintf(b, "\nWorst case over variants %+.1f (%s), mean %+.1f: the goal is at least 0 on every variant and +5 in the mean.\n\n", 100*worst, worstOn, 100*sum/float64(n))
 	}
+}
+
+// exceptEqualTime names, for the protocol's sentence on epochs, the arms
+// among those run that train for a time budget instead.
+func exceptEqualTime(ran map[string]bool) string {
+	var names []string
+	for _, a := range Arms() {
+		if a.EqualTimeTo != "" && ran[a.Name] {
+			names = append(names, "`"+a.Name+"`")
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return " except " + strings.Join(names, ", ")
 }

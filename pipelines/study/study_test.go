@@ -101,10 +101,15 @@ func TestStudyRunsResumesAndReports(t *testing.T) {
 	md, _ := os.ReadFile(report)
 	// Seed 1 chooses, seed 2 reports.
 	for _, want := range []string{"| cam | 1 |", "| l2g | 1 |", "Difference to `cam`", "quality-sweeps-v2.svg", "Chosen: **l2g**",
-		"On the selection seeds [1]", "of commit commit-a", "wall time"} {
+		"On the selection seeds [1]", "of commit commit-a", "wall time", "were not run (`--arms`): `cam-time`",
+		"Every arm trains the same epochs.", "- `l2g-gcw05`: "} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
+	}
+	// Arms not run are named once, not described as if they had been.
+	if strings.Contains(string(md), "- `cam-time`:") || strings.Contains(string(md), "except `cam-time`") {
+		t.Errorf("report describes cam-time, which did not run:\n%s", md)
 	}
 	svg, err := os.ReadFile(filepath.Join(filepath.Dir(report), "quality-sweeps-v2.svg"))
 	if err != nil || strings.Count(string(svg), "<polyline") != 2 {
