@@ -202,12 +202,12 @@ func WriteReport(path string, results []Result, ro ReportOptions) error {
 	b.WriteString("## Protocol\n\n")
 	fmt.Fprintf(&b, "- Data: the synthetic benchmark, %d images of long side about %d px (sizes vary), %d classes, %.0f%% val, %.0f%% without saliency; "+
 		"each seed is its own dataset *and* its own training seed.\n", o.Synth.Images, o.Synth.Size, o.Synth.Classes, 100*o.Synth.ValFraction, 100*o.Synth.NoSaliencyFraction)
-	// The base configuration is the one the runs recorded (the l2g arm's),
-	// not today's defaults, which may have changed since.
-	ran := map[string]bool{}
+	ran := map[string]bool{} // the arms with results
 	for _, r := range results {
 		ran[r.Arm] = true
 	}
+	// The base configuration is the one the runs recorded (the l2g arm's),
+	// not today's defaults, which may have changed since.
 	base := o.Train
 	for _, r := range results {
 		if r.Arm == "l2g" {
