@@ -129,9 +129,15 @@ type Train struct {
 	FreezeBN bool `yaml:"freeze_bn"`
 	// PCM adds the reference networks' pixel correlation module (an
 	// affinity refinement of the CAM from low-level features) to both
-	// networks, at training and at inference.
-	PCM bool `yaml:"pcm"`
+	// networks, at training and at inference: true, false or auto (the
+	// default: with method l2g, not with cam, so the CAM baseline stays
+	// the plain CAM; docs/defaults.md). UsePCM resolves it.
+	PCM AutoBool `yaml:"pcm"`
 }
+
+// UsePCM reports whether the networks get the pixel correlation module:
+// PCM, or when it is auto, whether the method is l2g.
+func (t Train) UsePCM() bool { return t.PCM.Resolve(t.Method == "l2g") }
 
 // Label configures the pseudo-labeling pipeline.
 type Label struct {
@@ -251,7 +257,7 @@ func Default() Config {
 			BgThr: 0.001, Transfer: "mse", KDWeight: 20, GlobalClsWeight: 0.5, Optimizer: "adam", LR: 0.001,
 			Momentum: 0.9, WeightDecay: 5e-4, NewLayerLRx: 10, Schedule: "poly",
 			StepEpochs: 5, BatchSize: 8, Epochs: 12, Seed: 1, CheckpointEv: 200,
-			PretrainedStrict: true},
+			PretrainedStrict: true, PCM: Auto},
 		Label: Label{Scales: []float64{0.5, 1, 1.5, 2}, Flip: true, LocalViews: "none",
 			LocalCombine: "sum", Background: "threshold", BgThreshold: 0.25, BgThresholdFrom: "model",
 			SaliencyThreshold: 0.2, CAMThreshold: 0.1, SaliencyFallback: "threshold", BatchSize: 8,

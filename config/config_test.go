@@ -42,6 +42,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key", "train:\n  lr: 0.1\n  learning_rate: 3\n", []string{"bad.yaml", "line 3", "learning_rate"}},
 		{"unknown section", "trian:\n  lr: 1\n", []string{"line 1", "trian"}},
 		{"wrong type", "train:\n  views: six\n", []string{"line 2", "six"}},
+		{"pcm neither boolean nor auto", "train:\n  pcm: sometimes\n", []string{"line 2", "sometimes", "auto"}},
 		{"not yaml", "train: [\n", []string{"bad.yaml"}},
 	}
 	for _, tc := range tests {
@@ -79,6 +80,7 @@ func TestValidate(t *testing.T) {
 		{"too few views for corners", func(c *Config) { c.Train.Views = 3 }, "train.views"},
 		{"unknown method", func(c *Config) { c.Train.Method = "irn" }, "train.method"},
 		{"unknown arch", func(c *Config) { c.Train.Arch = "vgg" }, "train.arch"},
+		{"empty pcm", func(c *Config) { c.Train.PCM = "" }, "train.pcm"},
 		{"negative lr", func(c *Config) { c.Train.LR = -1 }, "train.lr"},
 		{"no budget", func(c *Config) { c.Train.Epochs = 0 }, "train.epochs"},
 		{"bad time budget", func(c *Config) { c.Train.TimeBudget = "soon" }, "train.time_budget"},
@@ -127,7 +129,7 @@ func TestReferenceLoadsAndValidates(t *testing.T) {
 	}
 	tr := cfg.Train
 	if tr.ImageSize != 448 || tr.ViewSize != 320 || tr.Views != 6 || tr.LR != 0.001 || tr.BatchSize != 3 || tr.GlobalClsWeight != 0 ||
-		!tr.FreezeBN || !tr.PCM || cfg.Label.BgThreshold != 0.25 || cfg.Label.BgThresholdFrom != "fixed" {
+		!tr.FreezeBN || tr.PCM != True || cfg.Label.BgThreshold != 0.25 || cfg.Label.BgThresholdFrom != "fixed" {
 		t.Errorf("reference settings: %+v, label %+v", tr, cfg.Label)
 	}
 }

@@ -85,6 +85,7 @@ func (cfg *Config) Validate(sections Section) error {
 			c.failf("train.out", "required")
 		}
 		c.oneOf("train.method", t.Method, "l2g", "cam")
+		c.oneOf("train.pcm", string(t.PCM), string(Auto), string(True), string(False))
 		c.oneOf("train.arch", t.Arch, backbone.Names()...)
 		if t.LocalArch != "" {
 			c.oneOf("train.local_arch", t.LocalArch, backbone.Names()...)

@@ -35,6 +35,7 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{"command help", []string{"synth", "--help"}, 0, []string{"-images", "-config"}},
 		{"bad flag", []string{"synth", "--imgs", "3"}, 2, []string{"imgs"}},
 		{"bad flag value", []string{"synth", "--images", "many"}, 2, []string{"images"}},
+		{"bad pcm value", []string{"train", "--data", bad, "--pcm=sometimes"}, 2, []string{"pcm", "true, false or auto"}},
 		{"missing required", []string{"synth"}, 2, []string{"synth.out: required"}},
 		{"unknown key in file", []string{"synth", "--config", badCfg, "--out", out}, 2, []string{"bad.yaml", "line 3", "colour"}},
 		{"out of range in file", []string{"synth", "--config", rangeCfg, "--out", out}, 2, []string{"range.yaml", "synth.classes"}},

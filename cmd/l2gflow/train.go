@@ -29,7 +29,7 @@ func trainCommand() *command {
 			fs.StringVar(&t.Pretrained, "pretrained", t.Pretrained, "start both networks from torchvision/timm ResNet weights: a .safetensors or .onnx `file` (local or gs://)")
 			fs.BoolVar(&t.PretrainedStrict, "pretrained-strict", t.PretrainedStrict, "refuse a pretrained file with missing, unexpected or mis-shaped tensors (false: skip and list them)")
 			fs.BoolVar(&t.FreezeBN, "freeze-bn", t.FreezeBN, "keep batch normalisation fixed while training (the reference's choice with pretrained weights)")
-			fs.BoolVar(&t.PCM, "pcm", t.PCM, "add the pixel correlation module (the reference's CAM refinement) to both networks")
+			fs.Var(&t.PCM, "pcm", "add the pixel correlation module (the reference's CAM refinement) to both networks: true, false or auto (with --method l2g, not cam)")
 			fs.StringVar(&t.LocalArch, "local-arch", t.LocalArch, "local backbone (default: --arch)")
 			fs.IntVar(&t.OutputStride, "output-stride", t.OutputStride, "backbone output stride: 8 or 16")
 			fs.IntVar(&t.ImageSize, "image-size", t.ImageSize, "training image side (reference 448)")

@@ -39,7 +39,7 @@ func signature(c config.Train, classes int, fingerprint string) stepSignature {
 	return stepSignature{Method: c.Method, Arch: c.Arch, LocalArch: localArch(c), ViewMode: c.ViewMode,
 		Optimizer: c.Optimizer, Classes: classes, Batch: c.BatchSize, ImageSize: c.ImageSize,
 		ViewSize: c.ViewSize, Views: c.Views, Stride: c.OutputStride, Seed: c.Seed, Fingerprint: fingerprint,
-		FreezeBN: c.FreezeBN, PCM: c.PCM}
+		FreezeBN: c.FreezeBN, PCM: c.UsePCM()}
 }
 
 func saveCheckpoint(ctx context.Context, st *storage.Store, uri string, specs []model.ParamSpec, params, slots []*tensors.Tensor, pos resumeState) error {

@@ -127,7 +127,7 @@ func (t *trainer) networks(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	garch.PCM = c.PCM
+	garch.PCM = c.UsePCM()
 	t.global = &model.Net{Arch: garch, Classes: t.classes, FrozenBN: c.FreezeBN}
 	if t.specs, err = t.global.ParamSpecs(t.backend, model.GlobalPrefix); err != nil {
 		return err
@@ -139,7 +139,7 @@ func (t *trainer) networks(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	larch.PCM = c.PCM
+	larch.PCM = c.UsePCM()
 	t.local = &model.Net{Arch: larch, Classes: t.classes, FrozenBN: c.FreezeBN}
 	lspecs, err := t.local.ParamSpecs(t.backend, model.LocalPrefix)
 	if err != nil {

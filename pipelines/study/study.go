@@ -56,7 +56,7 @@ func Arms() []Arm {
 		{Name: "l2g", Doc: "L2G with train's defaults", Train: func(t *config.Train) { t.Method = "l2g" }},
 		{Name: "cam-time", Doc: "CAM trained for as long (wall time) as L2G, up to 4x the epochs", EqualTimeTo: "l2g",
 			Train: func(t *config.Train) { t.Method, t.Epochs = "cam", 4*t.Epochs }},
-		{Name: "l2g-pcm", Doc: "L2G with the pixel correlation module (the reference's networks)", Train: func(t *config.Train) { t.Method, t.PCM = "l2g", true }},
+		{Name: "l2g-pcm", Doc: "L2G with the pixel correlation module (the reference's networks)", Train: func(t *config.Train) { t.Method, t.PCM = "l2g", config.True }},
 		{Name: "l2g-gcw0", Doc: "L2G without the global classification loss (the reference objective)", Train: func(t *config.Train) { t.Method, t.GlobalClsWeight = "l2g", 0 }},
 		{Name: "l2g-gcw1", Doc: "L2G with the global classification loss at weight 1", Train: func(t *config.Train) { t.Method, t.GlobalClsWeight = "l2g", 1 }},
 		{Name: "l2g-kl", Doc: "L2G with the paper's KL transfer loss instead of the code's MSE", Train: func(t *config.Train) { t.Method, t.Transfer = "l2g", "kl" }},
