@@ -27,6 +27,10 @@ func TestUsePCM(t *testing.T) {
 		if got := tr.UsePCM(); got != tc.want {
 			t.Errorf("pcm %q, method %s: UsePCM() = %v, want %v", tc.pcm, tc.method, got, tc.want)
 		}
+		r := tr.Resolved()
+		if want := map[bool]AutoBool{true: True, false: False}[tc.want]; r.PCM != want || r.UsePCM() != tc.want {
+			t.Errorf("pcm %q, method %s: Resolved().PCM = %q, want %q", tc.pcm, tc.method, r.PCM, want)
+		}
 	}
 	if d := Default().Train; d.PCM != Auto || !d.UsePCM() {
 		t.Errorf("default train.pcm %q (UsePCM %v), want auto (true with l2g)", d.PCM, d.UsePCM())

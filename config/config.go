@@ -139,6 +139,18 @@ type Train struct {
 // PCM, or when it is auto, whether the method is l2g.
 func (t Train) UsePCM() bool { return t.PCM.Resolve(t.Method == "l2g") }
 
+// Resolved is t with its automatic settings decided (PCM true or false),
+// as a model's manifest and a study's configuration hash record it: two
+// spellings of the same networks are one configuration.
+func (t Train) Resolved() Train {
+	use := t.UsePCM()
+	t.PCM = False
+	if use {
+		t.PCM = True
+	}
+	return t
+}
+
 // Label configures the pseudo-labeling pipeline.
 type Label struct {
 	Model string `yaml:"model"` // model artifact URI

@@ -60,7 +60,7 @@ func CheckpointURI(out string) string { return out + ".ckpt" }
 // cancelled), then returns ErrInterrupted; with Config.Resume it continues
 // from that checkpoint.
 func Run(ctx context.Context, o Options) (*Result, error) {
-	t := &trainer{o: o, c: o.Config, classes: len(o.Data.Classes)}
+	t := &trainer{o: o, c: o.Config.Resolved(), classes: len(o.Data.Classes)}
 	steps := []func(context.Context) error{t.networks, t.weights, t.compile, t.schedule, t.resume}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {

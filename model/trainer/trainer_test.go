@@ -3,6 +3,7 @@ package trainer
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -427,6 +428,17 @@ func TestTrainVariedSizes(t *testing.T) {
 		}
 		if res.Manifest.Metrics.Steps != 4 || strings.Contains(log.b.String(), "NaN") {
 			t.Errorf("%s: %d steps, log:\n%s", method, res.Manifest.Metrics.Steps, log.b.String())
+		}
+		// train.pcm is auto: the manifest records what it decided, and
+		// the networks have the module with l2g only.
+		var rec config.Train
+		var arch model.Arch
+		wantPCM := method == "l2g"
+		if err := json.Unmarshal(res.Manifest.Training, &rec); err != nil || rec.PCM != map[bool]config.AutoBool{true: config.True, false: config.False}[wantPCM] {
+			t.Errorf("%s: manifest records train.pcm %q (%v), want it resolved to %v", method, rec.PCM, err, wantPCM)
+		}
+		if err := json.Unmarshal(res.Manifest.Networks["global"], &arch); err != nil || arch.PCM != wantPCM {
+			t.Errorf("%s: global network PCM %v (%v), want %v", method, arch.PCM, err, wantPCM)
 		}
 	}
 }

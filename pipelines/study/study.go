@@ -57,6 +57,7 @@ func Arms() []Arm {
 		{Name: "cam-time", Doc: "CAM trained for as long (wall time) as L2G, up to 4x the epochs", EqualTimeTo: "l2g",
 			Train: func(t *config.Train) { t.Method, t.Epochs = "cam", 4*t.Epochs }},
 		{Name: "l2g-pcm", Doc: "L2G with the pixel correlation module (the reference's networks)", Train: func(t *config.Train) { t.Method, t.PCM = "l2g", config.True }},
+		{Name: "l2g-nopcm", Doc: "L2G without the pixel correlation module", Train: func(t *config.Train) { t.Method, t.PCM = "l2g", config.False }},
 		{Name: "l2g-gcw0", Doc: "L2G without the global classification loss (the reference objective)", Train: func(t *config.Train) { t.Method, t.GlobalClsWeight = "l2g", 0 }},
 		{Name: "l2g-gcw1", Doc: "L2G with the global classification loss at weight 1", Train: func(t *config.Train) { t.Method, t.GlobalClsWeight = "l2g", 1 }},
 		{Name: "l2g-kl", Doc: "L2G with the paper's KL transfer loss instead of the code's MSE", Train: func(t *config.Train) { t.Method, t.Transfer = "l2g", "kl" }},
@@ -293,9 +294,16 @@ func (o Options) runStage(ctx context.Context, st *storage.Store, stage string, 
 
 // armHash is the configuration hash of an arm's runs on a variant.
 func armHash(o Options, arm Arm, gen string) (string, error) {
+	return configHash(o, armTrain(o, arm), gen)
+}
+
+// armTrain is the arm's training configuration, its automatic settings
+// resolved: an arm that spells out a default (l2g-pcm, with PCM auto)
+// has its twin's configuration and takes its results.
+func armTrain(o Options, arm Arm) config.Train {
 	tc := o.Train
 	arm.Train(&tc)
-	return configHash(o, tc, gen)
+	return tc.Resolved()
 }
 
 func selectArms(names []string) ([]Arm, error) {
@@ -342,8 +350,7 @@ func runArm(ctx context.Context, st *storage.Store, o Options, arm Arm, gen stri
 	if err != nil {
 		return nil, err
 	}
-	tc := o.Train
-	arm.Train(&tc)
+	tc := armTrain(o, arm)
 	tc.Seed, tc.Out = seed, filepath.Join(dir, "model.l2g")
 	if arm.EqualTimeTo != "" {
 		ref, err := readResult(filepath.Join(filepath.Dir(dir), arm.EqualTimeTo, ResultFile))

@@ -23,9 +23,10 @@ func tinyOptions(out string) Options {
 
 // TestStudyRunsResumesAndReports runs a tiny study of three arms over two
 // seeds, checks each result, re-runs it (nothing is trained again) and
-// writes the report and plot. l2g-gcw05 is train's default configuration,
-// so it is l2g's result, not trained again; the reporting seed runs only
-// cam and the chosen arm.
+// writes the report and plot. l2g-gcw05 and l2g-pcm spell out train's
+// defaults (l2g-pcm sets train.pcm true, the default auto resolves to it),
+// so they take l2g's result and are not trained again; the reporting seed
+// runs only cam and the chosen arm.
 func TestStudyRunsResumesAndReports(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: trains or runs whole jobs (make test-short)")
@@ -34,7 +35,7 @@ func TestStudyRunsResumesAndReports(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "study-out")
 	var log bytes.Buffer
 	o := tinyOptions(out)
-	o.Arms = append(o.Arms, "l2g-gcw05")
+	o.Arms = append(o.Arms, "l2g-gcw05", "l2g-pcm")
 	o.Log = &log
 	res, err := Run(context.Background(), o)
 	if err != nil {
@@ -44,15 +45,17 @@ func TestStudyRunsResumesAndReports(t *testing.T) {
 	for _, r := range res {
 		runs[[2]string{r.Arm, fmt.Sprint(r.Seed)}] = r
 	}
-	if len(res) != 5 || len(runs) != 5 {
-		t.Fatalf("%d results, want 5 (three arms on the selection seed, cam and the chosen on the other)", len(res))
+	if len(res) != 6 || len(runs) != 6 {
+		t.Fatalf("%d results, want 6 (four arms on the selection seed, cam and the chosen on the other)", len(res))
 	}
-	same := runs[[2]string{"l2g-gcw05", "1"}]
-	if same.SameAs != "l2g" || same.Written != runs[[2]string{"l2g", "1"}].Written {
-		t.Errorf("l2g-gcw05 on seed 1: same as %q, mIoU %v (l2g's %v)", same.SameAs, same.Written, runs[[2]string{"l2g", "1"}].Written)
-	}
-	if _, err := os.Stat(filepath.Join(out, "v2", "seed1", "l2g-gcw05", "model.l2g")); !os.IsNotExist(err) {
-		t.Errorf("l2g-gcw05 trained though its configuration is l2g's: %v", err)
+	for _, twin := range []string{"l2g-gcw05", "l2g-pcm"} {
+		same := runs[[2]string{twin, "1"}]
+		if same.SameAs != "l2g" || same.Written != runs[[2]string{"l2g", "1"}].Written {
+			t.Errorf("%s on seed 1: same as %q, mIoU %v (l2g's %v)", twin, same.SameAs, same.Written, runs[[2]string{"l2g", "1"}].Written)
+		}
+		if _, err := os.Stat(filepath.Join(out, "v2", "seed1", twin, "model.l2g")); !os.IsNotExist(err) {
+			t.Errorf("%s trained though its configuration is l2g's: %v", twin, err)
+		}
 	}
 	if _, ok := runs[[2]string{"cam", "2"}]; !ok {
 		t.Error("the reporting seed has no cam run")
@@ -86,8 +89,8 @@ func TestStudyRunsResumesAndReports(t *testing.T) {
 	if _, err := Run(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(log.String(), "done earlier"); n != 5 {
-		t.Errorf("re-run: %d runs skipped, want 5:\n%s", n, log.String())
+	if n := strings.Count(log.String(), "done earlier"); n != 6 {
+		t.Errorf("re-run: %d runs skipped, want 6:\n%s", n, log.String())
 	}
 	after, _ := os.Stat(model)
 	if !after.ModTime().Equal(before.ModTime()) {
