@@ -22,6 +22,14 @@ const (
 	False AutoBool = "false"
 )
 
+// AutoBoolOf is b as an AutoBool: True or False, never Auto.
+func AutoBoolOf(b bool) AutoBool {
+	if b {
+		return True
+	}
+	return False
+}
+
 // Resolve is the setting's value, def when it is auto (or empty).
 func (a AutoBool) Resolve(def bool) bool {
 	switch a {
@@ -52,10 +60,7 @@ func (a *AutoBool) Set(s string) error {
 	if err != nil {
 		return fmt.Errorf("%q is not true, false or auto", s)
 	}
-	*a = False
-	if b {
-		*a = True
-	}
+	*a = AutoBoolOf(b)
 	return nil
 }
 
@@ -66,10 +71,7 @@ func (a *AutoBool) IsBoolFlag() bool { return true }
 func (a *AutoBool) UnmarshalJSON(data []byte) error {
 	var b bool
 	if err := json.Unmarshal(data, &b); err == nil {
-		*a = False
-		if b {
-			*a = True
-		}
+		*a = AutoBoolOf(b)
 		return nil
 	}
 	var s string

@@ -143,11 +143,7 @@ func (t Train) UsePCM() bool { return t.PCM.Resolve(t.Method == "l2g") }
 // as a model's manifest and a study's configuration hash record it: two
 // spellings of the same networks are one configuration.
 func (t Train) Resolved() Train {
-	use := t.UsePCM()
-	t.PCM = False
-	if use {
-		t.PCM = True
-	}
+	t.PCM = AutoBoolOf(t.UsePCM())
 	return t
 }
 
